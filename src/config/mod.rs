@@ -1,0 +1,456 @@
+//! Typed configuration, validated at load.
+//!
+//! Precedence, lowest first: built-in defaults < the TOML file < environment variables
+//! (`RISKSTREAM_BROKERS`, `RISKSTREAM_METRICS_ADDR`). Unknown keys are errors. [`load`]
+//! reports every problem it finds, each with its path
+//! (`detectors.sensors[2].z_threshold: must be > 0`), not just the first.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+use crate::alert::AlertPolicyConfig;
+use crate::decode::Stream;
+use crate::detect::DetectorConfig;
+use crate::regions::{Regions, RegionsFile};
+use crate::sink::SinkConfig;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// bootstrap.servers
+    pub brokers: String,
+    pub group_id: String,
+    /// Where a new consumer group starts: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// librdkafka properties passed through as they are (security.protocol, sasl.*, ssl.*).
+    pub properties: BTreeMap<String, String>,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "riskstream".into(),
+            auto_offset_reset: "earliest".into(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicsConfig {
+    pub incidents: String,
+    pub sensors: String,
+    pub fraud: String,
+    pub dead_letter: String,
+}
+
+impl Default for TopicsConfig {
+    fn default() -> Self {
+        Self {
+            incidents: "incidents".into(),
+            sensors: "sensor-readings".into(),
+            fraud: "fraud-reports".into(),
+            dead_letter: "riskstream.dlq".into(),
+        }
+    }
+}
+
+impl TopicsConfig {
+    pub fn input(&self, s: Stream) -> &str {
+        match s {
+            Stream::Incidents => &self.incidents,
+            Stream::Sensors => &self.sensors,
+            Stream::Fraud => &self.fraud,
+        }
+    }
+
+    pub fn stream_of(&self, topic: &str) -> Option<Stream> {
+        Stream::ALL.into_iter().find(|s| self.input(*s) == topic)
+    }
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Guarantee {
+    #[default]
+    AtLeastOnce,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProcessingConfig {
+    pub guarantee: Guarantee,
+    /// How far behind the newest event time an event may arrive and still count in windows.
+    #[serde(with = "humantime_serde")]
+    pub allowed_lateness: Duration,
+    /// Inputs whose outputs await acknowledgement, at most (backpressure beyond).
+    pub max_in_flight: usize,
+    /// Longest wait for in-flight work on shutdown before giving up (offsets not committed).
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+}
+
+impl Default for ProcessingConfig {
+    fn default() -> Self {
+        Self {
+            guarantee: Guarantee::AtLeastOnce,
+            allowed_lateness: Duration::from_secs(30),
+            max_in_flight: 20_000,
+            drain_timeout: Duration::from_secs(8),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address of /metrics, /healthz, /readyz. Loopback by default.
+    pub addr: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            addr: "127.0.0.1:9464".into(),
+        }
+    }
+}
+
+/// `[regions]`: either `file = "regions.toml"` (relative to the config file) or the
+/// hierarchy inline (`[regions.city]`, `[[regions.county]]`).
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RegionsConfig {
+    pub file: Option<PathBuf>,
+    #[serde(flatten)]
+    pub inline: Option<RegionsFile>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct DetectorsConfig {
+    pub incidents: Vec<DetectorConfig>,
+    pub sensors: Vec<DetectorConfig>,
+    pub fraud: Vec<DetectorConfig>,
+}
+
+impl Default for DetectorsConfig {
+    fn default() -> Self {
+        use crate::detect::DetectorConfig as D;
+        Self {
+            incidents: vec![D::RateSpike(Default::default())],
+            sensors: vec![D::Threshold(Default::default()), D::EwmaZ(Default::default())],
+            fraud: vec![D::EntityBurst(Default::default())],
+        }
+    }
+}
+
+impl DetectorsConfig {
+    pub fn per_stream(&self) -> Vec<(Stream, Vec<DetectorConfig>)> {
+        vec![
+            (Stream::Incidents, self.incidents.clone()),
+            (Stream::Sensors, self.sensors.clone()),
+            (Stream::Fraud, self.fraud.clone()),
+        ]
+    }
+}
+
+/// The whole configuration, after env overrides and validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub kafka: KafkaConfig,
+    pub topics: TopicsConfig,
+    pub processing: ProcessingConfig,
+    pub metrics: MetricsConfig,
+    pub regions: Arc<Regions>,
+    pub detectors: DetectorsConfig,
+    pub alerts: AlertPolicyConfig,
+    pub sinks: BTreeMap<String, SinkConfig>,
+}
+
+/// Every problem found in a config, one per line, each with its path.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+#[error("{}", .problems.join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+const SECTIONS: &[&str] = &["kafka", "topics", "processing", "metrics", "regions", "detectors", "alerts", "sinks"];
+
+/// Deserializes one value, recording a failure under `path` and returning the default.
+fn section<T: DeserializeOwned + Default>(v: Option<&toml::Value>, path: &str, problems: &mut Vec<String>) -> T {
+    let Some(v) = v else { return T::default() };
+    match serde_path_to_error::deserialize::<_, T>(v.clone()) {
+        Ok(t) => t,
+        Err(e) => {
+            let inner = e.path().to_string();
+            let at = if inner.is_empty() || inner == "." {
+                path.to_string()
+            } else {
+                format!("{path}.{inner}")
+            };
+            problems.push(format!("{at}: {}", e.into_inner()));
+            T::default()
+        }
+    }
+}
+
+/// Loads and validates a config file, applying environment overrides.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        problems: vec![format!("{}: cannot read: {e}", path.display())],
+    })?;
+    let env: Vec<(String, String)> = ["RISKSTREAM_BROKERS", "RISKSTREAM_METRICS_ADDR"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect();
+    from_str(&text, path.parent().unwrap_or(Path::new(".")), &env)
+}
+
+/// Parses a config text; `base` resolves relative paths, `env` holds the overrides.
+pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
+    let mut problems = Vec::new();
+    let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
+        problems: vec![format!("config is not valid TOML: {e}")],
+    })?;
+    for k in table.keys() {
+        if !SECTIONS.contains(&k.as_str()) {
+            problems.push(format!("{k}: unknown section (expected one of {})", SECTIONS.join(", ")));
+        }
+    }
+    let mut kafka: KafkaConfig = section(table.get("kafka"), "kafka", &mut problems);
+    let topics: TopicsConfig = section(table.get("topics"), "topics", &mut problems);
+    let processing: ProcessingConfig = section(table.get("processing"), "processing", &mut problems);
+    let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
+    let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
+    let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
+
+    // Detectors: each list element on its own, so every bad one is reported.
+    let mut detectors = DetectorsConfig::default();
+    if let Some(d) = table.get("detectors") {
+        match d.as_table() {
+            None => problems.push("detectors: must be a table of per-stream lists".into()),
+            Some(t) => {
+                for k in t.keys() {
+                    if Stream::parse(k).is_none() {
+                        problems.push(format!("detectors.{k}: unknown stream (expected incidents, sensors, fraud)"));
+                    }
+                }
+                for s in Stream::ALL {
+                    let Some(v) = t.get(s.as_str()) else { continue };
+                    let Some(arr) = v.as_array() else {
+                        problems.push(format!("detectors.{s}: must be a list ([[detectors.{s}]] tables)"));
+                        continue;
+                    };
+                    let mut list = Vec::new();
+                    for (i, item) in arr.iter().enumerate() {
+                        let path = format!("detectors.{s}[{i}]");
+                        match serde_path_to_error::deserialize::<_, DetectorConfig>(item.clone()) {
+                            Ok(c) => {
+                                if !c.streams().contains(&s) {
+                                    problems.push(format!("{path}.type: `{}` does not work on the {s} stream", c.name()));
+                                }
+                                c.validate(&path, &mut problems);
+                                list.push(c);
+                            }
+                            Err(e) => {
+                                let inner = e.path().to_string();
+                                let at = if inner.is_empty() || inner == "." { path } else { format!("{path}.{inner}") };
+                                problems.push(format!("{at}: {}", e.into_inner()));
+                            }
+                        }
+                    }
+                    match s {
+                        Stream::Incidents => detectors.incidents = list,
+                        Stream::Sensors => detectors.sensors = list,
+                        Stream::Fraud => detectors.fraud = list,
+                    }
+                }
+            }
+        }
+    }
+
+    let mut sinks = BTreeMap::new();
+    if let Some(v) = table.get("sinks") {
+        match v.as_table() {
+            None => problems.push("sinks: must be a table of [sinks.NAME] tables".into()),
+            Some(t) => {
+                for (name, item) in t {
+                    let path = format!("sinks.{name}");
+                    let c: Option<SinkConfig> = {
+                        let mut p = Vec::new();
+                        let c = section::<Option<SinkConfig>>(Some(item), &path, &mut p);
+                        problems.extend(p);
+                        c
+                    };
+                    if let Some(c) = c {
+                        c.validate(&path, &mut problems);
+                        sinks.insert(name.clone(), c);
+                    }
+                }
+            }
+        }
+    } else {
+        sinks.insert("alerts".to_string(), SinkConfig::default());
+    }
+
+    for (k, v) in env {
+        match k.as_str() {
+            "RISKSTREAM_BROKERS" => kafka.brokers = v.clone(),
+            "RISKSTREAM_METRICS_ADDR" => metrics.addr = v.clone(),
+            _ => {}
+        }
+    }
+
+    if kafka.brokers.trim().is_empty() {
+        problems.push("kafka.brokers: must not be empty".into());
+    }
+    if kafka.group_id.trim().is_empty() {
+        problems.push("kafka.group_id: must not be empty".into());
+    }
+    if !["earliest", "latest"].contains(&kafka.auto_offset_reset.as_str()) {
+        problems.push("kafka.auto_offset_reset: must be \"earliest\" or \"latest\"".into());
+    }
+    for k in kafka.properties.keys() {
+        if ["enable.auto.offset.store", "group.id", "bootstrap.servers"].contains(&k.as_str()) {
+            problems.push(format!("kafka.properties.\"{k}\": set by riskstream itself; use the typed key instead"));
+        }
+    }
+    for s in Stream::ALL {
+        if topics.input(s).trim().is_empty() {
+            problems.push(format!("topics.{}: must not be empty", match s {
+                Stream::Incidents => "incidents",
+                Stream::Sensors => "sensors",
+                Stream::Fraud => "fraud",
+            }));
+        }
+    }
+    if processing.max_in_flight == 0 {
+        problems.push("processing.max_in_flight: must be >= 1".into());
+    }
+    if metrics.addr.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!("metrics.addr: `{}` is not an address like 127.0.0.1:9464", metrics.addr));
+    }
+    alerts.validate("alerts", &mut problems);
+    for (i, d) in detectors.incidents.iter().chain(&detectors.fraud).enumerate() {
+        if let DetectorConfig::RateSpike(r) = d {
+            if r.window < processing.allowed_lateness {
+                problems.push(format!(
+                    "detectors: rate_spike window ({:?}) must be >= processing.allowed_lateness (entry {i})",
+                    r.window
+                ));
+            }
+        }
+    }
+
+    let regions = match (&regions_cfg.file, &regions_cfg.inline) {
+        (Some(_), Some(_)) => {
+            problems.push("regions: give either `file` or the hierarchy inline, not both".into());
+            None
+        }
+        (Some(f), None) => Some(Regions::from_file(&base.join(f))),
+        (None, Some(inline)) => Some(Regions::new(inline.clone())),
+        (None, None) => Some(Regions::from_file(&base.join("regions.toml"))),
+    };
+    let regions = match regions {
+        Some(Ok(r)) => Some(Arc::new(r)),
+        Some(Err(e)) => {
+            problems.push(format!("regions: {e}"));
+            None
+        }
+        None => None,
+    };
+
+    match regions {
+        Some(regions) if problems.is_empty() => Ok(Config {
+            kafka,
+            topics,
+            processing,
+            metrics,
+            regions,
+            detectors,
+            alerts,
+            sinks,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
+    }
+
+    #[test]
+    fn shipped_default_config_is_valid() {
+        let c = load(&root().join("default.toml")).unwrap();
+        assert_eq!(c.kafka.brokers, "127.0.0.1:9092");
+        assert_eq!(c.topics.sensors, "sensor-readings");
+        assert!(!c.detectors.sensors.is_empty());
+        assert!(c.sinks.contains_key("alerts"));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let text = r#"
+            bogus = 1
+            [kafka]
+            brokers = ""
+            [processing]
+            allowed_lateness = "soon"
+            [[detectors.sensors]]
+            type = "ewma_z"
+            z_threshold = -1.0
+            [[detectors.sensors]]
+            type = "threshold"
+            [[detectors.sensors]]
+            type = "ewma_z"
+            z_treshold = 3.0
+            [[detectors.sensors]]
+            type = "entity_burst"
+        "#;
+        let e = from_str(text, &root(), &[]).unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "bogus: unknown section",
+            "kafka.brokers: must not be empty",
+            "processing.allowed_lateness",
+            "detectors.sensors[0].z_threshold: must be > 0",
+            "detectors.sensors[2]",
+            "z_treshold",
+            "detectors.sensors[3].type: `entity_burst` does not work on the sensors stream",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        assert!(e.problems.len() >= 6, "{all}");
+    }
+
+    #[test]
+    fn env_overrides_the_file() {
+        let env = vec![
+            ("RISKSTREAM_BROKERS".to_string(), "10.0.0.1:9092".to_string()),
+            ("RISKSTREAM_METRICS_ADDR".to_string(), "127.0.0.1:19464".to_string()),
+        ];
+        let c = from_str("[kafka]\nbrokers = \"x:1\"\n", &root(), &env).unwrap();
+        assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
+        assert_eq!(c.metrics.addr, "127.0.0.1:19464");
+    }
+
+    #[test]
+    fn unknown_keys_in_nested_tables_are_errors() {
+        let e = from_str("[alerts]\nresolve_afterr = \"5m\"\n", &root(), &[]).unwrap_err();
+        assert!(e.problems[0].contains("resolve_afterr"), "{:?}", e.problems);
+        let e = from_str("[sinks.x]\ntype = \"kafka\"\ntopicc = \"a\"\n", &root(), &[]).unwrap_err();
+        assert!(e.problems.join("\n").contains("sinks.x"), "{:?}", e.problems);
+    }
+}

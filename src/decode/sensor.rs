@@ -1,0 +1,102 @@
+//! Sensor readings from hazardous-chemical sites. Key: `sensor_id`.
+
+use chrono::{DateTime, FixedOffset};
+
+use super::fields::Fields;
+use super::{DecodeError, InvalidReason};
+use crate::regions::RegionRef;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SensorStatus {
+    Ok,
+    /// The device reports itself faulty; its values raise no value alerts.
+    Fault,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SensorReading {
+    pub sensor_id: String,
+    pub site_id: String,
+    pub region: RegionRef,
+    pub region_code: String,
+    /// What is measured: `gas_lel`, `h2s_ppm`, `temperature`, `pressure`, `tank_level`, ...
+    pub kind: String,
+    pub ts: DateTime<FixedOffset>,
+    pub value: f64,
+    pub unit: Option<String>,
+    pub status: SensorStatus,
+}
+
+pub(super) fn decode(f: &Fields<'_>) -> Result<SensorReading, DecodeError> {
+    let status = match f.opt_str("status")?.as_deref() {
+        None | Some("ok") => SensorStatus::Ok,
+        Some("fault") => SensorStatus::Fault,
+        Some(other) => {
+            return Err(DecodeError::new(
+                InvalidReason::OutOfRange,
+                format!("field `status` must be `ok` or `fault`, got `{other}`"),
+            ))
+        }
+    };
+    Ok(SensorReading {
+        sensor_id: f.str("sensor_id")?,
+        site_id: f.str("site_id")?,
+        region: f.region("region")?,
+        region_code: f.str("region")?,
+        kind: f.str("kind")?,
+        ts: f.ts("ts")?,
+        value: f.f64("value")?,
+        unit: f.opt_str("unit")?,
+        status,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::decode::{test_decoder, Event, InvalidReason, Stream};
+
+    fn base() -> serde_json::Value {
+        serde_json::json!({"sensor_id":"S-330503-0042-GAS1","site_id":"SITE-330503-0042","region":"330503101",
+            "kind":"gas_lel","ts":"2026-11-26T08:15:00+08:00","value":3.5,"unit":"%LEL"})
+    }
+
+    #[test]
+    fn spec_example_decodes() {
+        let d = test_decoder();
+        let Event::Sensor(s) = d.decode(Stream::Sensors, base().to_string().as_bytes()).unwrap().event else {
+            panic!()
+        };
+        assert_eq!(s.value, 3.5);
+        assert_eq!(s.kind, "gas_lel");
+        assert_eq!(s.ts.offset().local_minus_utc(), 8 * 3600);
+    }
+
+    #[test]
+    fn invalid_cases_name_their_field() {
+        let d = test_decoder();
+        let cases: Vec<(&str, serde_json::Value, InvalidReason)> = vec![
+            ("value", serde_json::json!("NaN"), InvalidReason::NonFinite),
+            ("value", serde_json::json!("high"), InvalidReason::WrongType),
+            ("ts", serde_json::json!("2026-11-26 08:15:00"), InvalidReason::BadTimestamp),
+            ("ts", serde_json::json!("2026-11-26T08:15:00"), InvalidReason::BadTimestamp),
+            ("region", serde_json::json!("110101001"), InvalidReason::UnknownRegion),
+            ("status", serde_json::json!("broken"), InvalidReason::OutOfRange),
+            ("sensor_id", serde_json::json!(42), InvalidReason::WrongType),
+        ];
+        for (field, val, reason) in cases {
+            let mut v = base();
+            v[field] = val;
+            let e = d.decode(Stream::Sensors, v.to_string().as_bytes()).unwrap_err();
+            assert_eq!(e.reason, reason, "{field}: {}", e.message);
+            assert!(e.message.contains(&format!("`{field}`")), "{}", e.message);
+        }
+    }
+
+    #[test]
+    fn unlisted_township_is_flagged() {
+        let d = test_decoder();
+        let mut v = base();
+        v["region"] = "330503999".into();
+        assert!(d.decode(Stream::Sensors, v.to_string().as_bytes()).unwrap().unlisted_region);
+    }
+}

@@ -1,0 +1,338 @@
+//! `ewma_z`: the value deviates from its exponentially weighted mean by more than `k`
+//! exponentially weighted standard deviations.
+//!
+//! Event time, irregular sampling: each reading gets weight `a = 1 - 2^(-dt/half_life)`
+//! (dt clamped to [1 s, 4 half-lives]), so a sensor sampling every 10 s and one every
+//! 60 s forget at the same rate per minute. Mean and variance use the incremental form
+//! (Finch 2009): `d = x - m; m += a d; v = (1 - a)(v + a d²)`. The reading is scored
+//! against the baseline *before* it is folded in, and folded in winsorized to
+//! `m ± k σ`, so one spike neither hides itself nor poisons the baseline for long.
+//! No alert before `min_samples` readings (warm-up). State per key: 32 bytes.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+
+use super::{fmt_duration, kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind};
+use crate::decode::{Event, SensorStatus, Stream};
+
+pub const NAME: &str = "ewma_z";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct EwmaZConfig {
+    /// Sensor kinds this instance watches; empty = every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Time for a reading's weight to halve.
+    #[serde(default = "default_half_life", with = "humantime_serde")]
+    pub half_life: Duration,
+    /// Fire when |z| (in the counted direction) exceeds this.
+    #[serde(default = "default_k")]
+    pub z_threshold: f64,
+    #[serde(default = "default_up")]
+    pub direction: Direction,
+    /// Readings needed before the baseline is trusted.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u32,
+    /// Floor on σ, in the kind's unit: a perfectly flat series must not make any noise a 100σ event.
+    #[serde(default = "default_min_std")]
+    pub min_std: f64,
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_half_life() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_k() -> f64 {
+    4.0
+}
+fn default_up() -> Direction {
+    Direction::Up
+}
+fn default_min_samples() -> u32 {
+    20
+}
+fn default_min_std() -> f64 {
+    0.05
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+impl Default for EwmaZConfig {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            half_life: default_half_life(),
+            z_threshold: default_k(),
+            direction: default_up(),
+            min_samples: default_min_samples(),
+            min_std: default_min_std(),
+            ttl: default_ttl(),
+        }
+    }
+}
+
+impl DetectorSpec for EwmaZConfig {
+    const NAME: &'static str = NAME;
+    const STREAMS: &'static [Stream] = &[Stream::Sensors];
+    type Runtime = EwmaZ;
+
+    fn validate(&self, path: &str, problems: &mut Vec<String>) {
+        if !(self.z_threshold > 0.0 && self.z_threshold.is_finite()) {
+            problems.push(format!("{path}.z_threshold: must be > 0"));
+        }
+        if self.half_life < Duration::from_secs(1) {
+            problems.push(format!("{path}.half_life: must be >= 1s"));
+        }
+        if !(self.min_std > 0.0 && self.min_std.is_finite()) {
+            problems.push(format!("{path}.min_std: must be > 0"));
+        }
+        if self.min_samples < 2 {
+            problems.push(format!("{path}.min_samples: must be >= 2"));
+        }
+        if self.ttl.is_zero() {
+            problems.push(format!("{path}.ttl: must be > 0"));
+        }
+    }
+
+    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> EwmaZ {
+        EwmaZ {
+            cfg: self.clone(),
+            window: fmt_duration(self.half_life),
+            state: KeyedState::new(self.ttl),
+        }
+    }
+}
+
+/// The baseline of one series. 32 bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EwmaState {
+    pub mean: f64,
+    pub var: f64,
+    pub last_ts: i64,
+    pub n: u32,
+    pub alerting: bool,
+}
+
+impl EwmaState {
+    /// Folds `x` in with weight `a` (0 < a <= 1).
+    pub fn update(&mut self, x: f64, a: f64) {
+        if self.n == 0 {
+            self.mean = x;
+            self.var = 0.0;
+        } else {
+            let d = x - self.mean;
+            self.mean += a * d;
+            self.var = (1.0 - a) * (self.var + a * d * d);
+        }
+        self.n = self.n.saturating_add(1);
+    }
+}
+
+/// Weight of a reading `dt` seconds after the previous one.
+pub fn weight(dt_secs: f64, half_life_secs: f64) -> f64 {
+    let dt = dt_secs.clamp(1.0, 4.0 * half_life_secs);
+    1.0 - (-dt * std::f64::consts::LN_2 / half_life_secs).exp()
+}
+
+pub struct EwmaZ {
+    cfg: EwmaZConfig,
+    window: String,
+    state: KeyedState<EwmaState>,
+}
+
+impl Detector for EwmaZ {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
+        let Event::Sensor(r) = ev else { return 0.0 };
+        if !self.cfg.kinds.is_empty() && !self.cfg.kinds.iter().any(|k| *k == r.kind) {
+            return 0.0;
+        }
+        if r.status == SensorStatus::Fault {
+            return 0.0;
+        }
+        let k = self.cfg.z_threshold;
+        let st = self.state.touch(&r.sensor_id, r.ts);
+        let t = r.ts.timestamp();
+        let warm = st.n >= self.cfg.min_samples;
+        let sd = st.var.sqrt().max(self.cfg.min_std);
+        let z = (r.value - st.mean) / sd;
+        let counted = self.cfg.direction.counted(z);
+        let s = if warm { score::from_ratio(counted, k) } else { 0.0 };
+        let expected = st.mean;
+        // Fold in, winsorized so a spike shifts the baseline by at most k σ.
+        let a = if st.n == 0 {
+            1.0
+        } else {
+            weight((t - st.last_ts) as f64, self.cfg.half_life.as_secs_f64())
+        };
+        let x = if warm {
+            r.value.clamp(st.mean - k * sd, st.mean + k * sd)
+        } else {
+            r.value
+        };
+        st.update(x, a);
+        st.last_ts = st.last_ts.max(t);
+        let firing = warm && counted > k;
+        let kind = if firing {
+            st.alerting = true;
+            let dir = if z >= 0.0 { "rising" } else { "falling" };
+            SignalKind::Anomalous {
+                score: s,
+                level: None,
+                title: format!("{} {dir} fast at {}", kind_label(&r.kind), r.site_id),
+                evidence: Evidence {
+                    observed: r.value,
+                    expected,
+                    score: (z * 100.0).round() / 100.0,
+                    threshold: k,
+                    window: self.window.clone(),
+                    p_value: None,
+                },
+            }
+        } else if st.alerting {
+            st.alerting = false;
+            SignalKind::Clear
+        } else {
+            return s;
+        };
+        out.push(Signal {
+            stream: Stream::Sensors,
+            detector: NAME,
+            key: r.sensor_id.clone(),
+            subject: sensor_subject(r),
+            region: r.region,
+            ts: r.ts,
+            event_id: Some(ev.id()),
+            kind,
+        });
+        s
+    }
+
+    fn advance(&mut self, watermark: DateTime<FixedOffset>, _out: &mut Vec<Signal>) {
+        self.state.evict_idle(watermark);
+    }
+
+    fn keys(&self) -> usize {
+        self.state.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testutil::reading;
+    use proptest::prelude::*;
+
+    /// Naive recomputation: with constant weight a, the EWMA mean is
+    /// sum_i w_i x_i / sum_i w_i over the whole history with w_i = a (1-a)^(n-1-i) for
+    /// i >= 1 and w_0 = (1-a)^(n-1) (the first value seeds the mean), and the variance is
+    /// the same weights applied to (x_i - m_{i-1})² scaled by (1-a), recomputed by brute force.
+    fn naive(xs: &[f64], a: f64) -> (f64, f64) {
+        let n = xs.len();
+        let mut m = 0.0;
+        for (i, x) in xs.iter().enumerate() {
+            let w = if i == 0 { (1.0 - a).powi(n as i32 - 1) } else { a * (1.0 - a).powi((n - 1 - i) as i32) };
+            m += w * x;
+        }
+        // Variance: brute force of the defining recursion's closed form
+        // v_n = sum_{i>=1} (1-a)^(n-i) a d_i², d_i = x_i - m_{i-1}, with m_{i-1} recomputed naively.
+        let mut v = 0.0;
+        for i in 1..n {
+            let prev = &xs[..i];
+            let mut mp = 0.0;
+            for (j, x) in prev.iter().enumerate() {
+                let w = if j == 0 { (1.0 - a).powi(i as i32 - 1) } else { a * (1.0 - a).powi((i - 1 - j) as i32) };
+                mp += w * x;
+            }
+            let d = xs[i] - mp;
+            v += (1.0 - a).powi((n - i) as i32) * a * d * d;
+        }
+        (m, v)
+    }
+
+    #[test]
+    fn matches_naive_recomputation() {
+        let xs: Vec<f64> = (0..200).map(|i| 3.0 + ((i * 7919) % 13) as f64 * 0.1 - 0.6).collect();
+        let a = 0.1;
+        let mut s = EwmaState::default();
+        for x in &xs {
+            s.update(*x, a);
+        }
+        let (m, v) = naive(&xs, a);
+        assert!((s.mean - m).abs() < 1e-9, "{} vs {m}", s.mean);
+        assert!((s.var - v).abs() < 1e-9, "{} vs {v}", s.var);
+    }
+
+    #[test]
+    fn weight_follows_half_life() {
+        assert!((weight(300.0, 300.0) - 0.5).abs() < 1e-12);
+        assert!((weight(0.0, 300.0) - weight(1.0, 300.0)).abs() < 1e-15, "dt clamps at 1 s");
+    }
+
+    #[test]
+    fn warm_up_gate_then_spike_fires_up_only() {
+        let mut d = EwmaZConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
+        let mut out = Vec::new();
+        // A big value during warm-up raises nothing.
+        d.observe(&reading("G0", "gas_lel", 0, 3.0), false, &mut out);
+        d.observe(&reading("G0", "gas_lel", 10, 30.0), false, &mut out);
+        assert!(out.is_empty());
+        for i in 0..60 {
+            d.observe(&reading("G", "gas_lel", i * 10, 3.0 + (i % 3) as f64 * 0.1), false, &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // A drop is not a gas hazard with direction = up.
+        d.observe(&reading("G", "gas_lel", 600, 0.0), false, &mut out);
+        assert!(out.is_empty());
+        let sc = d.observe(&reading("G", "gas_lel", 610, 9.0), false, &mut out);
+        assert!(sc > 0.5);
+        let SignalKind::Anomalous { evidence, .. } = &out[0].kind else { panic!() };
+        assert!(evidence.score > 4.0 && evidence.observed == 9.0);
+        assert!((evidence.expected - 3.0).abs() < 0.5);
+    }
+
+    #[test]
+    fn state_is_32_bytes() {
+        assert_eq!(std::mem::size_of::<EwmaState>(), 32);
+    }
+
+    proptest! {
+        #[test]
+        fn never_nan_and_bounded(xs in proptest::collection::vec(-1e6f64..1e6, 1..300), gaps in proptest::collection::vec(0i64..4000, 300)) {
+            let mut d = EwmaZConfig { min_samples: 2, direction: Direction::Both, ..Default::default() }.build(Stream::Sensors, &crate::pipeline::test_ctx());
+            let mut out = Vec::new();
+            let mut t = 0;
+            for (x, g) in xs.iter().zip(gaps) {
+                t += g;
+                let s = d.observe(&reading("P", "pressure", t, *x), false, &mut out);
+                prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
+            }
+            prop_assert_eq!(d.keys(), 1);
+        }
+
+        #[test]
+        fn score_monotone_in_deviation(dev1 in 0.0f64..100.0, dev2 in 0.0f64..100.0) {
+            let mk = || {
+                let mut d = EwmaZConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
+                let mut out = Vec::new();
+                for i in 0..50 {
+                    d.observe(&reading("G", "gas_lel", i * 10, 3.0 + (i % 2) as f64 * 0.2), false, &mut out);
+                }
+                d
+            };
+            let (lo, hi) = if dev1 <= dev2 { (dev1, dev2) } else { (dev2, dev1) };
+            let mut out = Vec::new();
+            let s1 = mk().observe(&reading("G", "gas_lel", 500, 3.1 + lo), false, &mut out);
+            let s2 = mk().observe(&reading("G", "gas_lel", 500, 3.1 + hi), false, &mut out);
+            prop_assert!(s1 <= s2);
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Detectors: keyed, event-time, O(1) state per key. One file per detector, one line each
+//! in the [`detectors!`] list below registers it (config variant, validation and build).
+//!
+//! A detector turns events into [`Signal`]s: `Anomalous` whenever an event (or a closed
+//! window) is anomalous for its key, and `Clear` once when the key returns to normal. The
+//! alert policy turns signals into episodes; detectors never decide what an operator sees.
+
+mod entity_burst;
+mod ewma;
+mod keyed;
+mod rate_spike;
+pub mod score;
+mod threshold;
+mod watermark;
+
+use std::sync::Arc;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+pub use keyed::KeyedState;
+pub use watermark::Watermark;
+
+use crate::alert::Level;
+use crate::decode::{Event, Stream};
+use crate::regions::{RegionRef, Regions};
+
+/// What an alert's `evidence` shows: enough for an operator to judge it without a query.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Evidence {
+    /// The observed value (a reading, a window count ...).
+    pub observed: f64,
+    /// What the baseline expected.
+    pub expected: f64,
+    /// The detector's own statistic (z, MADs, -log10 p ...), comparable with `threshold`.
+    pub score: f64,
+    pub threshold: f64,
+    /// The time scale the detector looked at, e.g. `5m`.
+    pub window: String,
+    /// For count detectors: P(X >= observed) under the baseline model.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub p_value: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum SignalKind {
+    /// The key is anomalous at this event or window; `score` in [0.5, 1].
+    Anomalous {
+        score: f64,
+        /// Set by detectors whose config names the level (threshold alarms).
+        level: Option<Level>,
+        title: String,
+        evidence: Evidence,
+    },
+    /// The key has returned to normal.
+    Clear,
+}
+
+/// One detector's verdict about one key.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Signal {
+    pub stream: Stream,
+    pub detector: &'static str,
+    /// The state key: a sensor id, a region code, `phone:+86...`.
+    pub key: String,
+    pub subject: serde_json::Map<String, serde_json::Value>,
+    pub region: RegionRef,
+    pub ts: DateTime<FixedOffset>,
+    pub event_id: Option<String>,
+    pub kind: SignalKind,
+}
+
+/// What every detector shares at build time.
+#[derive(Debug, Clone)]
+pub struct BuildCtx {
+    pub regions: Arc<Regions>,
+}
+
+/// The seam for detectors.
+pub trait Detector: Send {
+    fn name(&self) -> &'static str;
+
+    /// Looks at one event of the detector's stream; pushes signals and returns the event's
+    /// normalized anomaly score in [0, 1] (0.5 is the firing threshold). `late` events
+    /// are behind the watermark: value detectors still score them, window detectors
+    /// skip them (their window has closed).
+    fn observe(&mut self, ev: &Event, late: bool, out: &mut Vec<Signal>) -> f64;
+
+    /// Event time has advanced to `watermark`: close windows, evict idle keys.
+    fn advance(&mut self, _watermark: DateTime<FixedOffset>, _out: &mut Vec<Signal>) {}
+
+    /// Keys currently held (for the memory bound and metrics).
+    fn keys(&self) -> usize;
+}
+
+/// Implemented by each detector's config struct.
+pub trait DetectorSpec {
+    const NAME: &'static str;
+    /// Streams this detector understands.
+    const STREAMS: &'static [Stream];
+    type Runtime: Detector + 'static;
+    fn validate(&self, path: &str, problems: &mut Vec<String>);
+    fn build(&self, stream: Stream, ctx: &BuildCtx) -> Self::Runtime;
+}
+
+macro_rules! detectors {
+    ($($variant:ident => $module:ident :: $cfg:ident),* $(,)?) => {
+        /// One `[[detectors.<stream>]]` table; `type` picks the detector.
+        #[derive(Debug, Clone, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum DetectorConfig { $($variant($module::$cfg)),* }
+
+        /// Every detector name, in registration order.
+        pub const DETECTOR_NAMES: &[&str] = &[$(<$module::$cfg as DetectorSpec>::NAME),*];
+
+        impl DetectorConfig {
+            pub fn name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => <$module::$cfg as DetectorSpec>::NAME),* }
+            }
+            pub fn streams(&self) -> &'static [Stream] {
+                match self { $(Self::$variant(_) => <$module::$cfg as DetectorSpec>::STREAMS),* }
+            }
+            pub fn validate(&self, path: &str, problems: &mut Vec<String>) {
+                match self { $(Self::$variant(c) => c.validate(path, problems)),* }
+            }
+            pub fn build(&self, stream: Stream, ctx: &BuildCtx) -> Box<dyn Detector> {
+                match self { $(Self::$variant(c) => Box::new(c.build(stream, ctx))),* }
+            }
+        }
+    };
+}
+
+detectors! {
+    Threshold => threshold::ThresholdConfig,
+    EwmaZ => ewma::EwmaZConfig,
+    RateSpike => rate_spike::RateSpikeConfig,
+    EntityBurst => entity_burst::EntityBurstConfig,
+}
+
+/// The detectors of all streams plus one watermark per stream.
+pub struct DetectorSet {
+    by_stream: [Vec<Box<dyn Detector>>; 3],
+    watermarks: [Watermark; 3],
+}
+
+/// What observing one event produced.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Observed {
+    /// Strongest normalized score across the stream's detectors.
+    pub score: f64,
+    /// The event was behind its stream's watermark.
+    pub late: bool,
+    /// The stream's watermark moved (by a second or more) to this.
+    pub watermark: Option<DateTime<FixedOffset>>,
+}
+
+fn idx(s: Stream) -> usize {
+    match s {
+        Stream::Incidents => 0,
+        Stream::Sensors => 1,
+        Stream::Fraud => 2,
+    }
+}
+
+impl DetectorSet {
+    pub fn new(
+        configs: &[(Stream, Vec<DetectorConfig>)],
+        allowed_lateness: std::time::Duration,
+        ctx: &BuildCtx,
+    ) -> Self {
+        let mut by_stream: [Vec<Box<dyn Detector>>; 3] = Default::default();
+        for (stream, list) in configs {
+            for c in list {
+                by_stream[idx(*stream)].push(c.build(*stream, ctx));
+            }
+        }
+        let lateness = chrono::Duration::from_std(allowed_lateness).unwrap_or(chrono::Duration::zero());
+        Self {
+            by_stream,
+            watermarks: [Watermark::new(lateness), Watermark::new(lateness), Watermark::new(lateness)],
+        }
+    }
+
+    /// Feeds one event to its stream's detectors, then lets event time advance.
+    pub fn observe(&mut self, ev: &Event, out: &mut Vec<Signal>) -> Observed {
+        let i = idx(ev.stream());
+        let wm = &mut self.watermarks[i];
+        let late = wm.is_late(ev.ts());
+        let mut score: f64 = 0.0;
+        for d in &mut self.by_stream[i] {
+            score = score.max(d.observe(ev, late, out));
+        }
+        let watermark = wm.observe(ev.ts());
+        if let Some(w) = watermark {
+            for d in &mut self.by_stream[i] {
+                d.advance(w, out);
+            }
+        }
+        Observed { score, late, watermark }
+    }
+
+    /// The current watermark of a stream, if it has seen an event.
+    pub fn watermark(&self, s: Stream) -> Option<DateTime<FixedOffset>> {
+        self.watermarks[idx(s)].current()
+    }
+
+    /// End of a finite input: event time jumps to the last event seen (no more lateness
+    /// to wait for), so windows that the data covers close.
+    pub fn flush(&mut self, out: &mut Vec<Signal>) -> Vec<(Stream, DateTime<FixedOffset>)> {
+        let mut moved = Vec::new();
+        for s in Stream::ALL {
+            let i = idx(s);
+            if let Some(w) = self.watermarks[i].flush() {
+                for d in &mut self.by_stream[i] {
+                    d.advance(w, out);
+                }
+                moved.push((s, w));
+            }
+        }
+        moved
+    }
+
+    pub fn keys(&self) -> usize {
+        self.by_stream.iter().flatten().map(|d| d.keys()).sum()
+    }
+
+    pub fn detectors(&self, s: Stream) -> impl Iterator<Item = &str> {
+        self.by_stream[idx(s)].iter().map(|d| d.name())
+    }
+}
+
+/// Formats a duration the way operators write it: `90s`, `5m`, `2h`.
+pub fn fmt_duration(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    if s == 0 {
+        format!("{}ms", d.as_millis())
+    } else if s % 3600 == 0 {
+        format!("{}h", s / 3600)
+    } else if s % 60 == 0 {
+        format!("{}m", s / 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+/// Which way a deviation counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Only rises (gas, H2S: a falling reading is good news).
+    Up,
+    /// Only falls.
+    Down,
+    #[default]
+    Both,
+}
+
+impl Direction {
+    /// Signed deviation -> the part that counts (>= 0).
+    pub fn counted(self, dev: f64) -> f64 {
+        match self {
+            Direction::Up => dev.max(0.0),
+            Direction::Down => (-dev).max(0.0),
+            Direction::Both => dev.abs(),
+        }
+    }
+}
+
+/// Human names for sensor kinds in alert titles.
+pub fn kind_label(kind: &str) -> String {
+    match kind {
+        "gas_lel" => "Gas LEL".into(),
+        "h2s_ppm" => "H2S".into(),
+        "temperature" => "Temperature".into(),
+        "pressure" => "Pressure".into(),
+        "tank_level" => "Tank level".into(),
+        other => other.replace('_', " "),
+    }
+}
+
+pub(crate) fn sensor_subject(r: &crate::decode::SensorReading) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("sensor_id".into(), r.sensor_id.clone().into());
+    m.insert("site_id".into(), r.site_id.clone().into());
+    m.insert("region".into(), r.region_code.clone().into());
+    m.insert("kind".into(), r.kind.clone().into());
+    m
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use crate::decode::{test_decoder, Event, Stream};
+
+    pub fn ts(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
+        chrono::DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    /// A gas reading of sensor `id` at `secs` after 2026-11-26T00:00:00+08:00.
+    pub fn reading(id: &str, kind: &str, secs: i64, value: f64) -> Event {
+        let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
+        let v = serde_json::json!({"sensor_id":id,"site_id":"SITE-330503-0042","region":"330503101",
+            "kind":kind,"ts":t.to_rfc3339(),"value":value});
+        test_decoder().decode(Stream::Sensors, v.to_string().as_bytes()).unwrap().event
+    }
+
+    pub fn incident(id: &str, region: &str, secs: i64) -> Event {
+        let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
+        let v = serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"category":"dispute"});
+        test_decoder().decode(Stream::Incidents, v.to_string().as_bytes()).unwrap().event
+    }
+
+    pub fn fraud(id: &str, phone: &str, region: &str, secs: i64) -> Event {
+        let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
+        let v = serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"channel":"phone",
+            "scheme":"impersonation","suspect_phone":phone});
+        test_decoder().decode(Stream::Fraud, v.to_string().as_bytes()).unwrap().event
+    }
+}

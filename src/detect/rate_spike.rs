@@ -1,0 +1,431 @@
+//! `rate_spike` (incidents, fraud): the count of events in a tumbling window is improbably
+//! high under a Poisson model of the baseline, evaluated per township, per county and for
+//! the city at once, so that a county-wide rise that no single township shows is caught.
+//!
+//! Windows are aligned to the epoch and closed by the watermark (never the wall clock),
+//! including empty windows, which teach the baseline that quiet is normal. The baseline λ
+//! is an EWMA of past window counts, each folded in capped at `λ + 3√λ + 1` so a surge
+//! does not teach itself as normal. At a window close: `p = P(X >= count | Poisson(λ))`
+//! (statrs); fire when `p < alpha` and `count >= min_count`, after `warmup_windows`
+//! closes. State per region: 48 bytes; regions are bounded by the hierarchy.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset, TimeZone};
+use serde::Deserialize;
+use statrs::distribution::{DiscreteCDF, Poisson};
+
+use super::{fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind};
+use crate::decode::{Event, Stream};
+use crate::regions::{RegionRef, Regions};
+
+pub const NAME: &str = "rate_spike";
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RateSpikeConfig {
+    #[serde(default = "default_window", with = "humantime_serde")]
+    pub window: Duration,
+    /// Significance: fire when P(X >= count) under the baseline is below this.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Never fire on fewer events than this in a window, however quiet the baseline.
+    #[serde(default = "default_min_count")]
+    pub min_count: u32,
+    /// Window closes needed before a region's baseline is trusted.
+    #[serde(default = "default_warmup")]
+    pub warmup_windows: u32,
+    /// EWMA weight of each closed window in the baseline.
+    #[serde(default = "default_beta")]
+    pub baseline_weight: f64,
+    /// Floor on λ so that a region that has been silent is not alarmed by two events.
+    #[serde(default = "default_min_lambda")]
+    pub min_lambda: f64,
+}
+
+fn default_window() -> Duration {
+    Duration::from_secs(900)
+}
+fn default_alpha() -> f64 {
+    1e-4
+}
+fn default_min_count() -> u32 {
+    5
+}
+fn default_warmup() -> u32 {
+    8
+}
+fn default_beta() -> f64 {
+    0.1
+}
+fn default_min_lambda() -> f64 {
+    0.5
+}
+
+impl Default for RateSpikeConfig {
+    fn default() -> Self {
+        Self {
+            window: default_window(),
+            alpha: default_alpha(),
+            min_count: default_min_count(),
+            warmup_windows: default_warmup(),
+            baseline_weight: default_beta(),
+            min_lambda: default_min_lambda(),
+        }
+    }
+}
+
+impl DetectorSpec for RateSpikeConfig {
+    const NAME: &'static str = NAME;
+    const STREAMS: &'static [Stream] = &[Stream::Incidents, Stream::Fraud];
+    type Runtime = RateSpike;
+
+    fn validate(&self, path: &str, problems: &mut Vec<String>) {
+        if self.window < Duration::from_secs(60) {
+            problems.push(format!("{path}.window: must be >= 1m"));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            problems.push(format!("{path}.alpha: must be in (0, 0.5)"));
+        }
+        if !(self.baseline_weight > 0.0 && self.baseline_weight <= 1.0) {
+            problems.push(format!("{path}.baseline_weight: must be in (0, 1]"));
+        }
+        if !(self.min_lambda > 0.0) {
+            problems.push(format!("{path}.min_lambda: must be > 0"));
+        }
+    }
+
+    fn build(&self, stream: Stream, ctx: &BuildCtx) -> RateSpike {
+        RateSpike {
+            cfg: self.clone(),
+            stream,
+            len: self.window.as_secs() as i64,
+            window_label: fmt_duration(self.window),
+            regions: ctx.regions.clone(),
+            // Regions never churn without bound; a day of silence is still forgotten.
+            state: KeyedState::new(Duration::from_secs(7 * 24 * 3600)),
+        }
+    }
+}
+
+const EMPTY: i64 = i64::MIN;
+
+/// Window counts and baseline of one region. 48 bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct RegionWindows {
+    open: [(i64, u32); 2],
+    last_closed: i64,
+    baseline: f64,
+    closes: u32,
+    alerting: bool,
+    region: Option<RegionRef>,
+}
+
+impl Default for RegionWindows {
+    fn default() -> Self {
+        Self {
+            open: [(EMPTY, 0); 2],
+            last_closed: EMPTY,
+            baseline: 0.0,
+            closes: 0,
+            alerting: false,
+            region: None,
+        }
+    }
+}
+
+/// P(X >= k) for X ~ Poisson(lambda).
+pub fn poisson_tail(k: u32, lambda: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    match Poisson::new(lambda) {
+        Ok(p) => p.sf(u64::from(k) - 1).clamp(0.0, 1.0),
+        Err(_) => 1.0,
+    }
+}
+
+pub struct RateSpike {
+    cfg: RateSpikeConfig,
+    stream: Stream,
+    len: i64,
+    window_label: String,
+    regions: std::sync::Arc<Regions>,
+    state: KeyedState<RegionWindows>,
+}
+
+impl RateSpike {
+    /// The region keys an event counts for: township (if listed), county, city.
+    fn keys(&self, r: RegionRef) -> [(Option<String>, RegionRef, &'static str); 3] {
+        let t = self.regions.township_code(r).map(str::to_string);
+        let c = self.regions.county_code(r).map(str::to_string);
+        let county_ref = RegionRef {
+            township: None,
+            county: r.county,
+            unlisted: false,
+        };
+        let city_ref = RegionRef {
+            township: None,
+            county: None,
+            unlisted: false,
+        };
+        [
+            (t, r, "township"),
+            (c, county_ref, "county"),
+            (Some(self.regions.city_code().to_string()), city_ref, "city"),
+        ]
+    }
+
+    fn close(&self, key: &str, st: &mut RegionWindows, start: i64, count: u32, out: &mut Vec<Signal>) {
+        let lambda = st.baseline.max(self.cfg.min_lambda);
+        let warm = st.closes >= self.cfg.warmup_windows;
+        let p = poisson_tail(count, lambda);
+        let firing = warm && count >= self.cfg.min_count && p < self.cfg.alpha;
+        // Fold in, capped, so a surge is not learned as normal.
+        let cap = lambda + 3.0 * lambda.sqrt() + 1.0;
+        let x = f64::from(count).min(cap);
+        st.baseline = if st.closes == 0 {
+            x
+        } else {
+            st.baseline + self.cfg.baseline_weight * (x - st.baseline)
+        };
+        st.closes = st.closes.saturating_add(1);
+        st.last_closed = start;
+        let end = FixedOffset::east_opt(0)
+            .expect("utc")
+            .timestamp_opt(start + self.len, 0)
+            .single()
+            .expect("valid window end");
+        let Some(region) = st.region else { return };
+        let kind = if firing {
+            st.alerting = true;
+            let place = self.regions.display_name(region);
+            SignalKind::Anomalous {
+                score: score::from_p_value(p, self.cfg.alpha),
+                level: None,
+                title: format!("{} {} surge in {place}", count, noun(self.stream)),
+                evidence: Evidence {
+                    observed: f64::from(count),
+                    expected: (lambda * 100.0).round() / 100.0,
+                    score: -p.max(f64::MIN_POSITIVE).log10(),
+                    threshold: -self.cfg.alpha.log10(),
+                    window: self.window_label.clone(),
+                    p_value: Some(p),
+                },
+            }
+        } else if st.alerting {
+            st.alerting = false;
+            SignalKind::Clear
+        } else {
+            return;
+        };
+        let mut subject = serde_json::Map::new();
+        subject.insert("region".into(), key.into());
+        out.push(Signal {
+            stream: self.stream,
+            detector: NAME,
+            key: key.to_string(),
+            subject,
+            region,
+            ts: end,
+            event_id: None,
+            kind,
+        });
+    }
+
+    /// Closes every window of `key` that ends at or before `wm` (empty ones included).
+    fn close_until(&mut self, key: &str, wm: i64, out: &mut Vec<Signal>) {
+        let Some(mut st) = self.state.get(key).copied() else { return };
+        // Catch-up is capped: after a long gap only the last week of windows is replayed.
+        let max_catch_up = (7 * 24 * 3600 / self.len).max(1);
+        loop {
+            let next_open = st.open.iter().filter(|(s, _)| *s != EMPTY).map(|(s, _)| *s).min();
+            let next_empty = if st.last_closed == EMPTY { None } else { Some(st.last_closed + self.len) };
+            let start = match (next_open, next_empty) {
+                (Some(o), Some(e)) => o.min(e),
+                (Some(o), None) => o,
+                (None, Some(e)) => e,
+                (None, None) => break,
+            };
+            if start + self.len > wm {
+                break;
+            }
+            if st.last_closed != EMPTY && (start - st.last_closed) / self.len > max_catch_up {
+                st.last_closed = start - self.len;
+            }
+            let mut count = 0;
+            for slot in &mut st.open {
+                if slot.0 == start {
+                    count = slot.1;
+                    *slot = (EMPTY, 0);
+                }
+            }
+            self.close(key, &mut st, start, count, out);
+        }
+        if let Some(s) = self.state.iter_mut().find(|(k, _)| *k == key).map(|(_, s)| s) {
+            *s = st;
+        }
+    }
+}
+
+fn noun(s: Stream) -> &'static str {
+    match s {
+        Stream::Fraud => "fraud-report",
+        _ => "incident",
+    }
+}
+
+impl Detector for RateSpike {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, ev: &Event, late: bool, out: &mut Vec<Signal>) -> f64 {
+        if late {
+            return 0.0;
+        }
+        let t = ev.ts().timestamp();
+        let start = t.div_euclid(self.len) * self.len;
+        let mut best: f64 = 0.0;
+        for (key, region, _level) in self.keys(ev.region()) {
+            let Some(key) = key else { continue };
+            let st = self.state.touch(&key, ev.ts());
+            st.region = Some(region);
+            if st.last_closed != EMPTY && start <= st.last_closed {
+                continue; // its window already closed
+            }
+            let slot = match st.open.iter().position(|s| s.0 == start) {
+                Some(i) => i,
+                None => match st.open.iter().position(|s| s.0 == EMPTY) {
+                    Some(i) => {
+                        st.open[i] = (start, 0);
+                        i
+                    }
+                    None => {
+                        // Both slots busy with older windows: close the oldest now.
+                        let oldest = st.open.iter().map(|s| s.0).min().unwrap_or(start);
+                        self.close_until(&key, oldest + self.len, out);
+                        let st = self.state.touch(&key, ev.ts());
+                        let i = st.open.iter().position(|s| s.0 == EMPTY).unwrap_or(0);
+                        st.open[i] = (start, 0);
+                        i
+                    }
+                },
+            };
+            let st = self.state.touch(&key, ev.ts());
+            st.open[slot].1 += 1;
+            if st.closes >= self.cfg.warmup_windows {
+                let p = poisson_tail(st.open[slot].1, st.baseline.max(self.cfg.min_lambda));
+                best = best.max(score::from_p_value(p, self.cfg.alpha));
+            }
+        }
+        best
+    }
+
+    fn advance(&mut self, watermark: DateTime<FixedOffset>, out: &mut Vec<Signal>) {
+        let wm = watermark.timestamp();
+        let keys: Vec<String> = self.state.iter_mut().map(|(k, _)| k.to_string()).collect();
+        for k in keys {
+            self.close_until(&k, wm, out);
+        }
+        self.state.evict_idle(watermark);
+    }
+
+    fn keys(&self) -> usize {
+        self.state.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testutil::incident;
+    use statrs::distribution::Discrete;
+
+    #[test]
+    fn tail_matches_summed_pmf() {
+        for &(k, l) in &[(0u32, 2.0), (1, 2.0), (5, 0.5), (12, 3.0), (30, 10.0)] {
+            let pmf = Poisson::new(l).unwrap();
+            let direct: f64 = 1.0 - (0..k).map(|i| pmf.pmf(u64::from(i))).sum::<f64>();
+            assert!((poisson_tail(k, l) - direct).abs() < 1e-9, "k={k} l={l}");
+        }
+        // Hand-worked: P(X>=3 | λ=1) = 1 - e^-1 (1 + 1 + 1/2) = 0.0803013971
+        assert!((poisson_tail(3, 1.0) - 0.080_301_397_1).abs() < 1e-9);
+    }
+
+    fn feed(d: &mut RateSpike, per_window: &[(usize, &str)], out: &mut Vec<Signal>) {
+        // One window = 15 min; spread each window's events over it, in time order.
+        let mut ws = crate::detect::Watermark::new(chrono::Duration::seconds(60));
+        for (w, (n, region)) in per_window.iter().enumerate() {
+            for i in 0..*n {
+                let secs = w as i64 * 900 + (i as i64 * 800 / (*n as i64).max(1));
+                let ev = incident(&format!("I{w}-{i}"), region, secs);
+                let late = ws.is_late(ev.ts());
+                d.observe(&ev, late, out);
+                if let Some(wm) = ws.observe(ev.ts()) {
+                    d.advance(wm, out);
+                }
+            }
+            // A heartbeat event elsewhere keeps event time moving through quiet windows.
+            let hb = incident(&format!("H{w}"), "330523001", w as i64 * 900 + 899);
+            d.observe(&hb, false, out);
+            if let Some(wm) = ws.observe(hb.ts()) {
+                d.advance(wm, out);
+            }
+        }
+        if let Some(wm) = ws.flush() {
+            d.advance(wm + chrono::Duration::seconds(900), out);
+        }
+    }
+
+    #[test]
+    fn township_surge_fires_after_warm_up_and_clears() {
+        let mut d = RateSpikeConfig::default().build(Stream::Incidents, &crate::pipeline::test_ctx());
+        let mut out = Vec::new();
+        let mut plan: Vec<(usize, &str)> = (0..20).map(|i| (1 + i % 2, "330502001")).collect();
+        plan.push((15, "330502001"));
+        plan.push((1, "330502001"));
+        feed(&mut d, &plan, &mut out);
+        let fired: Vec<_> = out
+            .iter()
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .map(|s| s.key.as_str())
+            .collect();
+        assert!(fired.contains(&"330502001"), "{fired:?}");
+        assert!(out.iter().any(|s| s.key == "330502001" && s.kind == SignalKind::Clear));
+        let SignalKind::Anomalous { evidence, .. } = &out.iter().find(|s| s.key == "330502001").unwrap().kind else { panic!() };
+        assert_eq!(evidence.observed, 15.0);
+        assert!(evidence.p_value.unwrap() < 1e-4);
+    }
+
+    #[test]
+    fn county_wide_rise_no_township_shows() {
+        let mut d = RateSpikeConfig { min_count: 5, ..Default::default() }.build(Stream::Incidents, &crate::pipeline::test_ctx());
+        let mut out = Vec::new();
+        // Baseline: ~1 event per window spread over 11 townships of 330502.
+        let towns: Vec<String> = (1..=11).map(|i| format!("330502{i:03}")).collect();
+        let mut ws = crate::detect::Watermark::new(chrono::Duration::seconds(60));
+        let mut push = |d: &mut RateSpike, ev: Event, out: &mut Vec<Signal>| {
+            let late = ws.is_late(ev.ts());
+            d.observe(&ev, late, out);
+            if let Some(wm) = ws.observe(ev.ts()) {
+                d.advance(wm, out);
+            }
+        };
+        for w in 0..30i64 {
+            let n = if w == 25 { 22 } else { 1 };
+            for i in 0..n {
+                let t = &towns[(w as usize + i) % towns.len()];
+                push(&mut d, incident(&format!("I{w}-{i}"), t, w * 900 + i as i64 * 30), &mut out);
+            }
+            push(&mut d, incident(&format!("H{w}"), "330523001", w * 900 + 899), &mut out);
+        }
+        let fired: std::collections::BTreeSet<_> = out
+            .iter()
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .map(|s| s.key.clone())
+            .collect();
+        assert!(fired.contains("330502"), "{fired:?}");
+        assert!(!fired.iter().any(|k| k.len() == 9), "no township alone: {fired:?}");
+    }
+}

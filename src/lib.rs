@@ -1,0 +1,31 @@
+//! riskstream: a risk early-warning stream processor.
+//!
+//! Three Kafka streams (public-safety incidents, hazardous-chemical site sensor readings,
+//! telecom-fraud reports) flow through one pipeline, one folder per stage:
+//!
+//! ```text
+//!   source ──► decode ──► detect ──► alert ──► sink
+//!   (Kafka,     (bytes →    (keyed,     (episodes,  (Kafka alerts, stdout,
+//!    files)     typed       event-time  levels,     dead letters ...)
+//!               Event, or   detectors)  routes)
+//!               dead letter)
+//! ```
+//!
+//! `config` (typed, validated at load) and `telemetry` (metrics, health, logs) sit beside
+//! the stages; `pipeline` is the only module that wires them together. Offsets are stored
+//! only after everything an input caused has been acknowledged by its sink (at-least-once).
+
+pub mod alert;
+pub mod clock;
+pub mod config;
+pub mod decode;
+pub mod detect;
+pub mod pipeline;
+pub mod regions;
+pub mod shutdown;
+pub mod simulate;
+pub mod sink;
+pub mod source;
+pub mod telemetry;
+
+pub use decode::{Event, Stream};

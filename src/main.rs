@@ -1,0 +1,345 @@
+//! The `riskstream` binary: CLI, config loading, telemetry setup, run until SIGTERM.
+//! Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rdkafka::producer::FutureProducer;
+
+use riskstream::clock::SystemClock;
+use riskstream::config::{self, Config};
+use riskstream::decode::{Decoder, Stream};
+use riskstream::detect::{BuildCtx, DetectorSet};
+use riskstream::pipeline::{build_sinks, Pipeline};
+use riskstream::shutdown;
+use riskstream::sink::{KafkaDeadLetters, LogDeadLetters, SinkConfig, SinkCtx};
+use riskstream::source::kafka::{client_config, KafkaSource, Readiness};
+use riskstream::source::replay::ReplaySource;
+use riskstream::source::Source;
+use riskstream::telemetry::{logging, metrics::Metrics, server};
+
+/// Risk early-warning stream processor: reads incidents, industrial sensor readings and
+/// fraud reports from Kafka, scores them with rolling statistical detectors, and publishes
+/// alert episodes (blue/yellow/orange/red) routed to the city's command centers.
+#[derive(Parser)]
+#[command(name = "riskstream", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = logging::LogFormat::Text)]
+    log_format: logging::LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// The service: Kafka in, alerts out, metrics on /metrics. Stops cleanly on SIGTERM or
+    /// ctrl-c (finishes in-flight work, commits offsets, exits 0).
+    Run {
+        /// Config file (TOML), e.g. config/default.toml.
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The same pipeline over NDJSON files (`-` = stdin); alerts as NDJSON on stdout.
+    Replay {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The stream of every input; otherwise taken from each file's name
+        /// (incidents*.ndjson, sensor*.ndjson, fraud*.ndjson).
+        #[arg(long, value_parser = parse_stream)]
+        stream: Option<Stream>,
+        /// Send alerts to the config's sinks (and dead letters to Kafka) instead of stdout.
+        #[arg(long)]
+        config_sinks: bool,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// Validates a config; prints every problem with its path and exits 2 on any.
+    CheckConfig { file: PathBuf },
+    /// One CSV line per input event, in input order: `ts,key,score`, where score in [0,1]
+    /// is the strongest normalized anomaly score of the enabled detectors (0.5 = firing).
+    Score {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long, value_parser = parse_stream)]
+        stream: Option<Stream>,
+        #[arg(required = true)]
+        inputs: Vec<PathBuf>,
+    },
+    /// A generated city's three streams with labelled injected anomalies (a gas leak, an
+    /// incident surge, a fraud burst), to NDJSON files or straight to Kafka.
+    Simulate {
+        /// Config for the region hierarchy, brokers and topics.
+        #[arg(long, short, default_value = "config/default.toml")]
+        config: PathBuf,
+        /// Write incidents.ndjson, sensor-readings.ndjson, fraud-reports.ndjson, labels.jsonl here.
+        #[arg(long, required_unless_present = "to_kafka")]
+        out: Option<PathBuf>,
+        /// Produce to the input topics instead.
+        #[arg(long)]
+        to_kafka: bool,
+        /// Hours of event time to generate.
+        #[arg(long, default_value_t = 4.0)]
+        hours: f64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// With --to-kafka: events per second (0 = as fast as the broker takes them).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Hazardous-chemical sites (4 sensors each).
+        #[arg(long, default_value_t = 30)]
+        sites: usize,
+        /// First event time (RFC 3339); default: `hours` before now.
+        #[arg(long)]
+        start: Option<String>,
+    },
+}
+
+fn parse_stream(s: &str) -> Result<Stream, String> {
+    Stream::parse(s).ok_or_else(|| format!("`{s}` is not a stream (incidents, sensors, fraud)"))
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    logging::init(cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match rt.block_on(dispatch(cli.cmd)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Loads a config or prints every problem and returns exit code 2.
+fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
+    config::load(path).map_err(|e| {
+        eprintln!("{}: {} problem(s)", path.display(), e.problems.len());
+        for p in &e.problems {
+            eprintln!("  {p}");
+        }
+        ExitCode::from(2)
+    })
+}
+
+fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
+    let mut c = client_config(cfg);
+    c.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("compression.type", "lz4")
+        .set("message.timeout.ms", "120000");
+    c.create().context("creating the Kafka producer")
+}
+
+async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::CheckConfig { file } => {
+            let c = match load(&file) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let d = c.detectors.incidents.len() + c.detectors.sensors.len() + c.detectors.fraud.len();
+            println!("{}: ok ({d} detectors, {} sinks, {} counties)", file.display(), c.sinks.len(), c.regions.county_count());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { config } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            run(cfg).await
+        }
+        Cmd::Replay { config, stream, config_sinks, inputs } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let source = match ReplaySource::new(&inputs, stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let metrics = Arc::new(Metrics::new());
+            let (sinks, dlq): (_, Arc<dyn riskstream::sink::DeadLetters>) = if config_sinks {
+                let p = producer(&cfg)?;
+                let s = build_sinks(&cfg, &SinkCtx { producer: Some(p.clone()) })?;
+                (s, Arc::new(KafkaDeadLetters { producer: p, topic: cfg.topics.dead_letter.clone() }))
+            } else {
+                let s = SinkConfig::Stdout(Default::default()).build("stdout", &SinkCtx::default())?;
+                (vec![s], Arc::new(LogDeadLetters))
+            };
+            let (trigger, _) = shutdown::channel();
+            tokio::spawn(shutdown::on_signals(trigger.clone()));
+            let p = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
+            let s = p.run(source, trigger).await?;
+            eprintln!("replayed {} inputs: {} invalid, {} late, {} alert messages", s.consumed, s.invalid, s.late, s.alerts);
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Score { config, stream, inputs } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let mut source = match ReplaySource::new(&inputs, stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            score(&cfg, &mut source).await
+        }
+        Cmd::Simulate { config, out, to_kafka, hours, seed, rate, sites, start } => {
+            let cfg = match load(&config) {
+                Ok(c) => c,
+                Err(code) => return Ok(code),
+            };
+            let start = match start {
+                Some(s) => match chrono::DateTime::parse_from_rfc3339(&s) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        eprintln!("error: --start `{s}`: {e}");
+                        return Ok(ExitCode::from(2));
+                    }
+                },
+                None => {
+                    let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
+                    (chrono::Utc::now() - chrono::Duration::seconds((hours * 3600.0) as i64)).with_timezone(&cst)
+                }
+            };
+            if !(hours > 0.0) || sites == 0 {
+                eprintln!("error: --hours must be > 0 and --sites >= 1");
+                return Ok(ExitCode::from(2));
+            }
+            let city = riskstream::simulate::generate(
+                &riskstream::simulate::SimConfig { hours, seed, start, sites },
+                &cfg.regions,
+            );
+            eprintln!("generated {} events, {} labelled anomalies (seed {seed})", city.events.len(), city.labels.len());
+            if let Some(dir) = out {
+                riskstream::simulate::write_files(&city, &dir).with_context(|| format!("writing {}", dir.display()))?;
+                eprintln!("wrote {}", dir.display());
+            }
+            if to_kafka {
+                produce_city(&cfg, &city, rate).await?;
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    let metrics = Arc::new(Metrics::new());
+    let ready = Arc::new(Readiness::default());
+    let (trigger, stop) = shutdown::channel();
+    let addr = cfg.metrics.addr.parse().context("metrics.addr")?;
+    let (bound, server) = server::serve(addr, metrics.clone(), ready.clone(), stop)
+        .await
+        .with_context(|| format!("binding the metrics server on {addr}"))?;
+    tracing::info!(%bound, "metrics on http://{bound}/metrics, health on /healthz and /readyz");
+    let p = producer(&cfg)?;
+    let sinks = build_sinks(&cfg, &SinkCtx { producer: Some(p.clone()) })?;
+    let dlq = Arc::new(KafkaDeadLetters { producer: p, topic: cfg.topics.dead_letter.clone() });
+    let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
+    tokio::spawn(shutdown::on_signals(trigger.clone()));
+    let pipeline = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
+    let result = pipeline.run(source, trigger.clone()).await;
+    trigger.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    match result {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            tracing::error!(error = %e, "stopped on failure");
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
+    use std::io::Write;
+    let decoder = Decoder::new(cfg.regions.clone());
+    let ctx = BuildCtx { regions: cfg.regions.clone() };
+    let mut set = DetectorSet::new(&cfg.detectors.per_stream(), cfg.processing.allowed_lateness, &ctx);
+    let mut signals = Vec::new();
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    writeln!(out, "ts,key,score")?;
+    let (mut n, mut bad) = (0u64, 0u64);
+    while let Some(env) = source.next().await? {
+        match decoder.decode(env.stream, &env.payload) {
+            Ok(d) => {
+                let o = set.observe(&d.event, &mut signals);
+                signals.clear();
+                n += 1;
+                let key = d.event.key();
+                let key = if key.contains([',', '"']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key.to_string() };
+                writeln!(out, "{},{key},{:.6}", d.event.ts().to_rfc3339(), o.score)?;
+            }
+            Err(e) => {
+                bad += 1;
+                tracing::warn!(origin = ?env.origin, error = %e, "skipped invalid input");
+            }
+        }
+    }
+    out.flush()?;
+    eprintln!("scored {n} events ({bad} invalid inputs skipped)");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn produce_city(cfg: &Config, city: &riskstream::simulate::City, rate: u64) -> anyhow::Result<()> {
+    use rdkafka::producer::FutureRecord;
+    let p = producer(cfg)?;
+    let started = std::time::Instant::now();
+    let mut last_report = started;
+    let mut pending = Vec::with_capacity(1024);
+    let total = city.events.len();
+    for (i, e) in city.events.iter().enumerate() {
+        if rate > 0 {
+            let due = Duration::from_secs_f64(i as f64 / rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let topic = cfg.topics.input(e.stream);
+        loop {
+            match p.send_result(FutureRecord::to(topic).key(&e.key).payload(&e.json)) {
+                Ok(f) => {
+                    pending.push(f);
+                    break;
+                }
+                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
+                    tokio::time::sleep(Duration::from_millis(5)).await
+                }
+                Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+            }
+        }
+        if pending.len() >= 1000 {
+            for f in pending.drain(..) {
+                f.await.context("producer dropped")?.map_err(|(e, _)| e).context("delivery")?;
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(2) {
+            last_report = std::time::Instant::now();
+            eprintln!("produced {}/{total} ({:.0}%)", i + 1, 100.0 * (i + 1) as f64 / total as f64);
+        }
+    }
+    for f in pending.drain(..) {
+        f.await.context("producer dropped")?.map_err(|(e, _)| e).context("delivery")?;
+    }
+    eprintln!("produced {total} events in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(())
+}

@@ -1,0 +1,290 @@
+//! The only module that wires stages together:
+//!
+//! ```text
+//! Source ─► decode ─► DetectorSet ─► AlertPolicy ─► sinks (enqueue) ──┐
+//!              └──► dead letters (enqueue) ──────────────────────────┤
+//!                                                                    ▼
+//!                         bounded channel of Pending {origin, acks}  (max_in_flight)
+//!                                                                    ▼
+//!                         committer: awaits acks in input order, then stores the offset
+//! ```
+//!
+//! Delivery guarantee: at-least-once. An input's offset is stored only after every alert
+//! and dead letter it caused is acknowledged; acks are awaited in input order, so a stored
+//! offset never passes an unacknowledged one. A failed delivery stops the pipeline
+//! without storing that offset (exit 1: restart re-processes it). On shutdown the source
+//! stops, in-flight acks drain (up to `drain_timeout`), then offsets are committed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use tokio::sync::mpsc;
+
+use crate::alert::{Alert, AlertPolicy};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::decode::Decoder;
+use crate::detect::{BuildCtx, DetectorSet, Signal};
+use crate::shutdown::{Shutdown, ShutdownTrigger};
+use crate::sink::{Ack, DeadLetters, Sink, SinkCtx, SinkError};
+use crate::source::{Envelope, OffsetStore, Origin, Source, SourceError};
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    #[error("in-flight work did not drain within {0:?}; offsets of unacknowledged inputs were not committed")]
+    DrainTimeout(Duration),
+}
+
+/// Counts of one run, for the closing log line and for tests.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct RunSummary {
+    pub consumed: u64,
+    pub invalid: u64,
+    pub alerts: u64,
+    pub late: u64,
+}
+
+/// One input's outstanding acknowledgements.
+struct Pending {
+    origin: Option<Origin>,
+    acks: Vec<Ack>,
+    received: Instant,
+}
+
+pub struct Pipeline {
+    decoder: Decoder,
+    detectors: DetectorSet,
+    policy: AlertPolicy,
+    sinks: Vec<Arc<dyn Sink>>,
+    dead_letters: Arc<dyn DeadLetters>,
+    metrics: Arc<Metrics>,
+    max_in_flight: usize,
+    drain_timeout: Duration,
+    signals: Vec<Signal>,
+    alerts: Vec<Alert>,
+}
+
+/// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
+pub fn build_sinks(cfg: &Config, ctx: &SinkCtx) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
+    cfg.sinks.iter().map(|(name, c)| c.build(name, ctx)).collect()
+}
+
+impl Pipeline {
+    pub fn new(
+        cfg: &Config,
+        sinks: Vec<Arc<dyn Sink>>,
+        dead_letters: Arc<dyn DeadLetters>,
+        metrics: Arc<Metrics>,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let ctx = BuildCtx {
+            regions: cfg.regions.clone(),
+        };
+        Self {
+            decoder: Decoder::new(cfg.regions.clone()),
+            detectors: DetectorSet::new(&cfg.detectors.per_stream(), cfg.processing.allowed_lateness, &ctx),
+            policy: AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock),
+            sinks,
+            dead_letters,
+            metrics,
+            max_in_flight: cfg.processing.max_in_flight,
+            drain_timeout: cfg.processing.drain_timeout,
+            signals: Vec::new(),
+            alerts: Vec::new(),
+        }
+    }
+
+    /// Runs until the source ends or shutdown fires; then drains and commits.
+    pub async fn run<S: Source>(mut self, mut source: S, shutdown: ShutdownTrigger) -> Result<RunSummary, PipelineError> {
+        let mut stop: Shutdown = shutdown.subscribe();
+        let (tx, rx) = mpsc::channel::<Pending>(self.max_in_flight);
+        let committer = tokio::spawn(commit_loop(rx, source.offset_store(), self.metrics.clone(), shutdown.clone()));
+        let mut summary = RunSummary::default();
+        let mut ended = false;
+        loop {
+            let env = tokio::select! {
+                biased;
+                _ = stop.recv() => break,
+                r = source.next() => r,
+            };
+            let env = match env {
+                Ok(Some(e)) => e,
+                Ok(None) => {
+                    ended = true;
+                    break;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "source failed");
+                    drop(tx);
+                    let _ = committer.await;
+                    return Err(e.into());
+                }
+            };
+            let pending = self.handle(env, &mut summary).await;
+            self.metrics.in_flight.inc();
+            if tx.send(pending).await.is_err() {
+                break; // the committer stopped on a failed delivery
+            }
+        }
+        if ended {
+            // Finite input: close the windows the data covers.
+            let moved = self.detectors.flush(&mut self.signals);
+            self.policy_step(&moved);
+            let acks = self.publish_all(&mut summary).await;
+            let _ = tx
+                .send(Pending {
+                    origin: None,
+                    acks,
+                    received: Instant::now(),
+                })
+                .await;
+        }
+        drop(tx);
+        for s in &self.sinks {
+            s.flush(self.drain_timeout);
+        }
+        let drained = tokio::time::timeout(self.drain_timeout, committer).await;
+        let result = match drained {
+            Err(_) => Err(PipelineError::DrainTimeout(self.drain_timeout)),
+            Ok(Err(join)) => panic!("committer panicked: {join}"),
+            Ok(Ok(Err(e))) => Err(PipelineError::Sink(e)),
+            Ok(Ok(Ok(()))) => Ok(summary),
+        };
+        // Commit what was stored even after a failure: those inputs are fully handled.
+        if let Err(e) = source.finish() {
+            tracing::warn!(error = %e, "final commit failed");
+        }
+        tracing::info!(
+            consumed = summary.consumed,
+            invalid = summary.invalid,
+            alerts = summary.alerts,
+            late = summary.late,
+            open_episodes = self.policy.open_count(),
+            "pipeline stopped"
+        );
+        result
+    }
+
+    /// Decode -> detect -> alert for one input; returns what must be acknowledged.
+    async fn handle(&mut self, env: Envelope, summary: &mut RunSummary) -> Pending {
+        summary.consumed += 1;
+        self.metrics.consumed(env.stream);
+        let mut acks = Vec::new();
+        match self.decoder.decode(env.stream, &env.payload) {
+            Err(e) => {
+                summary.invalid += 1;
+                self.metrics.invalid(env.stream, e.reason);
+                tracing::debug!(stream = %env.stream, origin = ?env.origin, error = %e, "invalid input");
+                acks.push(send_with_backpressure(|| self.dead_letters.send(&env, &e)).await);
+            }
+            Ok(d) => {
+                if d.unlisted_region {
+                    self.metrics.unknown_region(env.stream);
+                }
+                let obs = self.detectors.observe(&d.event, &mut self.signals);
+                if obs.late {
+                    summary.late += 1;
+                    self.metrics.late(env.stream);
+                }
+                if let Some(w) = obs.watermark {
+                    self.metrics
+                        .watermark
+                        .with_label_values(&[env.stream.as_str()])
+                        .set(w.timestamp() as f64);
+                    self.policy_step(&[(env.stream, w)]);
+                } else {
+                    self.policy_step(&[]);
+                }
+                acks = self.publish_all(summary).await;
+            }
+        }
+        Pending {
+            origin: Some(env.origin),
+            acks,
+            received: env.received,
+        }
+    }
+
+    /// Signals -> alerts, then watermark-driven resolves and escalations.
+    fn policy_step(&mut self, watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)]) {
+        for s in self.signals.drain(..) {
+            if let Some(a) = self.policy.on_signal(s) {
+                self.alerts.push(a);
+            }
+        }
+        for (stream, w) in watermarks {
+            self.policy.on_watermark(*stream, *w, &mut self.alerts);
+        }
+        self.metrics.open_episodes.set(self.policy.open_count() as i64);
+    }
+
+    async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {
+        let mut acks = Vec::new();
+        let alerts = std::mem::take(&mut self.alerts);
+        for a in &alerts {
+            summary.alerts += 1;
+            self.metrics.alert(a);
+            tracing::info!(alert_id = %a.alert_id, status = a.status.as_str(), level = a.level.as_str(), title = %a.title, "alert");
+            let json = serde_json::to_vec(a).expect("alerts serialize");
+            for s in self.sinks.iter().filter(|s| s.filter().accepts(a)) {
+                acks.push(send_with_backpressure(|| s.send(a, &json)).await);
+            }
+        }
+        self.metrics.detector_keys.set(self.detectors.keys() as i64);
+        acks
+    }
+}
+
+/// Enqueues, waiting while the sink's local queue is full (backpressure, never a drop).
+async fn send_with_backpressure(mut f: impl FnMut() -> Result<Ack, SinkError>) -> Ack {
+    loop {
+        match f() {
+            Ok(a) => return a,
+            Err(SinkError::Full(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+async fn commit_loop(
+    mut rx: mpsc::Receiver<Pending>,
+    store: Arc<dyn OffsetStore>,
+    metrics: Arc<Metrics>,
+    shutdown: ShutdownTrigger,
+) -> Result<(), SinkError> {
+    while let Some(p) = rx.recv().await {
+        let had_outputs = !p.acks.is_empty();
+        if let Err(e) = try_join_all(p.acks).await {
+            let sink = match &e {
+                SinkError::Delivery { sink, .. } | SinkError::Full(sink) | SinkError::Build { sink, .. } => sink.clone(),
+            };
+            metrics.sink_error(&sink);
+            tracing::error!(error = %e, origin = ?p.origin, "delivery failed; stopping without committing this input");
+            shutdown.trigger();
+            return Err(e);
+        }
+        if had_outputs {
+            metrics.event_to_alert.observe(p.received.elapsed().as_secs_f64());
+        }
+        if let Some(o) = &p.origin {
+            if let Err(e) = store.store(o) {
+                tracing::warn!(error = %e, "offset store failed");
+            }
+        }
+        metrics.in_flight.dec();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) fn test_ctx() -> BuildCtx {
+    BuildCtx {
+        regions: Arc::new(crate::regions::demo()),
+    }
+}

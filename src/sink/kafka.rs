@@ -1,0 +1,121 @@
+//! `kafka` sink: alerts as JSON on a topic (default `alerts`), key = `alert_id`, so every
+//! state change of an episode lands on one partition in order. The shared producer is
+//! idempotent with acks=all: a retried send is not duplicated by the broker.
+
+use std::sync::Arc;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+
+use super::{parse_streams, Ack, Filter, Sink, SinkCtx, SinkError, SinkSpec};
+use crate::alert::{Alert, Level};
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSinkConfig {
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    #[serde(default)]
+    pub streams: Vec<String>,
+    #[serde(default)]
+    pub min_level: Option<Level>,
+}
+
+fn default_topic() -> String {
+    "alerts".into()
+}
+
+impl Default for KafkaSinkConfig {
+    fn default() -> Self {
+        Self {
+            topic: default_topic(),
+            streams: Vec::new(),
+            min_level: None,
+        }
+    }
+}
+
+impl SinkSpec for KafkaSinkConfig {
+    const TYPE: &'static str = "kafka";
+
+    fn validate(&self, path: &str, problems: &mut Vec<String>) {
+        if self.topic.trim().is_empty() {
+            problems.push(format!("{path}.topic: must not be empty"));
+        }
+        parse_streams(&self.streams, path, problems);
+    }
+
+    fn build(&self, name: &str, ctx: &SinkCtx) -> Result<Arc<dyn Sink>, SinkError> {
+        let producer = ctx.producer.clone().ok_or_else(|| SinkError::Build {
+            sink: name.into(),
+            message: "a kafka sink needs a broker (replay writes alerts to stdout unless --config-sinks)".into(),
+        })?;
+        Ok(Arc::new(KafkaSink {
+            name: name.to_string(),
+            topic: self.topic.clone(),
+            filter: Filter {
+                streams: parse_streams(&self.streams, "", &mut Vec::new()),
+                min_level: self.min_level,
+            },
+            producer,
+        }))
+    }
+}
+
+pub struct KafkaSink {
+    name: String,
+    topic: String,
+    filter: Filter,
+    producer: FutureProducer,
+}
+
+/// Turns an enqueue or delivery error into a [`SinkError`].
+pub(crate) fn kafka_error(sink: &str, e: KafkaError) -> SinkError {
+    match e {
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SinkError::Full(sink.to_string()),
+        e => SinkError::Delivery {
+            sink: sink.to_string(),
+            retryable: true,
+            message: e.to_string(),
+        },
+    }
+}
+
+/// Wraps a delivery future into an [`Ack`].
+pub(crate) fn ack(sink: String, f: rdkafka::producer::DeliveryFuture) -> Ack {
+    Box::pin(async move {
+        match f.await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err((e, _))) => Err(kafka_error(&sink, e)),
+            Err(_) => Err(SinkError::Delivery {
+                sink,
+                retryable: true,
+                message: "producer dropped the message".into(),
+            }),
+        }
+    })
+}
+
+impl Sink for KafkaSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError> {
+        let rec = FutureRecord::to(&self.topic).key(alert.alert_id.as_bytes()).payload(json);
+        match self.producer.send_result(rec) {
+            Ok(f) => Ok(ack(self.name.clone(), f)),
+            Err((e, _)) => Err(kafka_error(&self.name, e)),
+        }
+    }
+
+    fn flush(&self, timeout: std::time::Duration) {
+        use rdkafka::producer::Producer;
+        let _ = self.producer.flush(timeout);
+    }
+}

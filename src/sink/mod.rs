@@ -1,0 +1,147 @@
+//! Sinks: where alerts go. Each is a `[sinks.NAME]` table whose `type` picks one file of
+//! this folder; the [`sinks!`] list below registers them. A sink's `send` enqueues and
+//! returns an [`Ack`] that resolves once the alert is durable there; the pipeline stores
+//! an input's offset only after every ack it caused (at-least-once).
+
+mod dead_letter;
+mod kafka;
+mod stdout;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use rdkafka::producer::FutureProducer;
+use serde::Deserialize;
+
+pub use dead_letter::{DeadLetters, KafkaDeadLetters, LogDeadLetters};
+
+use crate::alert::{Alert, Level};
+use crate::decode::Stream;
+
+/// Resolves when the sink holds the message durably.
+pub type Ack = BoxFuture<'static, Result<(), SinkError>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum SinkError {
+    /// The local queue is full: wait and try again (backpressure, not a failure).
+    #[error("sink `{0}` queue full")]
+    Full(String),
+    /// Delivery failed after the client's own retries; retrying the input may help.
+    #[error("sink `{sink}` delivery failed (retryable: {retryable}): {message}")]
+    Delivery {
+        sink: String,
+        retryable: bool,
+        message: String,
+    },
+    #[error("sink `{sink}` cannot be built: {message}")]
+    Build { sink: String, message: String },
+}
+
+/// Which alerts a sink takes.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub streams: Vec<Stream>,
+    pub min_level: Option<Level>,
+}
+
+impl Filter {
+    pub fn accepts(&self, a: &Alert) -> bool {
+        (self.streams.is_empty() || self.streams.iter().any(|s| s.as_str() == a.stream))
+            && self.min_level.is_none_or(|m| a.level >= m)
+    }
+}
+
+/// The seam for sinks.
+pub trait Sink: Send + Sync {
+    fn name(&self) -> &str;
+    fn filter(&self) -> &Filter;
+    /// Enqueues one alert (`json` is its serialized form, made once for all sinks).
+    fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError>;
+    /// Flushes what is queued, waiting at most `timeout`.
+    fn flush(&self, _timeout: std::time::Duration) {}
+}
+
+/// What sinks may share when they are built.
+#[derive(Clone, Default)]
+pub struct SinkCtx {
+    /// The shared idempotent producer; `None` in replay without a broker.
+    pub producer: Option<FutureProducer>,
+}
+
+/// Implemented by each sink's config struct.
+pub trait SinkSpec {
+    const TYPE: &'static str;
+    fn validate(&self, path: &str, problems: &mut Vec<String>);
+    fn build(&self, name: &str, ctx: &SinkCtx) -> Result<Arc<dyn Sink>, SinkError>;
+}
+
+macro_rules! sinks {
+    ($($variant:ident => $module:ident :: $cfg:ident),* $(,)?) => {
+        /// One `[sinks.NAME]` table; `type` picks the sink.
+        #[derive(Debug, Clone, Deserialize, PartialEq)]
+        #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+        pub enum SinkConfig { $($variant($module::$cfg)),* }
+
+        impl SinkConfig {
+            pub fn type_name(&self) -> &'static str {
+                match self { $(Self::$variant(_) => <$module::$cfg as SinkSpec>::TYPE),* }
+            }
+            pub fn validate(&self, path: &str, problems: &mut Vec<String>) {
+                match self { $(Self::$variant(c) => c.validate(path, problems)),* }
+            }
+            pub fn build(&self, name: &str, ctx: &SinkCtx) -> Result<Arc<dyn Sink>, SinkError> {
+                match self { $(Self::$variant(c) => c.build(name, ctx)),* }
+            }
+        }
+    };
+}
+
+sinks! {
+    Kafka => kafka::KafkaSinkConfig,
+    Stdout => stdout::StdoutSinkConfig,
+}
+
+impl Default for SinkConfig {
+    fn default() -> Self {
+        SinkConfig::Kafka(kafka::KafkaSinkConfig::default())
+    }
+}
+
+/// Parses the common `streams` filter, naming bad entries.
+pub(crate) fn parse_streams(v: &[String], path: &str, problems: &mut Vec<String>) -> Vec<Stream> {
+    v.iter()
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let p = Stream::parse(s);
+            if p.is_none() {
+                problems.push(format!("{path}.streams[{i}]: `{s}` is not a stream (incidents, sensors, fraud)"));
+            }
+            p
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        let f = Filter {
+            streams: vec![Stream::Sensors],
+            min_level: Some(Level::Yellow),
+        };
+        let mut a: Alert = serde_json::from_value(serde_json::json!({
+            "alert_id":"x","status":"firing","level":"orange","stream":"sensors","detector":"threshold",
+            "subject":{},"title":"t","evidence":{"observed":1.0,"expected":0.0,"score":1.0,"threshold":1.0,"window":"1m"},
+            "first_event_ts":"","detected_at":"","event_ids":[],"route":[]
+        }))
+        .unwrap();
+        assert!(f.accepts(&a));
+        a.level = Level::Blue;
+        assert!(!f.accepts(&a));
+        a.level = Level::Red;
+        a.stream = "fraud".into();
+        assert!(!f.accepts(&a));
+    }
+}

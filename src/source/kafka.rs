@@ -1,0 +1,171 @@
+//! Kafka source. Delivery guarantee: at-least-once.
+//!
+//! One consumer group reads the three input topics. `enable.auto.offset.store` is off:
+//! an offset is stored (and then auto-committed every second) only when the pipeline says
+//! everything the message caused (alerts, dead letters) was acknowledged, exactly as in
+//! rust-rdkafka's `at_least_once` example. A crash re-delivers from the last commit.
+//! librdkafka's statistics feed the consumer-lag gauges and readiness.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientContext, Statistics, TopicPartitionList};
+
+use super::{Envelope, OffsetStore, Origin, Source, SourceError};
+use crate::config::Config;
+use crate::telemetry::metrics::Metrics;
+
+/// What /readyz reports.
+#[derive(Debug, Default)]
+pub struct Readiness {
+    pub assigned: AtomicBool,
+    pub broker_up: AtomicBool,
+}
+
+impl Readiness {
+    pub fn ready(&self) -> bool {
+        self.assigned.load(Ordering::Relaxed) && self.broker_up.load(Ordering::Relaxed)
+    }
+}
+
+pub struct SourceContext {
+    metrics: Arc<Metrics>,
+    ready: Arc<Readiness>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, stats: Statistics) {
+        let up = stats.brokers.values().any(|b| b.state == "UP");
+        self.ready.broker_up.store(up, Ordering::Relaxed);
+        for (topic, t) in &stats.topics {
+            for (p, ps) in &t.partitions {
+                // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
+                if *p >= 0 && ps.consumer_lag >= 0 {
+                    self.metrics.set_lag(topic, *p, ps.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {
+    fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
+        match r {
+            Rebalance::Assign(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions assigned");
+                self.ready.assigned.store(tpl.count() > 0, Ordering::Relaxed);
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(partitions = tpl.count(), "partitions revoked");
+                self.ready.assigned.store(false, Ordering::Relaxed);
+            }
+            Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            // "No offset stored" is routine when nothing new was handled.
+            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+}
+
+pub type Consumer_ = StreamConsumer<SourceContext>;
+
+pub struct KafkaSource {
+    consumer: Arc<Consumer_>,
+    topics: crate::config::TopicsConfig,
+}
+
+/// librdkafka properties shared by the consumer and the producer: the user's pass-through
+/// properties (security.protocol, sasl.*, ssl.* ...) on top of the brokers.
+pub fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+impl KafkaSource {
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>, ready: Arc<Readiness>) -> Result<Self, SourceError> {
+        let mut c = client_config(cfg);
+        c.set("group.id", &cfg.kafka.group_id)
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+            .set("statistics.interval.ms", "1000")
+            .set("enable.partition.eof", "false");
+        let consumer: Consumer_ = c.create_with_context(SourceContext { metrics, ready })?;
+        let topics: Vec<&str> = crate::decode::Stream::ALL.iter().map(|s| cfg.topics.input(*s)).collect();
+        consumer.subscribe(&topics)?;
+        tracing::info!(?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.brokers, "subscribed");
+        Ok(Self {
+            consumer: Arc::new(consumer),
+            topics: cfg.topics.clone(),
+        })
+    }
+}
+
+struct KafkaOffsets(Arc<Consumer_>);
+
+impl OffsetStore for KafkaOffsets {
+    fn store(&self, origin: &Origin) -> Result<(), SourceError> {
+        if let Origin::Kafka { topic, partition, offset } = origin {
+            // A partition revoked meanwhile refuses the store; its new owner re-reads it.
+            if let Err(e) = self.0.store_offset(topic, *partition, *offset) {
+                tracing::debug!(topic, partition, offset, error = %e, "offset store refused");
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Source for KafkaSource {
+    async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
+        loop {
+            let m = match self.consumer.recv().await {
+                Ok(m) => m,
+                Err(e) => {
+                    // Transient broker errors are retried by librdkafka; log and go on.
+                    tracing::warn!(error = %e, "consume error");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(stream) = self.topics.stream_of(m.topic()) else { continue };
+            return Ok(Some(Envelope {
+                stream,
+                key: m.key().map(<[u8]>::to_vec),
+                payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                origin: Origin::Kafka {
+                    topic: m.topic().to_string(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                },
+                received: Instant::now(),
+            }));
+        }
+    }
+
+    fn offset_store(&self) -> Arc<dyn OffsetStore> {
+        Arc::new(KafkaOffsets(self.consumer.clone()))
+    }
+
+    fn finish(&mut self) -> Result<(), SourceError> {
+        match self.consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
