@@ -140,7 +140,7 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
         }
     }
     let surge_town = townships[0].clone();
-    let surge_start = at(0.45);
+    let surge_start = at(0.7);
     for i in 0..30 {
         let t = surge_start + Duration::seconds(i * 25);
         inc(t, &surge_town, &mut rng, &mut events);

@@ -104,6 +104,7 @@ impl DetectorSpec for RateSpikeConfig {
             regions: ctx.regions.clone(),
             // Regions never churn without bound; a day of silence is still forgotten.
             state: KeyedState::new(Duration::from_secs(7 * 24 * 3600)),
+            first_window: None,
         }
     }
 }
@@ -152,6 +153,9 @@ pub struct RateSpike {
     window_label: String,
     regions: std::sync::Arc<Regions>,
     state: KeyedState<RegionWindows>,
+    /// The first window this detector saw: a region first seen later has had empty
+    /// windows since then, which count towards its baseline and warm-up.
+    first_window: Option<i64>,
 }
 
 impl RateSpike {
@@ -203,7 +207,7 @@ impl RateSpike {
             SignalKind::Anomalous {
                 score: score::from_p_value(p, self.cfg.alpha),
                 level: None,
-                title: format!("{} {} surge in {place}", count, noun(self.stream)),
+                title: format!("{} surge in {place}: {count} in {} (expected {lambda:.1})", noun(self.stream), self.window_label),
                 evidence: Evidence {
                     observed: f64::from(count),
                     expected: (lambda * 100.0).round() / 100.0,
@@ -270,8 +274,8 @@ impl RateSpike {
 
 fn noun(s: Stream) -> &'static str {
     match s {
-        Stream::Fraud => "fraud-report",
-        _ => "incident",
+        Stream::Fraud => "Fraud-report",
+        _ => "Incident",
     }
 }
 
@@ -286,10 +290,17 @@ impl Detector for RateSpike {
         }
         let t = ev.ts().timestamp();
         let start = t.div_euclid(self.len) * self.len;
+        let first = *self.first_window.get_or_insert(start);
         let mut best: f64 = 0.0;
         for (key, region, _level) in self.keys(ev.region()) {
             let Some(key) = key else { continue };
             let st = self.state.touch(&key, ev.ts());
+            if st.region.is_none() && st.last_closed == EMPTY && start > first {
+                // New region: the windows since the detector started held no events here.
+                st.last_closed = start - self.len;
+                st.closes = ((start - first) / self.len) as u32;
+                st.baseline = 0.0;
+            }
             st.region = Some(region);
             if st.last_closed != EMPTY && start <= st.last_closed {
                 continue; // its window already closed
