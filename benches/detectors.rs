@@ -22,14 +22,22 @@ fn events(cfg: &config::Config, keys: usize, n: usize) -> Vec<Event> {
 fn bench(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
     let cfg = config::load(&root).expect("default config");
-    let ctx = BuildCtx { regions: cfg.regions.clone() };
+    let ctx = BuildCtx {
+        regions: cfg.regions.clone(),
+    };
     let mut g = c.benchmark_group("sensor_detectors");
     for keys in [16usize, 100_000] {
         let evs = events(&cfg, keys, 200_000);
         g.throughput(Throughput::Elements(evs.len() as u64));
         g.bench_function(format!("threshold+ewma_z/{keys}_keys"), |b| {
             b.iter_batched(
-                || DetectorSet::new(&cfg.detectors.per_stream(), cfg.processing.allowed_lateness, &ctx),
+                || {
+                    DetectorSet::new(
+                        &cfg.detectors.per_stream(),
+                        cfg.processing.allowed_lateness,
+                        &ctx,
+                    )
+                },
                 |mut set| {
                     let mut out = Vec::new();
                     for e in &evs {

@@ -106,7 +106,10 @@ fn parse_stream(s: &str) -> Result<Stream, String> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     logging::init(cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -150,8 +153,14 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
             };
-            let d = c.detectors.incidents.len() + c.detectors.sensors.len() + c.detectors.fraud.len();
-            println!("{}: ok ({d} detectors, {} sinks, {} counties)", file.display(), c.sinks.len(), c.regions.county_count());
+            let d =
+                c.detectors.incidents.len() + c.detectors.sensors.len() + c.detectors.fraud.len();
+            println!(
+                "{}: ok ({d} detectors, {} sinks, {} counties)",
+                file.display(),
+                c.sinks.len(),
+                c.regions.county_count()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { config } => {
@@ -161,7 +170,12 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             };
             run(cfg).await
         }
-        Cmd::Replay { config, stream, config_sinks, inputs } => {
+        Cmd::Replay {
+            config,
+            stream,
+            config_sinks,
+            inputs,
+        } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -176,20 +190,39 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let metrics = Arc::new(Metrics::new());
             let (sinks, dlq): (_, Arc<dyn riskstream::sink::DeadLetters>) = if config_sinks {
                 let p = producer(&cfg)?;
-                let s = build_sinks(&cfg, &SinkCtx { producer: Some(p.clone()) })?;
-                (s, Arc::new(KafkaDeadLetters { producer: p, topic: cfg.topics.dead_letter.clone() }))
+                let s = build_sinks(
+                    &cfg,
+                    &SinkCtx {
+                        producer: Some(p.clone()),
+                    },
+                )?;
+                (
+                    s,
+                    Arc::new(KafkaDeadLetters {
+                        producer: p,
+                        topic: cfg.topics.dead_letter.clone(),
+                    }),
+                )
             } else {
-                let s = SinkConfig::Stdout(Default::default()).build("stdout", &SinkCtx::default())?;
+                let s =
+                    SinkConfig::Stdout(Default::default()).build("stdout", &SinkCtx::default())?;
                 (vec![s], Arc::new(LogDeadLetters))
             };
             let (trigger, _) = shutdown::channel();
             tokio::spawn(shutdown::on_signals(trigger.clone()));
             let p = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
             let s = p.run(source, trigger).await?;
-            eprintln!("replayed {} inputs: {} invalid, {} late, {} alert messages", s.consumed, s.invalid, s.late, s.alerts);
+            eprintln!(
+                "replayed {} inputs: {} invalid, {} late, {} alert messages",
+                s.consumed, s.invalid, s.late, s.alerts
+            );
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Score { config, stream, inputs } => {
+        Cmd::Score {
+            config,
+            stream,
+            inputs,
+        } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -203,7 +236,16 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             };
             score(&cfg, &mut source).await
         }
-        Cmd::Simulate { config, out, to_kafka, hours, seed, rate, sites, start } => {
+        Cmd::Simulate {
+            config,
+            out,
+            to_kafka,
+            hours,
+            seed,
+            rate,
+            sites,
+            start,
+        } => {
             let cfg = match load(&config) {
                 Ok(c) => c,
                 Err(code) => return Ok(code),
@@ -218,20 +260,31 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 },
                 None => {
                     let cst = chrono::FixedOffset::east_opt(8 * 3600).expect("valid offset");
-                    (chrono::Utc::now() - chrono::Duration::seconds((hours * 3600.0) as i64)).with_timezone(&cst)
+                    (chrono::Utc::now() - chrono::Duration::seconds((hours * 3600.0) as i64))
+                        .with_timezone(&cst)
                 }
             };
-            if !(hours > 0.0) || sites == 0 {
+            if !riskstream::detect::score::positive(hours) || sites == 0 {
                 eprintln!("error: --hours must be > 0 and --sites >= 1");
                 return Ok(ExitCode::from(2));
             }
             let city = riskstream::simulate::generate(
-                &riskstream::simulate::SimConfig { hours, seed, start, sites },
+                &riskstream::simulate::SimConfig {
+                    hours,
+                    seed,
+                    start,
+                    sites,
+                },
                 &cfg.regions,
             );
-            eprintln!("generated {} events, {} labelled anomalies (seed {seed})", city.events.len(), city.labels.len());
+            eprintln!(
+                "generated {} events, {} labelled anomalies (seed {seed})",
+                city.events.len(),
+                city.labels.len()
+            );
             if let Some(dir) = out {
-                riskstream::simulate::write_files(&city, &dir).with_context(|| format!("writing {}", dir.display()))?;
+                riskstream::simulate::write_files(&city, &dir)
+                    .with_context(|| format!("writing {}", dir.display()))?;
                 eprintln!("wrote {}", dir.display());
             }
             if to_kafka {
@@ -252,8 +305,16 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("binding the metrics server on {addr}"))?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics, health on /healthz and /readyz");
     let p = producer(&cfg)?;
-    let sinks = build_sinks(&cfg, &SinkCtx { producer: Some(p.clone()) })?;
-    let dlq = Arc::new(KafkaDeadLetters { producer: p, topic: cfg.topics.dead_letter.clone() });
+    let sinks = build_sinks(
+        &cfg,
+        &SinkCtx {
+            producer: Some(p.clone()),
+        },
+    )?;
+    let dlq = Arc::new(KafkaDeadLetters {
+        producer: p,
+        topic: cfg.topics.dead_letter.clone(),
+    });
     let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
     tokio::spawn(shutdown::on_signals(trigger.clone()));
     let pipeline = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
@@ -272,8 +333,14 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let decoder = Decoder::new(cfg.regions.clone());
-    let ctx = BuildCtx { regions: cfg.regions.clone() };
-    let mut set = DetectorSet::new(&cfg.detectors.per_stream(), cfg.processing.allowed_lateness, &ctx);
+    let ctx = BuildCtx {
+        regions: cfg.regions.clone(),
+    };
+    let mut set = DetectorSet::new(
+        &cfg.detectors.per_stream(),
+        cfg.processing.allowed_lateness,
+        &ctx,
+    );
     let mut signals = Vec::new();
     let stdout = std::io::stdout();
     let mut out = std::io::BufWriter::new(stdout.lock());
@@ -286,7 +353,11 @@ async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCo
                 signals.clear();
                 n += 1;
                 let key = d.event.key();
-                let key = if key.contains([',', '"']) { format!("\"{}\"", key.replace('"', "\"\"")) } else { key.to_string() };
+                let key = if key.contains([',', '"']) {
+                    format!("\"{}\"", key.replace('"', "\"\""))
+                } else {
+                    key.to_string()
+                };
                 writeln!(out, "{},{key},{:.6}", d.event.ts().to_rfc3339(), o.score)?;
             }
             Err(e) => {
@@ -300,7 +371,11 @@ async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-async fn produce_city(cfg: &Config, city: &riskstream::simulate::City, rate: u64) -> anyhow::Result<()> {
+async fn produce_city(
+    cfg: &Config,
+    city: &riskstream::simulate::City,
+    rate: u64,
+) -> anyhow::Result<()> {
     use rdkafka::producer::FutureRecord;
     let p = producer(cfg)?;
     let started = std::time::Instant::now();
@@ -321,25 +396,41 @@ async fn produce_city(cfg: &Config, city: &riskstream::simulate::City, rate: u64
                     pending.push(f);
                     break;
                 }
-                Err((rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull), _)) => {
-                    tokio::time::sleep(Duration::from_millis(5)).await
-                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => tokio::time::sleep(Duration::from_millis(5)).await,
                 Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
             }
         }
         if pending.len() >= 1000 {
             for f in pending.drain(..) {
-                f.await.context("producer dropped")?.map_err(|(e, _)| e).context("delivery")?;
+                f.await
+                    .context("producer dropped")?
+                    .map_err(|(e, _)| e)
+                    .context("delivery")?;
             }
         }
         if last_report.elapsed() >= Duration::from_secs(2) {
             last_report = std::time::Instant::now();
-            eprintln!("produced {}/{total} ({:.0}%)", i + 1, 100.0 * (i + 1) as f64 / total as f64);
+            eprintln!(
+                "produced {}/{total} ({:.0}%)",
+                i + 1,
+                100.0 * (i + 1) as f64 / total as f64
+            );
         }
     }
     for f in pending.drain(..) {
-        f.await.context("producer dropped")?.map_err(|(e, _)| e).context("delivery")?;
+        f.await
+            .context("producer dropped")?
+            .map_err(|(e, _)| e)
+            .context("delivery")?;
     }
-    eprintln!("produced {total} events in {:.1}s", started.elapsed().as_secs_f64());
+    eprintln!(
+        "produced {total} events in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

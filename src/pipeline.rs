@@ -72,7 +72,10 @@ pub struct Pipeline {
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
 pub fn build_sinks(cfg: &Config, ctx: &SinkCtx) -> Result<Vec<Arc<dyn Sink>>, SinkError> {
-    cfg.sinks.iter().map(|(name, c)| c.build(name, ctx)).collect()
+    cfg.sinks
+        .iter()
+        .map(|(name, c)| c.build(name, ctx))
+        .collect()
 }
 
 impl Pipeline {
@@ -88,7 +91,11 @@ impl Pipeline {
         };
         Self {
             decoder: Decoder::new(cfg.regions.clone()),
-            detectors: DetectorSet::new(&cfg.detectors.per_stream(), cfg.processing.allowed_lateness, &ctx),
+            detectors: DetectorSet::new(
+                &cfg.detectors.per_stream(),
+                cfg.processing.allowed_lateness,
+                &ctx,
+            ),
             policy: AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock),
             sinks,
             dead_letters,
@@ -101,10 +108,19 @@ impl Pipeline {
     }
 
     /// Runs until the source ends or shutdown fires; then drains and commits.
-    pub async fn run<S: Source>(mut self, mut source: S, shutdown: ShutdownTrigger) -> Result<RunSummary, PipelineError> {
+    pub async fn run<S: Source>(
+        mut self,
+        mut source: S,
+        shutdown: ShutdownTrigger,
+    ) -> Result<RunSummary, PipelineError> {
         let mut stop: Shutdown = shutdown.subscribe();
         let (tx, rx) = mpsc::channel::<Pending>(self.max_in_flight);
-        let committer = tokio::spawn(commit_loop(rx, source.offset_store(), self.metrics.clone(), shutdown.clone()));
+        let committer = tokio::spawn(commit_loop(
+            rx,
+            source.offset_store(),
+            self.metrics.clone(),
+            shutdown.clone(),
+        ));
         let mut summary = RunSummary::default();
         let mut ended = false;
         loop {
@@ -212,7 +228,10 @@ impl Pipeline {
     }
 
     /// Signals -> alerts, then watermark-driven resolves and escalations.
-    fn policy_step(&mut self, watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)]) {
+    fn policy_step(
+        &mut self,
+        watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
+    ) {
         for s in self.signals.drain(..) {
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
@@ -221,7 +240,9 @@ impl Pipeline {
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
         }
-        self.metrics.open_episodes.set(self.policy.open_count() as i64);
+        self.metrics
+            .open_episodes
+            .set(self.policy.open_count() as i64);
     }
 
     async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {
@@ -262,7 +283,9 @@ async fn commit_loop(
         let had_outputs = !p.acks.is_empty();
         if let Err(e) = try_join_all(p.acks).await {
             let sink = match &e {
-                SinkError::Delivery { sink, .. } | SinkError::Full(sink) | SinkError::Build { sink, .. } => sink.clone(),
+                SinkError::Delivery { sink, .. }
+                | SinkError::Full(sink)
+                | SinkError::Build { sink, .. } => sink.clone(),
             };
             metrics.sink_error(&sink);
             tracing::error!(error = %e, origin = ?p.origin, "delivery failed; stopping without committing this input");
@@ -270,7 +293,9 @@ async fn commit_loop(
             return Err(e);
         }
         if had_outputs {
-            metrics.event_to_alert.observe(p.received.elapsed().as_secs_f64());
+            metrics
+                .event_to_alert
+                .observe(p.received.elapsed().as_secs_f64());
         }
         if let Some(o) = &p.origin {
             if let Err(e) = store.store(o) {

@@ -122,7 +122,10 @@ impl Regions {
                     .insert(t.code.clone(), (RegionLevel::Township, idx))
                     .is_some()
                 {
-                    problems.push(format!("county[{ci}].township[{ti}].code `{}`: duplicate", t.code));
+                    problems.push(format!(
+                        "county[{ci}].township[{ti}].code `{}`: duplicate",
+                        t.code
+                    ));
                 }
                 townships.push((t.code.clone(), t.name.clone(), ci as u32));
             }
@@ -234,7 +237,15 @@ mod tests {
         assert_eq!(r.township_code(t), Some("330502001"));
         assert_eq!(r.county_code(t), Some("330502"));
         assert!(!t.unlisted);
-        for code in ["330503101", "330521102", "330502", "330503", "330521", "330522", "330523"] {
+        for code in [
+            "330503101",
+            "330521102",
+            "330502",
+            "330503",
+            "330521",
+            "330522",
+            "330523",
+        ] {
             assert!(r.resolve(code).is_some(), "{code}");
         }
         assert_eq!(r.city_code(), "330500");

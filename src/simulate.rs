@@ -57,7 +57,14 @@ const KINDS: [(&str, f64, f64, &str); 4] = [
     ("temperature", 45.0, 0.6, "C"),
     ("pressure", 1.0, 0.015, "MPa"),
 ];
-const CATEGORIES: [&str; 6] = ["dispute", "public_order", "fire", "traffic", "wage_arrears", "petition"];
+const CATEGORIES: [&str; 6] = [
+    "dispute",
+    "public_order",
+    "fire",
+    "traffic",
+    "wage_arrears",
+    "petition",
+];
 
 /// Standard normal by Box-Muller (no extra dependency for one distribution).
 fn normal(rng: &mut StdRng) -> f64 {
@@ -88,7 +95,10 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
         let county = &town[..6];
         let site_id = format!("SITE-{county}-{site:04}");
         for (ki, (kind, base, noise, unit)) in KINDS.iter().enumerate() {
-            let sensor_id = format!("S-{county}-{site:04}-{}", kind.to_uppercase().replace('_', ""));
+            let sensor_id = format!(
+                "S-{county}-{site:04}-{}",
+                kind.to_uppercase().replace('_', "")
+            );
             let level = base * (0.8 + 0.4 * rng.random::<f64>());
             let mut t = cfg.start + Duration::seconds(rng.random_range(0..30));
             while t < end {
@@ -101,7 +111,12 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
                 let v = (v * 1000.0).round() / 1000.0;
                 let json = serde_json::json!({"sensor_id": sensor_id, "site_id": site_id, "region": town,
                     "kind": kind, "ts": rfc(t), "value": v, "unit": unit, "status": "ok"});
-                events.push(SimEvent { ts: t, stream: Stream::Sensors, key: sensor_id.clone(), json: json.to_string() });
+                events.push(SimEvent {
+                    ts: t,
+                    stream: Stream::Sensors,
+                    key: sensor_id.clone(),
+                    json: json.to_string(),
+                });
                 t += Duration::seconds(25 + rng.random_range(0..11));
             }
         }
@@ -119,18 +134,27 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
 
     // Incidents: ~0.4/h per township, busier by day.
     let mut n = 0u64;
-    let mut inc = |t: DateTime<FixedOffset>, town: &str, rng: &mut StdRng, events: &mut Vec<SimEvent>| {
+    let mut inc = |t: DateTime<FixedOffset>,
+                   town: &str,
+                   rng: &mut StdRng,
+                   events: &mut Vec<SimEvent>| {
         n += 1;
         let id = format!("INC-{}-{n:06}", t.format("%Y%m%d"));
         let json = serde_json::json!({"id": id, "ts": rfc(t), "region": town,
             "category": CATEGORIES[rng.random_range(0..CATEGORIES.len())], "severity": rng.random_range(1..=3)});
-        events.push(SimEvent { ts: t, stream: Stream::Incidents, key: id, json: json.to_string() });
+        events.push(SimEvent {
+            ts: t,
+            stream: Stream::Incidents,
+            key: id,
+            json: json.to_string(),
+        });
     };
     for town in &townships {
         let mut t = cfg.start;
         loop {
             let hour = t.format("%H").to_string().parse::<f64>().unwrap_or(12.0);
-            let rate_per_h = 0.4 * (1.0 + 0.6 * ((hour - 14.0) / 24.0 * 2.0 * std::f64::consts::PI).cos());
+            let rate_per_h =
+                0.4 * (1.0 + 0.6 * ((hour - 14.0) / 24.0 * 2.0 * std::f64::consts::PI).cos());
             let gap = -rng.random_range(f64::EPSILON..1.0f64).ln() / rate_per_h.max(0.05) * 3600.0;
             t += Duration::seconds(gap as i64 + 1);
             if t >= end {
@@ -156,15 +180,24 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
 
     // Fraud: ~30 reports/h of one-off suspects, then a burst on one phone.
     let mut f = 0u64;
-    let mut fraud = |t: DateTime<FixedOffset>, phone: Option<String>, rng: &mut StdRng, events: &mut Vec<SimEvent>| {
+    let mut fraud = |t: DateTime<FixedOffset>,
+                     phone: Option<String>,
+                     rng: &mut StdRng,
+                     events: &mut Vec<SimEvent>| {
         f += 1;
         let id = format!("FR-{}-{f:06}", t.format("%Y%m%d"));
         let town = &townships[rng.random_range(0..townships.len())];
-        let phone = phone.unwrap_or_else(|| format!("+86139{:08}", rng.random_range(0..100_000_000u64)));
+        let phone =
+            phone.unwrap_or_else(|| format!("+86139{:08}", rng.random_range(0..100_000_000u64)));
         let json = serde_json::json!({"id": id, "ts": rfc(t), "region": town, "channel": "phone",
             "scheme": "impersonation", "suspect_phone": phone, "suspect_account": null, "suspect_url": null,
             "amount_cny": (rng.random_range(500.0..50_000.0f64)).round()});
-        events.push(SimEvent { ts: t, stream: Stream::Fraud, key: id, json: json.to_string() });
+        events.push(SimEvent {
+            ts: t,
+            stream: Stream::Fraud,
+            key: id,
+            json: json.to_string(),
+        });
     };
     let mut t = cfg.start;
     loop {
@@ -177,7 +210,12 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
     let burst_phone = "+8613800000000".to_string();
     let burst_start = at(0.5);
     for i in 0..8 {
-        fraud(burst_start + Duration::seconds(i * 150), Some(burst_phone.clone()), &mut rng, &mut events);
+        fraud(
+            burst_start + Duration::seconds(i * 150),
+            Some(burst_phone.clone()),
+            &mut rng,
+            &mut events,
+        );
     }
     labels.push(Label {
         stream: Stream::Fraud,
@@ -237,12 +275,21 @@ mod tests {
         let b = generate(&cfg(1), &r);
         let c = generate(&cfg(2), &r);
         assert_eq!(a.events.len(), b.events.len());
-        assert!(a.events.iter().zip(&b.events).all(|(x, y)| x.json == y.json));
-        assert!(a.events.iter().zip(&c.events).any(|(x, y)| x.json != y.json));
+        assert!(a
+            .events
+            .iter()
+            .zip(&b.events)
+            .all(|(x, y)| x.json == y.json));
+        assert!(a
+            .events
+            .iter()
+            .zip(&c.events)
+            .any(|(x, y)| x.json != y.json));
         assert_eq!(a.labels.len(), 3);
         let d = crate::decode::Decoder::new(std::sync::Arc::new(r));
         for e in &a.events {
-            d.decode(e.stream, e.json.as_bytes()).unwrap_or_else(|err| panic!("{err}: {}", e.json));
+            d.decode(e.stream, e.json.as_bytes())
+                .unwrap_or_else(|err| panic!("{err}: {}", e.json));
         }
         assert!(a.events.windows(2).all(|w| w[0].ts <= w[1].ts));
     }

@@ -33,8 +33,17 @@ fn check_config_lists_every_problem_and_exits_2() {
     ] {
         assert!(err.contains(want), "missing {want}:\n{err}");
     }
-    let ok = bin().args(["check-config"]).arg(root().join("config/default.toml")).output().unwrap();
-    assert_eq!(ok.status.code(), Some(0), "{}", String::from_utf8_lossy(&ok.stderr));
+    let ok = bin()
+        .args(["check-config"])
+        .arg(root().join("config/default.toml"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 }
 
 #[test]
@@ -42,7 +51,18 @@ fn simulate_then_replay_finds_the_injected_hazards() {
     let dir = tempfile::tempdir().unwrap();
     let st = bin()
         .current_dir(root())
-        .args(["simulate", "--hours", "4", "--seed", "3", "--sites", "10", "--start", "2026-11-26T00:00:00+08:00", "--out"])
+        .args([
+            "simulate",
+            "--hours",
+            "4",
+            "--seed",
+            "3",
+            "--sites",
+            "10",
+            "--start",
+            "2026-11-26T00:00:00+08:00",
+            "--out",
+        ])
         .arg(dir.path())
         .status()
         .unwrap();
@@ -55,7 +75,11 @@ fn simulate_then_replay_finds_the_injected_hazards() {
         .arg(dir.path().join("fraud-reports.ndjson"))
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -65,23 +89,36 @@ fn simulate_then_replay_finds_the_injected_hazards() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    let leak = labels.iter().find(|l| l["kind"] == "gas_leak_ramp").unwrap();
+    let leak = labels
+        .iter()
+        .find(|l| l["kind"] == "gas_leak_ramp")
+        .unwrap();
     assert!(
-        alerts.iter().any(|a| a["detector"] == "threshold" && a["level"] == "red" && a["subject"]["sensor_id"] == leak["subject"]),
+        alerts.iter().any(|a| a["detector"] == "threshold"
+            && a["level"] == "red"
+            && a["subject"]["sensor_id"] == leak["subject"]),
         "gas leak not alerted red"
     );
-    let surge = labels.iter().find(|l| l["kind"] == "incident_surge").unwrap();
+    let surge = labels
+        .iter()
+        .find(|l| l["kind"] == "incident_surge")
+        .unwrap();
     assert!(
-        alerts.iter().any(|a| a["detector"] == "rate_spike" && a["subject"]["region"] == surge["subject"]),
+        alerts
+            .iter()
+            .any(|a| a["detector"] == "rate_spike" && a["subject"]["region"] == surge["subject"]),
         "incident surge not alerted"
     );
     assert!(
-        alerts.iter().any(|a| a["detector"] == "entity_burst" && a["subject"]["suspect_phone"] == "+8613800000000"),
+        alerts.iter().any(|a| a["detector"] == "entity_burst"
+            && a["subject"]["suspect_phone"] == "+8613800000000"),
         "fraud burst not alerted"
     );
     // Every episode that opened in the replay resolved or is still open at the end: ids are stable.
     for a in alerts.iter().filter(|a| a["status"] == "resolved") {
-        assert!(alerts.iter().any(|b| b["alert_id"] == a["alert_id"] && b["status"] == "firing"));
+        assert!(alerts
+            .iter()
+            .any(|b| b["alert_id"] == a["alert_id"] && b["status"] == "firing"));
     }
 }
 
@@ -91,7 +128,11 @@ fn score_prints_one_line_per_event_in_order() {
     let f = dir.path().join("sensor-x.ndjson");
     let mut text = String::new();
     for i in 0..40 {
-        let v = if i == 39 { 50.0 } else { 3.0 + (i % 2) as f64 * 0.1 };
+        let v = if i == 39 {
+            50.0
+        } else {
+            3.0 + (i % 2) as f64 * 0.1
+        };
         text.push_str(&format!(
             "{{\"sensor_id\":\"S1\",\"site_id\":\"X\",\"region\":\"330502001\",\"kind\":\"gas_lel\",\"ts\":\"2026-11-26T08:{:02}:{:02}+08:00\",\"value\":{v}}}\n",
             i / 6,
@@ -100,12 +141,21 @@ fn score_prints_one_line_per_event_in_order() {
     }
     text.push_str("not json\n");
     std::fs::write(&f, text).unwrap();
-    let out = bin().args(["score", "--config"]).arg(root().join("config/default.toml")).arg(&f).output().unwrap();
+    let out = bin()
+        .args(["score", "--config"])
+        .arg(root().join("config/default.toml"))
+        .arg(&f)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let s = String::from_utf8_lossy(&out.stdout);
     let lines: Vec<&str> = s.lines().collect();
     assert_eq!(lines[0], "ts,key,score");
-    assert_eq!(lines.len(), 41, "header + 40 events; the invalid line is skipped");
+    assert_eq!(
+        lines.len(),
+        41,
+        "header + 40 events; the invalid line is skipped"
+    );
     let last: f64 = lines[40].rsplit(',').next().unwrap().parse().unwrap();
     let calm: f64 = lines[30].rsplit(',').next().unwrap().parse().unwrap();
     assert!(last > 0.9 && calm < 0.5, "last {last}, calm {calm}");

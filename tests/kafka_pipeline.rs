@@ -19,10 +19,21 @@ async fn gas_spike_yields_a_routed_red_alert_via_kcat() {
 
     let mut lines = String::new();
     for i in 0..30 {
-        lines.push_str(&format!("S-330503-0042-GAS1\t{}\n", reading("S-330503-0042-GAS1", "gas_lel", i * 10, 3.0 + (i % 3) as f64 * 0.1)));
+        lines.push_str(&format!(
+            "S-330503-0042-GAS1\t{}\n",
+            reading(
+                "S-330503-0042-GAS1",
+                "gas_lel",
+                i * 10,
+                3.0 + (i % 3) as f64 * 0.1
+            )
+        ));
     }
     for i in 30..34 {
-        lines.push_str(&format!("S-330503-0042-GAS1\t{}\n", reading("S-330503-0042-GAS1", "gas_lel", i * 10, 31.5)));
+        lines.push_str(&format!(
+            "S-330503-0042-GAS1\t{}\n",
+            reading("S-330503-0042-GAS1", "gas_lel", i * 10, 31.5)
+        ));
     }
     let mut kcat = Command::new("kcat")
         .args(["-b", &brokers(), "-P", "-t", &env.sensors, "-K", "\t"])
@@ -31,7 +42,11 @@ async fn gas_spike_yields_a_routed_red_alert_via_kcat() {
         .expect("kcat installed (apt-get install kcat)");
     {
         use std::io::Write;
-        kcat.stdin.take().unwrap().write_all(lines.as_bytes()).unwrap();
+        kcat.stdin
+            .take()
+            .unwrap()
+            .write_all(lines.as_bytes())
+            .unwrap();
     }
     assert!(kcat.wait().unwrap().success());
 
@@ -40,7 +55,17 @@ async fn gas_spike_yields_a_routed_red_alert_via_kcat() {
     let mut alerts: Vec<serde_json::Value> = Vec::new();
     while std::time::Instant::now() < deadline {
         let out = Command::new("kcat")
-            .args(["-b", &brokers(), "-C", "-t", &env.alerts, "-e", "-q", "-f", "%k\t%s\n"])
+            .args([
+                "-b",
+                &brokers(),
+                "-C",
+                "-t",
+                &env.alerts,
+                "-e",
+                "-q",
+                "-f",
+                "%k\t%s\n",
+            ])
             .output()
             .unwrap();
         alerts = String::from_utf8_lossy(&out.stdout)
@@ -58,7 +83,8 @@ async fn gas_spike_yields_a_routed_red_alert_via_kcat() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     sigterm(&child);
-    let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits within 10 s of SIGTERM");
+    let status =
+        wait_exit(&mut child, Duration::from_secs(10)).expect("exits within 10 s of SIGTERM");
     assert!(status.success(), "{status:?}");
 
     let a = alerts
@@ -70,16 +96,28 @@ async fn gas_spike_yields_a_routed_red_alert_via_kcat() {
     assert_eq!(a["stream"], "sensors");
     assert_eq!(a["subject"]["sensor_id"], "S-330503-0042-GAS1");
     assert_eq!(a["subject"]["site_id"], "SITE-330503-0042");
-    assert_eq!(a["route"], serde_json::json!(["330503101", "330503", "330500"]));
+    assert_eq!(
+        a["route"],
+        serde_json::json!(["330503101", "330503", "330500"])
+    );
     assert_eq!(a["evidence"]["observed"], 31.5);
     assert_eq!(a["evidence"]["threshold"], 25.0);
-    let first = chrono::DateTime::parse_from_rfc3339(a["first_event_ts"].as_str().unwrap()).unwrap();
-    assert_eq!(a["alert_id"], format!("sensors:threshold:S-330503-0042-GAS1:{}", first.timestamp()));
+    let first =
+        chrono::DateTime::parse_from_rfc3339(a["first_event_ts"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        a["alert_id"],
+        format!("sensors:threshold:S-330503-0042-GAS1:{}", first.timestamp())
+    );
     for f in ["title", "detected_at", "event_ids", "evidence"] {
         assert!(!a[f].is_null(), "{f} missing");
     }
     // ewma_z saw the same jump against its 30-reading baseline.
-    assert!(alerts.iter().any(|a| a["detector"] == "ewma_z" && a["status"] == "firing"), "{alerts:?}");
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a["detector"] == "ewma_z" && a["status"] == "firing"),
+        "{alerts:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,21 +143,45 @@ async fn every_invalid_case_is_dead_lettered_with_its_reason() {
         (vec![0xff, 0xfe, 0x00], "not UTF-8"),
         (b"{\"sensor_id\": ".to_vec(), "not JSON"),
         (with("value", serde_json::Value::Null), "`value`"),
-        (with("value", serde_json::json!("NaN")), "`value` must be a finite number"),
+        (
+            with("value", serde_json::json!("NaN")),
+            "`value` must be a finite number",
+        ),
         (with("ts", serde_json::json!("yesterday")), "`ts`"),
         (with("region", serde_json::json!("999999001")), "`region`"),
         (with("sensor_id", serde_json::Value::Null), "`sensor_id`"),
     ];
     for (i, (payload, _)) in bad.iter().enumerate() {
-        produce(&p, &env.sensors, Some(format!("bad-{i}").as_bytes()), payload).await;
+        produce(
+            &p,
+            &env.sensors,
+            Some(format!("bad-{i}").as_bytes()),
+            payload,
+        )
+        .await;
     }
     for i in 0..5 {
-        produce(&p, &env.sensors, Some(b"S-1"), reading("S-1", "gas_lel", i * 10, 3.0).as_bytes()).await;
+        produce(
+            &p,
+            &env.sensors,
+            Some(b"S-1"),
+            reading("S-1", "gas_lel", i * 10, 3.0).as_bytes(),
+        )
+        .await;
     }
     produce(&p, &env.fraud, Some(b"F"), br#"{"id":"F1","ts":"2026-11-26T08:15:00+08:00","region":"330521102","channel":"phone","scheme":"x"}"#).await;
-    produce(&p, &env.incidents, Some(b"I"), br#"{"id":"I1","ts":"2026-11-26T08:15:00+08:00","region":"330502001"}"#).await;
+    produce(
+        &p,
+        &env.incidents,
+        Some(b"I"),
+        br#"{"id":"I1","ts":"2026-11-26T08:15:00+08:00","region":"330502001"}"#,
+    )
+    .await;
 
-    let dead = read_until(&env.dlq, Duration::from_secs(30), |g| g.len() >= bad.len() + 2).await;
+    let dead = read_until(&env.dlq, Duration::from_secs(30), |g| {
+        g.len() >= bad.len() + 2
+    })
+    .await;
     assert_eq!(dead.len(), bad.len() + 2, "{dead:?}");
     for (i, (payload, reason)) in bad.iter().enumerate() {
         let key = format!("bad-{i}");
@@ -128,13 +190,21 @@ async fn every_invalid_case_is_dead_lettered_with_its_reason() {
             .find(|d| d.key.as_deref() == Some(key.as_bytes()))
             .unwrap_or_else(|| panic!("{key} not dead-lettered"));
         assert_eq!(&d.payload, payload, "original bytes kept");
-        assert!(d.headers["x-error"].contains(reason), "{key}: {:?}", d.headers);
+        assert!(
+            d.headers["x-error"].contains(reason),
+            "{key}: {:?}",
+            d.headers
+        );
         assert_eq!(d.headers["x-source-topic"], env.sensors);
         assert!(d.headers["x-source-partition"].parse::<i32>().unwrap() >= 0);
         assert!(d.headers["x-source-offset"].parse::<i64>().unwrap() >= 0);
     }
-    assert!(dead.iter().any(|d| d.headers["x-error"].contains("suspect_phone")));
-    assert!(dead.iter().any(|d| d.headers["x-error"].contains("`category`")));
+    assert!(dead
+        .iter()
+        .any(|d| d.headers["x-error"].contains("suspect_phone")));
+    assert!(dead
+        .iter()
+        .any(|d| d.headers["x-error"].contains("`category`")));
 
     // consumed = valid + invalid, in the metrics.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
@@ -150,10 +220,26 @@ async fn every_invalid_case_is_dead_lettered_with_its_reason() {
     let invalid = metric_sum(&m, "riskstream_events_invalid_total", &[]);
     assert_eq!(consumed, 14.0, "{m}");
     assert_eq!(invalid, 9.0, "{m}");
-    assert_eq!(metric_sum(&m, "riskstream_events_invalid_total", &["reason=\"non_finite\""]), 1.0);
-    assert_eq!(metric_sum(&m, "riskstream_events_invalid_total", &["reason=\"unknown_region\""]), 1.0);
+    assert_eq!(
+        metric_sum(
+            &m,
+            "riskstream_events_invalid_total",
+            &["reason=\"non_finite\""]
+        ),
+        1.0
+    );
+    assert_eq!(
+        metric_sum(
+            &m,
+            "riskstream_events_invalid_total",
+            &["reason=\"unknown_region\""]
+        ),
+        1.0
+    );
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).expect("exits").success());
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
 }
 
 /// Kill -9 in the middle of a stream, restart: every expected alert is on the topic.
@@ -170,10 +256,17 @@ async fn sigkill_mid_stream_loses_no_alert() {
             let secs = s * 1000 + round * 10;
             let v = if (5..8).contains(&round) { 40.0 } else { 3.0 };
             if round == 5 {
-                let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00").unwrap() + chrono::Duration::seconds(secs);
+                let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00").unwrap()
+                    + chrono::Duration::seconds(secs);
                 expected.insert(format!("sensors:threshold:{id}:{}", t.timestamp()));
             }
-            produce(&p, &env.sensors, Some(id.as_bytes()), reading(&id, "gas_lel", secs, v).as_bytes()).await;
+            produce(
+                &p,
+                &env.sensors,
+                Some(id.as_bytes()),
+                reading(&id, "gas_lel", secs, v).as_bytes(),
+            )
+            .await;
         }
     }
     let mut child = env.spawn(&cfg);
@@ -193,7 +286,9 @@ async fn sigkill_mid_stream_loses_no_alert() {
     })
     .await;
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).expect("exits").success());
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
     let ids: BTreeSet<String> = got
         .iter()
         .map(|x| x.json())
@@ -201,7 +296,10 @@ async fn sigkill_mid_stream_loses_no_alert() {
         .map(|j| j["alert_id"].as_str().unwrap().to_string())
         .collect();
     let missing: Vec<_> = expected.difference(&ids).collect();
-    let firing_msgs = got.iter().filter(|g| g.json()["detector"] == "threshold" && g.json()["status"] == "firing").count();
+    let firing_msgs = got
+        .iter()
+        .filter(|g| g.json()["detector"] == "threshold" && g.json()["status"] == "firing")
+        .count();
     println!(
         "sigkill test: expected {} episodes, found {} (messages {}, duplicates {}), missing {}",
         expected.len(),
@@ -220,12 +318,20 @@ async fn sigterm_drains_and_commits() {
     let cfg = env.config("");
     let p = producer();
     for i in 0..50 {
-        produce(&p, &env.sensors, Some(b"S-9"), reading("S-9", "gas_lel", i * 10, 3.0).as_bytes()).await;
+        produce(
+            &p,
+            &env.sensors,
+            Some(b"S-9"),
+            reading("S-9", "gas_lel", i * 10, 3.0).as_bytes(),
+        )
+        .await;
     }
     let mut child = env.spawn(&cfg);
     wait_ready(&env, Duration::from_secs(30)).await;
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while std::time::Instant::now() < deadline && metric_sum(&env.metrics(), "riskstream_events_consumed_total", &[]) < 50.0 {
+    while std::time::Instant::now() < deadline
+        && metric_sum(&env.metrics(), "riskstream_events_consumed_total", &[]) < 50.0
+    {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     sigterm(&child);
@@ -236,7 +342,9 @@ async fn sigterm_drains_and_commits() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let again = metric_sum(&env.metrics(), "riskstream_events_consumed_total", &[]);
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).expect("exits").success());
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
     assert_eq!(again, 0.0, "offsets were committed on SIGTERM");
 }
 
@@ -249,15 +357,27 @@ async fn metrics_pass_promtool() {
     wait_ready(&env, Duration::from_secs(30)).await;
     let p = producer();
     for i in 0..30 {
-        produce(&p, &env.sensors, Some(b"S-P"), reading("S-P", "gas_lel", i * 10, if i > 25 { 30.0 } else { 3.0 }).as_bytes()).await;
+        produce(
+            &p,
+            &env.sensors,
+            Some(b"S-P"),
+            reading("S-P", "gas_lel", i * 10, if i > 25 { 30.0 } else { 3.0 }).as_bytes(),
+        )
+        .await;
     }
     produce(&p, &env.sensors, Some(b"x"), b"garbage").await;
     read_until(&env.alerts, Duration::from_secs(20), |g| !g.is_empty()).await;
     tokio::time::sleep(Duration::from_secs(2)).await; // one statistics interval: lag gauges
     let text = env.metrics();
-    let body = text.split("\r\n\r\n").nth(1).expect("http body").to_string();
+    let body = text
+        .split("\r\n\r\n")
+        .nth(1)
+        .expect("http body")
+        .to_string();
     sigterm(&child);
-    assert!(wait_exit(&mut child, Duration::from_secs(10)).expect("exits").success());
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
     for name in [
         "riskstream_events_consumed_total",
         "riskstream_events_invalid_total",
@@ -276,10 +396,25 @@ async fn metrics_pass_promtool() {
         .expect("promtool installed (apt-get install prometheus)");
     {
         use std::io::Write;
-        promtool.stdin.take().unwrap().write_all(body.as_bytes()).unwrap();
+        promtool
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(body.as_bytes())
+            .unwrap();
     }
     let out = promtool.wait_with_output().unwrap();
-    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    println!("promtool check metrics: exit {:?}, output: {said:?}", out.status.code());
-    assert!(out.status.success() && said.trim().is_empty(), "promtool: {said}");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!(
+        "promtool check metrics: exit {:?}, output: {said:?}",
+        out.status.code()
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool: {said}"
+    );
 }

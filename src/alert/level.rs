@@ -78,7 +78,9 @@ impl LevelBands {
             problems.push(format!("{path}: every band must be within [0, 1]"));
         }
         if !(self.blue <= self.yellow && self.yellow <= self.orange && self.orange <= self.red) {
-            problems.push(format!("{path}: bands must rise blue <= yellow <= orange <= red"));
+            problems.push(format!(
+                "{path}: bands must rise blue <= yellow <= orange <= red"
+            ));
         }
     }
 }

@@ -137,7 +137,9 @@ impl AlertPolicy {
     }
 
     fn now(&self) -> String {
-        self.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true)
+        self.clock
+            .now()
+            .to_rfc3339_opts(SecondsFormat::Millis, true)
     }
 
     /// Episodes currently open (the `riskstream_open_episodes` gauge).
@@ -251,7 +253,12 @@ impl AlertPolicy {
     }
 
     /// Event time of `stream` reached `wm`: resolve, escalate, forget cooled episodes.
-    pub fn on_watermark(&mut self, stream: Stream, wm: DateTime<FixedOffset>, out: &mut Vec<Alert>) {
+    pub fn on_watermark(
+        &mut self,
+        stream: Stream,
+        wm: DateTime<FixedOffset>,
+        out: &mut Vec<Alert>,
+    ) {
         let w = wm.timestamp();
         let hold = self.cfg.resolve_after.as_secs() as i64;
         let stale = self.cfg.stale_after.as_secs() as i64;
@@ -273,7 +280,13 @@ impl AlertPolicy {
                     let cleared = clear_since.is_some_and(|c| w - c >= hold);
                     if cleared || w - ep.last_signal >= stale {
                         ep.last.status = Status::Resolved;
-                        ep.last.detected_at = now.get_or_insert_with(|| self.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true)).clone();
+                        ep.last.detected_at = now
+                            .get_or_insert_with(|| {
+                                self.clock
+                                    .now()
+                                    .to_rfc3339_opts(SecondsFormat::Millis, true)
+                            })
+                            .clone();
                         ep.last.seq += 1;
                         out.push(ep.last.clone());
                         ep.phase = Phase::Cooldown { until: w + cool };
@@ -289,7 +302,13 @@ impl AlertPolicy {
                         if lvl > ep.last.level {
                             ep.last.level = lvl;
                             ep.last.route = self.cfg.route.route(lvl, ep.region, &self.regions);
-                            ep.last.detected_at = now.get_or_insert_with(|| self.clock.now().to_rfc3339_opts(SecondsFormat::Millis, true)).clone();
+                            ep.last.detected_at = now
+                                .get_or_insert_with(|| {
+                                    self.clock
+                                        .now()
+                                        .to_rfc3339_opts(SecondsFormat::Millis, true)
+                                })
+                                .clone();
                             ep.last.seq += 1;
                             out.push(ep.last.clone());
                         }
@@ -323,7 +342,14 @@ mod tests {
     fn policy() -> (AlertPolicy, ManualClock) {
         let clock = ManualClock::new(ts("2026-11-26T00:00:00Z").with_timezone(&chrono::Utc));
         let cfg = AlertPolicyConfig::default();
-        (AlertPolicy::new(cfg, Arc::new(crate::regions::demo()), Arc::new(clock.clone())), clock)
+        (
+            AlertPolicy::new(
+                cfg,
+                Arc::new(crate::regions::demo()),
+                Arc::new(clock.clone()),
+            ),
+            clock,
+        )
     }
 
     fn sig(secs: i64, kind: SignalKind) -> Signal {
@@ -358,13 +384,19 @@ mod tests {
         let (mut p, _c) = policy();
         let a = p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
         assert_eq!(a.status, Status::Firing);
-        assert_eq!(a.alert_id, format!("sensors:threshold:S1:{}", wm(0).timestamp()));
+        assert_eq!(
+            a.alert_id,
+            format!("sensors:threshold:S1:{}", wm(0).timestamp())
+        );
         assert_eq!(a.route, vec!["330503101", "330503"]);
         // Same level again: nothing new.
         assert!(p.on_signal(sig(10, bad(Level::Yellow))).is_none());
         // Level up: one update, same id, wider route.
         let u = p.on_signal(sig(20, bad(Level::Red))).unwrap();
-        assert_eq!((u.alert_id.as_str(), u.level, u.seq), (a.alert_id.as_str(), Level::Red, 2));
+        assert_eq!(
+            (u.alert_id.as_str(), u.level, u.seq),
+            (a.alert_id.as_str(), Level::Red, 2)
+        );
         assert_eq!(u.route.len(), 3);
         assert!(p.on_signal(sig(30, SignalKind::Clear)).is_none());
         let mut out = Vec::new();
@@ -388,7 +420,10 @@ mod tests {
             p.on_watermark(Stream::Sensors, wm(i * 60 + 59), &mut out);
             msgs += out.len();
         }
-        assert_eq!(msgs, 1, "ten flaps inside the hold time are one open message");
+        assert_eq!(
+            msgs, 1,
+            "ten flaps inside the hold time are one open message"
+        );
         let mut out = Vec::new();
         p.on_watermark(Stream::Sensors, wm(570 + 300), &mut out);
         assert_eq!(out.len(), 1);

@@ -39,9 +39,16 @@ impl Default for RoutePolicy {
 
 impl RoutePolicy {
     pub fn validate(&self, path: &str, problems: &mut Vec<String>) {
-        for (l, v) in [("blue", &self.blue), ("yellow", &self.yellow), ("orange", &self.orange), ("red", &self.red)] {
+        for (l, v) in [
+            ("blue", &self.blue),
+            ("yellow", &self.yellow),
+            ("orange", &self.orange),
+            ("red", &self.red),
+        ] {
             if v.is_empty() {
-                problems.push(format!("{path}.{l}: must name at least one of township, county, city"));
+                problems.push(format!(
+                    "{path}.{l}: must name at least one of township, county, city"
+                ));
             }
         }
     }
@@ -92,7 +99,10 @@ mod tests {
         let t = r.resolve("330503101").unwrap();
         assert_eq!(p.route(Level::Blue, t, &r), vec!["330503101"]);
         assert_eq!(p.route(Level::Yellow, t, &r), vec!["330503101", "330503"]);
-        assert_eq!(p.route(Level::Orange, t, &r), vec!["330503101", "330503", "330500"]);
+        assert_eq!(
+            p.route(Level::Orange, t, &r),
+            vec!["330503101", "330503", "330500"]
+        );
         // A county-level event: its township tier falls to the county.
         let c = r.resolve("330521").unwrap();
         assert_eq!(p.route(Level::Blue, c, &r), vec!["330521"]);

@@ -146,7 +146,10 @@ impl Default for DetectorsConfig {
         use crate::detect::DetectorConfig as D;
         Self {
             incidents: vec![D::RateSpike(Default::default())],
-            sensors: vec![D::Threshold(Default::default()), D::EwmaZ(Default::default())],
+            sensors: vec![
+                D::Threshold(Default::default()),
+                D::EwmaZ(Default::default()),
+            ],
             fraud: vec![D::EntityBurst(Default::default())],
         }
     }
@@ -182,10 +185,23 @@ pub struct ConfigError {
     pub problems: Vec<String>,
 }
 
-const SECTIONS: &[&str] = &["kafka", "topics", "processing", "metrics", "regions", "detectors", "alerts", "sinks"];
+const SECTIONS: &[&str] = &[
+    "kafka",
+    "topics",
+    "processing",
+    "metrics",
+    "regions",
+    "detectors",
+    "alerts",
+    "sinks",
+];
 
 /// Deserializes one value, recording a failure under `path` and returning the default.
-fn section<T: DeserializeOwned + Default>(v: Option<&toml::Value>, path: &str, problems: &mut Vec<String>) -> T {
+fn section<T: DeserializeOwned + Default>(
+    v: Option<&toml::Value>,
+    path: &str,
+    problems: &mut Vec<String>,
+) -> T {
     let Some(v) = v else { return T::default() };
     match serde_path_to_error::deserialize::<_, T>(v.clone()) {
         Ok(t) => t,
@@ -222,12 +238,16 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     })?;
     for k in table.keys() {
         if !SECTIONS.contains(&k.as_str()) {
-            problems.push(format!("{k}: unknown section (expected one of {})", SECTIONS.join(", ")));
+            problems.push(format!(
+                "{k}: unknown section (expected one of {})",
+                SECTIONS.join(", ")
+            ));
         }
     }
     let mut kafka: KafkaConfig = section(table.get("kafka"), "kafka", &mut problems);
     let topics: TopicsConfig = section(table.get("topics"), "topics", &mut problems);
-    let processing: ProcessingConfig = section(table.get("processing"), "processing", &mut problems);
+    let processing: ProcessingConfig =
+        section(table.get("processing"), "processing", &mut problems);
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
@@ -240,13 +260,17 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             Some(t) => {
                 for k in t.keys() {
                     if Stream::parse(k).is_none() {
-                        problems.push(format!("detectors.{k}: unknown stream (expected incidents, sensors, fraud)"));
+                        problems.push(format!(
+                            "detectors.{k}: unknown stream (expected incidents, sensors, fraud)"
+                        ));
                     }
                 }
                 for s in Stream::ALL {
                     let Some(v) = t.get(s.as_str()) else { continue };
                     let Some(arr) = v.as_array() else {
-                        problems.push(format!("detectors.{s}: must be a list ([[detectors.{s}]] tables)"));
+                        problems.push(format!(
+                            "detectors.{s}: must be a list ([[detectors.{s}]] tables)"
+                        ));
                         continue;
                     };
                     let mut list = Vec::new();
@@ -255,14 +279,21 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
                         match serde_path_to_error::deserialize::<_, DetectorConfig>(item.clone()) {
                             Ok(c) => {
                                 if !c.streams().contains(&s) {
-                                    problems.push(format!("{path}.type: `{}` does not work on the {s} stream", c.name()));
+                                    problems.push(format!(
+                                        "{path}.type: `{}` does not work on the {s} stream",
+                                        c.name()
+                                    ));
                                 }
                                 c.validate(&path, &mut problems);
                                 list.push(c);
                             }
                             Err(e) => {
                                 let inner = e.path().to_string();
-                                let at = if inner.is_empty() || inner == "." { path } else { format!("{path}.{inner}") };
+                                let at = if inner.is_empty() || inner == "." {
+                                    path
+                                } else {
+                                    format!("{path}.{inner}")
+                                };
                                 problems.push(format!("{at}: {}", e.into_inner()));
                             }
                         }
@@ -320,26 +351,39 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     }
     for k in kafka.properties.keys() {
         if ["enable.auto.offset.store", "group.id", "bootstrap.servers"].contains(&k.as_str()) {
-            problems.push(format!("kafka.properties.\"{k}\": set by riskstream itself; use the typed key instead"));
+            problems.push(format!(
+                "kafka.properties.\"{k}\": set by riskstream itself; use the typed key instead"
+            ));
         }
     }
     for s in Stream::ALL {
         if topics.input(s).trim().is_empty() {
-            problems.push(format!("topics.{}: must not be empty", match s {
-                Stream::Incidents => "incidents",
-                Stream::Sensors => "sensors",
-                Stream::Fraud => "fraud",
-            }));
+            problems.push(format!(
+                "topics.{}: must not be empty",
+                match s {
+                    Stream::Incidents => "incidents",
+                    Stream::Sensors => "sensors",
+                    Stream::Fraud => "fraud",
+                }
+            ));
         }
     }
     if processing.max_in_flight == 0 {
         problems.push("processing.max_in_flight: must be >= 1".into());
     }
     if metrics.addr.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(format!("metrics.addr: `{}` is not an address like 127.0.0.1:9464", metrics.addr));
+        problems.push(format!(
+            "metrics.addr: `{}` is not an address like 127.0.0.1:9464",
+            metrics.addr
+        ));
     }
     alerts.validate("alerts", &mut problems);
-    for (i, d) in detectors.incidents.iter().chain(&detectors.fraud).enumerate() {
+    for (i, d) in detectors
+        .incidents
+        .iter()
+        .chain(&detectors.fraud)
+        .enumerate()
+    {
         if let DetectorConfig::RateSpike(r) = d {
             if r.window < processing.allowed_lateness {
                 problems.push(format!(
@@ -438,8 +482,14 @@ mod tests {
     #[test]
     fn env_overrides_the_file() {
         let env = vec![
-            ("RISKSTREAM_BROKERS".to_string(), "10.0.0.1:9092".to_string()),
-            ("RISKSTREAM_METRICS_ADDR".to_string(), "127.0.0.1:19464".to_string()),
+            (
+                "RISKSTREAM_BROKERS".to_string(),
+                "10.0.0.1:9092".to_string(),
+            ),
+            (
+                "RISKSTREAM_METRICS_ADDR".to_string(),
+                "127.0.0.1:19464".to_string(),
+            ),
         ];
         let c = from_str("[kafka]\nbrokers = \"x:1\"\n", &root(), &env).unwrap();
         assert_eq!(c.kafka.brokers, "10.0.0.1:9092");
@@ -450,7 +500,16 @@ mod tests {
     fn unknown_keys_in_nested_tables_are_errors() {
         let e = from_str("[alerts]\nresolve_afterr = \"5m\"\n", &root(), &[]).unwrap_err();
         assert!(e.problems[0].contains("resolve_afterr"), "{:?}", e.problems);
-        let e = from_str("[sinks.x]\ntype = \"kafka\"\ntopicc = \"a\"\n", &root(), &[]).unwrap_err();
-        assert!(e.problems.join("\n").contains("sinks.x"), "{:?}", e.problems);
+        let e = from_str(
+            "[sinks.x]\ntype = \"kafka\"\ntopicc = \"a\"\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.problems.join("\n").contains("sinks.x"),
+            "{:?}",
+            e.problems
+        );
     }
 }

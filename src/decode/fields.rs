@@ -12,11 +12,17 @@ pub(crate) struct Fields<'a> {
 }
 
 fn missing(name: &str) -> DecodeError {
-    DecodeError::new(InvalidReason::MissingField, format!("missing required field `{name}`"))
+    DecodeError::new(
+        InvalidReason::MissingField,
+        format!("missing required field `{name}`"),
+    )
 }
 
 fn wrong(name: &str, want: &str) -> DecodeError {
-    DecodeError::new(InvalidReason::WrongType, format!("field `{name}` must be {want}"))
+    DecodeError::new(
+        InvalidReason::WrongType,
+        format!("field `{name}` must be {want}"),
+    )
 }
 
 impl<'a> Fields<'a> {
@@ -67,7 +73,10 @@ impl<'a> Fields<'a> {
         DateTime::parse_from_rfc3339(s).map_err(|e| {
             DecodeError::new(
                 InvalidReason::BadTimestamp,
-                format!("field `{name}`: `{}` is not an RFC 3339 time with offset ({e})", clip(s)),
+                format!(
+                    "field `{name}`: `{}` is not an RFC 3339 time with offset ({e})",
+                    clip(s)
+                ),
             )
         })
     }
@@ -81,7 +90,10 @@ impl<'a> Fields<'a> {
         self.regions.resolve(code).ok_or_else(|| {
             DecodeError::new(
                 InvalidReason::UnknownRegion,
-                format!("field `{name}`: `{}` is not a region of the hierarchy", clip(code)),
+                format!(
+                    "field `{name}`: `{}` is not a region of the hierarchy",
+                    clip(code)
+                ),
             )
         })
     }
@@ -89,15 +101,19 @@ impl<'a> Fields<'a> {
 
 fn number(name: &str, v: &Value) -> Result<f64, DecodeError> {
     match v {
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|x| x.is_finite())
-            .ok_or_else(|| DecodeError::new(InvalidReason::NonFinite, format!("field `{name}` must be a finite number"))),
+        Value::Number(n) => n.as_f64().filter(|x| x.is_finite()).ok_or_else(|| {
+            DecodeError::new(
+                InvalidReason::NonFinite,
+                format!("field `{name}` must be a finite number"),
+            )
+        }),
         // Some producers write "NaN"/"Infinity" as strings; name the real problem.
-        Value::String(s) if s.parse::<f64>().is_ok_and(|x| !x.is_finite()) => Err(DecodeError::new(
-            InvalidReason::NonFinite,
-            format!("field `{name}` must be a finite number, got `{}`", clip(s)),
-        )),
+        Value::String(s) if s.parse::<f64>().is_ok_and(|x| !x.is_finite()) => {
+            Err(DecodeError::new(
+                InvalidReason::NonFinite,
+                format!("field `{name}` must be a finite number, got `{}`", clip(s)),
+            ))
+        }
         _ => Err(wrong(name, "a number")),
     }
 }

@@ -71,17 +71,28 @@ mod tests {
         let mut v = serde_json::json!({"id":"FR-20261126-004711","ts":"2026-11-26T08:15:00+08:00","region":"330521102",
             "channel":"phone","scheme":"impersonation","suspect_phone":"+8613800000000",
             "suspect_account":null,"suspect_url":null,"amount_cny":12000.0});
-        let Event::Fraud(r) = d.decode(Stream::Fraud, v.to_string().as_bytes()).unwrap().event else {
+        let Event::Fraud(r) = d
+            .decode(Stream::Fraud, v.to_string().as_bytes())
+            .unwrap()
+            .event
+        else {
             panic!()
         };
-        assert_eq!(r.suspects().collect::<Vec<_>>(), vec![("phone", "+8613800000000")]);
+        assert_eq!(
+            r.suspects().collect::<Vec<_>>(),
+            vec![("phone", "+8613800000000")]
+        );
         v["suspect_phone"] = serde_json::Value::Null;
-        let e = d.decode(Stream::Fraud, v.to_string().as_bytes()).unwrap_err();
+        let e = d
+            .decode(Stream::Fraud, v.to_string().as_bytes())
+            .unwrap_err();
         assert_eq!(e.reason, InvalidReason::MissingField);
         assert!(e.message.contains("suspect_phone"));
         v["suspect_url"] = "http://x.example".into();
         v["amount_cny"] = (-1.0).into();
-        let e = d.decode(Stream::Fraud, v.to_string().as_bytes()).unwrap_err();
+        let e = d
+            .decode(Stream::Fraud, v.to_string().as_bytes())
+            .unwrap_err();
         assert!(e.message.contains("amount_cny"));
     }
 }

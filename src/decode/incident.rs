@@ -51,7 +51,8 @@ mod tests {
     #[test]
     fn spec_example_decodes() {
         let d = test_decoder();
-        let m = br#"{"id":"INC-20261126-000123","ts":"2026-11-26T08:15:00+08:00","region":"330502001",
+        let m =
+            br#"{"id":"INC-20261126-000123","ts":"2026-11-26T08:15:00+08:00","region":"330502001",
             "category":"dispute","severity":2,"lat":30.87,"lon":120.09,"summary":"...","extra":1}"#;
         let Event::Incident(i) = d.decode(Stream::Incidents, m).unwrap().event else {
             panic!("not an incident")
@@ -68,13 +69,17 @@ mod tests {
         for field in ["id", "ts", "region", "category"] {
             let mut v = full.clone();
             v.as_object_mut().unwrap().remove(field);
-            let e = d.decode(Stream::Incidents, v.to_string().as_bytes()).unwrap_err();
+            let e = d
+                .decode(Stream::Incidents, v.to_string().as_bytes())
+                .unwrap_err();
             assert_eq!(e.reason, InvalidReason::MissingField);
             assert!(e.message.contains(&format!("`{field}`")), "{}", e.message);
         }
         let mut v = full.clone();
         v["severity"] = 7.into();
-        let e = d.decode(Stream::Incidents, v.to_string().as_bytes()).unwrap_err();
+        let e = d
+            .decode(Stream::Incidents, v.to_string().as_bytes())
+            .unwrap_err();
         assert_eq!(e.reason, InvalidReason::OutOfRange);
         assert!(e.message.contains("severity"));
     }

@@ -21,7 +21,9 @@ pub use sensor::{SensorReading, SensorStatus};
 use crate::regions::{RegionRef, Regions};
 
 /// The three input streams.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Stream {
     Incidents,
@@ -188,8 +190,9 @@ impl Decoder {
                 format!("message is not UTF-8 (invalid byte at {})", e.valid_up_to()),
             )
         })?;
-        let value: serde_json::Value = serde_json::from_str(text)
-            .map_err(|e| DecodeError::new(InvalidReason::NotJson, format!("message is not JSON: {e}")))?;
+        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+            DecodeError::new(InvalidReason::NotJson, format!("message is not JSON: {e}"))
+        })?;
         let obj = value.as_object().ok_or_else(|| {
             DecodeError::new(InvalidReason::NotJson, "message is JSON but not an object")
         })?;
@@ -221,8 +224,14 @@ mod tests {
 
     #[test]
     fn stream_from_file_names() {
-        assert_eq!(Stream::from_file_name("a/incidents-1.ndjson"), Some(Stream::Incidents));
-        assert_eq!(Stream::from_file_name("sensor-SKAB-x.ndjson"), Some(Stream::Sensors));
+        assert_eq!(
+            Stream::from_file_name("a/incidents-1.ndjson"),
+            Some(Stream::Incidents)
+        );
+        assert_eq!(
+            Stream::from_file_name("sensor-SKAB-x.ndjson"),
+            Some(Stream::Sensors)
+        );
         assert_eq!(Stream::from_file_name("fraud.ndjson"), Some(Stream::Fraud));
         assert_eq!(Stream::from_file_name("alerts.ndjson"), None);
     }

@@ -63,7 +63,11 @@ mod tests {
     #[test]
     fn spec_example_decodes() {
         let d = test_decoder();
-        let Event::Sensor(s) = d.decode(Stream::Sensors, base().to_string().as_bytes()).unwrap().event else {
+        let Event::Sensor(s) = d
+            .decode(Stream::Sensors, base().to_string().as_bytes())
+            .unwrap()
+            .event
+        else {
             panic!()
         };
         assert_eq!(s.value, 3.5);
@@ -77,16 +81,34 @@ mod tests {
         let cases: Vec<(&str, serde_json::Value, InvalidReason)> = vec![
             ("value", serde_json::json!("NaN"), InvalidReason::NonFinite),
             ("value", serde_json::json!("high"), InvalidReason::WrongType),
-            ("ts", serde_json::json!("2026-11-26 08:15:00"), InvalidReason::BadTimestamp),
-            ("ts", serde_json::json!("2026-11-26T08:15:00"), InvalidReason::BadTimestamp),
-            ("region", serde_json::json!("110101001"), InvalidReason::UnknownRegion),
-            ("status", serde_json::json!("broken"), InvalidReason::OutOfRange),
+            (
+                "ts",
+                serde_json::json!("2026-11-26 08:15:00"),
+                InvalidReason::BadTimestamp,
+            ),
+            (
+                "ts",
+                serde_json::json!("2026-11-26T08:15:00"),
+                InvalidReason::BadTimestamp,
+            ),
+            (
+                "region",
+                serde_json::json!("110101001"),
+                InvalidReason::UnknownRegion,
+            ),
+            (
+                "status",
+                serde_json::json!("broken"),
+                InvalidReason::OutOfRange,
+            ),
             ("sensor_id", serde_json::json!(42), InvalidReason::WrongType),
         ];
         for (field, val, reason) in cases {
             let mut v = base();
             v[field] = val;
-            let e = d.decode(Stream::Sensors, v.to_string().as_bytes()).unwrap_err();
+            let e = d
+                .decode(Stream::Sensors, v.to_string().as_bytes())
+                .unwrap_err();
             assert_eq!(e.reason, reason, "{field}: {}", e.message);
             assert!(e.message.contains(&format!("`{field}`")), "{}", e.message);
         }
@@ -97,6 +119,10 @@ mod tests {
         let d = test_decoder();
         let mut v = base();
         v["region"] = "330503999".into();
-        assert!(d.decode(Stream::Sensors, v.to_string().as_bytes()).unwrap().unlisted_region);
+        assert!(
+            d.decode(Stream::Sensors, v.to_string().as_bytes())
+                .unwrap()
+                .unlisted_region
+        );
     }
 }

@@ -14,7 +14,9 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
 use super::rate_spike::poisson_tail;
-use super::{fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind};
+use super::{
+    fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
+};
 use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "entity_burst";
@@ -68,7 +70,7 @@ impl DetectorSpec for EntityBurstConfig {
         if !(2..=RING as u32).contains(&self.min_reports) {
             problems.push(format!("{path}.min_reports: must be between 2 and {RING}"));
         }
-        if !(self.background_per_window > 0.0) {
+        if !score::positive(self.background_per_window) {
             problems.push(format!("{path}.background_per_window: must be > 0"));
         }
         if self.ttl < self.window {
@@ -117,7 +119,10 @@ impl Ring {
     }
 
     fn count_since(&self, from: i64) -> u32 {
-        self.ts[..self.len as usize].iter().filter(|&&t| t > from).count() as u32
+        self.ts[..self.len as usize]
+            .iter()
+            .filter(|&&t| t > from)
+            .count() as u32
     }
 }
 
@@ -164,7 +169,10 @@ impl Detector for EntityBurst {
                 SignalKind::Anomalous {
                     score: s.max(0.5),
                     level: None,
-                    title: format!("{n} fraud reports name {kind} {value} within {}", self.window_label),
+                    title: format!(
+                        "{n} fraud reports name {kind} {value} within {}",
+                        self.window_label
+                    ),
                     evidence: Evidence {
                         observed: f64::from(n),
                         expected: self.cfg.background_per_window,
@@ -208,7 +216,11 @@ impl Detector for EntityBurst {
                     detector: NAME,
                     key: key.to_string(),
                     subject: serde_json::Map::new(),
-                    region: crate::regions::RegionRef { township: None, county: None, unlisted: false },
+                    region: crate::regions::RegionRef {
+                        township: None,
+                        county: None,
+                        unlisted: false,
+                    },
                     ts: watermark,
                     event_id: None,
                     kind: SignalKind::Clear,
@@ -234,15 +246,25 @@ mod tests {
         let mut out = Vec::new();
         // The same report re-sent ten times is one report.
         for i in 0..10 {
-            d.observe(&fraud("FR-1", "+8613800000000", "330521102", i * 10), false, &mut out);
+            d.observe(
+                &fraud("FR-1", "+8613800000000", "330521102", i * 10),
+                false,
+                &mut out,
+            );
         }
         assert!(out.is_empty());
         for i in 2..=5 {
-            d.observe(&fraud(&format!("FR-{i}"), "+8613800000000", "330521102", i * 60), false, &mut out);
+            d.observe(
+                &fraud(&format!("FR-{i}"), "+8613800000000", "330521102", i * 60),
+                false,
+                &mut out,
+            );
         }
         assert_eq!(out.len(), 1, "{out:?}");
         assert_eq!(out[0].key, "phone:+8613800000000");
-        let SignalKind::Anomalous { evidence, .. } = &out[0].kind else { panic!() };
+        let SignalKind::Anomalous { evidence, .. } = &out[0].kind else {
+            panic!()
+        };
         assert_eq!(evidence.observed, 5.0);
         assert!((evidence.p_value.unwrap() - poisson_tail(5, 0.2)).abs() < 1e-15);
     }
@@ -252,9 +274,16 @@ mod tests {
         let mut d = EntityBurstConfig::default().build(Stream::Fraud, &crate::pipeline::test_ctx());
         let mut out = Vec::new();
         for i in 0..6 {
-            d.observe(&fraud(&format!("FR-{i}"), "+86139", "330521102", i * 1000), false, &mut out);
+            d.observe(
+                &fraud(&format!("FR-{i}"), "+86139", "330521102", i * 1000),
+                false,
+                &mut out,
+            );
         }
-        assert!(out.is_empty(), "reports 1000 s apart never make 5 in an hour");
+        assert!(
+            out.is_empty(),
+            "reports 1000 s apart never make 5 in an hour"
+        );
     }
 
     #[test]

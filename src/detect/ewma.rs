@@ -14,7 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
-use super::{fmt_duration, kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind};
+use super::{
+    fmt_duration, kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction,
+    Evidence, KeyedState, Signal, SignalKind,
+};
 use crate::decode::{Event, SensorStatus, Stream};
 
 pub const NAME: &str = "ewma_z";
@@ -152,7 +155,7 @@ impl Detector for EwmaZ {
 
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
         let Event::Sensor(r) = ev else { return 0.0 };
-        if !self.cfg.kinds.is_empty() && !self.cfg.kinds.iter().any(|k| *k == r.kind) {
+        if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
         if r.status == SensorStatus::Fault {
@@ -165,7 +168,11 @@ impl Detector for EwmaZ {
         let sd = st.var.sqrt().max(self.cfg.min_std);
         let z = (r.value - st.mean) / sd;
         let counted = self.cfg.direction.counted(z);
-        let s = if warm { score::from_ratio(counted, k) } else { 0.0 };
+        let s = if warm {
+            score::from_ratio(counted, k)
+        } else {
+            0.0
+        };
         let expected = st.mean;
         // Fold in, winsorized so a spike shifts the baseline by at most k σ.
         let a = if st.n == 0 {
@@ -239,7 +246,11 @@ mod tests {
         let n = xs.len();
         let mut m = 0.0;
         for (i, x) in xs.iter().enumerate() {
-            let w = if i == 0 { (1.0 - a).powi(n as i32 - 1) } else { a * (1.0 - a).powi((n - 1 - i) as i32) };
+            let w = if i == 0 {
+                (1.0 - a).powi(n as i32 - 1)
+            } else {
+                a * (1.0 - a).powi((n - 1 - i) as i32)
+            };
             m += w * x;
         }
         // Variance: brute force of the defining recursion's closed form
@@ -249,7 +260,11 @@ mod tests {
             let prev = &xs[..i];
             let mut mp = 0.0;
             for (j, x) in prev.iter().enumerate() {
-                let w = if j == 0 { (1.0 - a).powi(i as i32 - 1) } else { a * (1.0 - a).powi((i - 1 - j) as i32) };
+                let w = if j == 0 {
+                    (1.0 - a).powi(i as i32 - 1)
+                } else {
+                    a * (1.0 - a).powi((i - 1 - j) as i32)
+                };
                 mp += w * x;
             }
             let d = xs[i] - mp;
@@ -260,7 +275,9 @@ mod tests {
 
     #[test]
     fn matches_naive_recomputation() {
-        let xs: Vec<f64> = (0..200).map(|i| 3.0 + ((i * 7919) % 13) as f64 * 0.1 - 0.6).collect();
+        let xs: Vec<f64> = (0..200)
+            .map(|i| 3.0 + ((i * 7919) % 13) as f64 * 0.1 - 0.6)
+            .collect();
         let a = 0.1;
         let mut s = EwmaState::default();
         for x in &xs {
@@ -274,7 +291,10 @@ mod tests {
     #[test]
     fn weight_follows_half_life() {
         assert!((weight(300.0, 300.0) - 0.5).abs() < 1e-12);
-        assert!((weight(0.0, 300.0) - weight(1.0, 300.0)).abs() < 1e-15, "dt clamps at 1 s");
+        assert!(
+            (weight(0.0, 300.0) - weight(1.0, 300.0)).abs() < 1e-15,
+            "dt clamps at 1 s"
+        );
     }
 
     #[test]
@@ -286,7 +306,11 @@ mod tests {
         d.observe(&reading("G0", "gas_lel", 10, 30.0), false, &mut out);
         assert!(out.is_empty());
         for i in 0..60 {
-            d.observe(&reading("G", "gas_lel", i * 10, 3.0 + (i % 3) as f64 * 0.1), false, &mut out);
+            d.observe(
+                &reading("G", "gas_lel", i * 10, 3.0 + (i % 3) as f64 * 0.1),
+                false,
+                &mut out,
+            );
         }
         assert!(out.is_empty(), "{out:?}");
         // A drop is not a gas hazard with direction = up.
@@ -294,7 +318,9 @@ mod tests {
         assert!(out.is_empty());
         let sc = d.observe(&reading("G", "gas_lel", 610, 9.0), false, &mut out);
         assert!(sc > 0.5);
-        let SignalKind::Anomalous { evidence, .. } = &out[0].kind else { panic!() };
+        let SignalKind::Anomalous { evidence, .. } = &out[0].kind else {
+            panic!()
+        };
         assert!(evidence.score > 4.0 && evidence.observed == 9.0);
         assert!((evidence.expected - 3.0).abs() < 0.5);
     }

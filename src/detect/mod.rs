@@ -174,10 +174,15 @@ impl DetectorSet {
                 by_stream[idx(*stream)].push(c.build(*stream, ctx));
             }
         }
-        let lateness = chrono::Duration::from_std(allowed_lateness).unwrap_or(chrono::Duration::zero());
+        let lateness =
+            chrono::Duration::from_std(allowed_lateness).unwrap_or(chrono::Duration::zero());
         Self {
             by_stream,
-            watermarks: [Watermark::new(lateness), Watermark::new(lateness), Watermark::new(lateness)],
+            watermarks: [
+                Watermark::new(lateness),
+                Watermark::new(lateness),
+                Watermark::new(lateness),
+            ],
         }
     }
 
@@ -196,7 +201,11 @@ impl DetectorSet {
                 d.advance(w, out);
             }
         }
-        Observed { score, late, watermark }
+        Observed {
+            score,
+            late,
+            watermark,
+        }
     }
 
     /// The current watermark of a stream, if it has seen an event.
@@ -278,7 +287,9 @@ pub fn kind_label(kind: &str) -> String {
     }
 }
 
-pub(crate) fn sensor_subject(r: &crate::decode::SensorReading) -> serde_json::Map<String, serde_json::Value> {
+pub(crate) fn sensor_subject(
+    r: &crate::decode::SensorReading,
+) -> serde_json::Map<String, serde_json::Value> {
     let mut m = serde_json::Map::new();
     m.insert("sensor_id".into(), r.sensor_id.clone().into());
     m.insert("site_id".into(), r.site_id.clone().into());
@@ -300,19 +311,29 @@ pub(crate) mod testutil {
         let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
         let v = serde_json::json!({"sensor_id":id,"site_id":"SITE-330503-0042","region":"330503101",
             "kind":kind,"ts":t.to_rfc3339(),"value":value});
-        test_decoder().decode(Stream::Sensors, v.to_string().as_bytes()).unwrap().event
+        test_decoder()
+            .decode(Stream::Sensors, v.to_string().as_bytes())
+            .unwrap()
+            .event
     }
 
     pub fn incident(id: &str, region: &str, secs: i64) -> Event {
         let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
-        let v = serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"category":"dispute"});
-        test_decoder().decode(Stream::Incidents, v.to_string().as_bytes()).unwrap().event
+        let v =
+            serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"category":"dispute"});
+        test_decoder()
+            .decode(Stream::Incidents, v.to_string().as_bytes())
+            .unwrap()
+            .event
     }
 
     pub fn fraud(id: &str, phone: &str, region: &str, secs: i64) -> Event {
         let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);
         let v = serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"channel":"phone",
             "scheme":"impersonation","suspect_phone":phone});
-        test_decoder().decode(Stream::Fraud, v.to_string().as_bytes()).unwrap().event
+        test_decoder()
+            .decode(Stream::Fraud, v.to_string().as_bytes())
+            .unwrap()
+            .event
     }
 }

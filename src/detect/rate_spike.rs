@@ -15,7 +15,9 @@ use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::Deserialize;
 use statrs::distribution::{DiscreteCDF, Poisson};
 
-use super::{fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind};
+use super::{
+    fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
+};
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
 
@@ -90,7 +92,7 @@ impl DetectorSpec for RateSpikeConfig {
         if !(self.baseline_weight > 0.0 && self.baseline_weight <= 1.0) {
             problems.push(format!("{path}.baseline_weight: must be in (0, 1]"));
         }
-        if !(self.min_lambda > 0.0) {
+        if !score::positive(self.min_lambda) {
             problems.push(format!("{path}.min_lambda: must be > 0"));
         }
     }
@@ -180,7 +182,14 @@ impl RateSpike {
         ]
     }
 
-    fn close(&self, key: &str, st: &mut RegionWindows, start: i64, count: u32, out: &mut Vec<Signal>) {
+    fn close(
+        &self,
+        key: &str,
+        st: &mut RegionWindows,
+        start: i64,
+        count: u32,
+        out: &mut Vec<Signal>,
+    ) {
         let lambda = st.baseline.max(self.cfg.min_lambda);
         let warm = st.closes >= self.cfg.warmup_windows;
         let p = poisson_tail(count, lambda);
@@ -207,7 +216,11 @@ impl RateSpike {
             SignalKind::Anomalous {
                 score: score::from_p_value(p, self.cfg.alpha),
                 level: None,
-                title: format!("{} surge in {place}: {count} in {} (expected {lambda:.1})", noun(self.stream), self.window_label),
+                title: format!(
+                    "{} surge in {place}: {count} in {} (expected {lambda:.1})",
+                    noun(self.stream),
+                    self.window_label
+                ),
                 evidence: Evidence {
                     observed: f64::from(count),
                     expected: (lambda * 100.0).round() / 100.0,
@@ -239,12 +252,23 @@ impl RateSpike {
 
     /// Closes every window of `key` that ends at or before `wm` (empty ones included).
     fn close_until(&mut self, key: &str, wm: i64, out: &mut Vec<Signal>) {
-        let Some(mut st) = self.state.get(key).copied() else { return };
+        let Some(mut st) = self.state.get(key).copied() else {
+            return;
+        };
         // Catch-up is capped: after a long gap only the last week of windows is replayed.
         let max_catch_up = (7 * 24 * 3600 / self.len).max(1);
         loop {
-            let next_open = st.open.iter().filter(|(s, _)| *s != EMPTY).map(|(s, _)| *s).min();
-            let next_empty = if st.last_closed == EMPTY { None } else { Some(st.last_closed + self.len) };
+            let next_open = st
+                .open
+                .iter()
+                .filter(|(s, _)| *s != EMPTY)
+                .map(|(s, _)| *s)
+                .min();
+            let next_empty = if st.last_closed == EMPTY {
+                None
+            } else {
+                Some(st.last_closed + self.len)
+            };
             let start = match (next_open, next_empty) {
                 (Some(o), Some(e)) => o.min(e),
                 (Some(o), None) => o,
@@ -266,7 +290,12 @@ impl RateSpike {
             }
             self.close(key, &mut st, start, count, out);
         }
-        if let Some(s) = self.state.iter_mut().find(|(k, _)| *k == key).map(|(_, s)| s) {
+        if let Some(s) = self
+            .state
+            .iter_mut()
+            .find(|(k, _)| *k == key)
+            .map(|(_, s)| s)
+        {
             *s = st;
         }
     }
@@ -391,7 +420,8 @@ mod tests {
 
     #[test]
     fn township_surge_fires_after_warm_up_and_clears() {
-        let mut d = RateSpikeConfig::default().build(Stream::Incidents, &crate::pipeline::test_ctx());
+        let mut d =
+            RateSpikeConfig::default().build(Stream::Incidents, &crate::pipeline::test_ctx());
         let mut out = Vec::new();
         let mut plan: Vec<(usize, &str)> = (0..20).map(|i| (1 + i % 2, "330502001")).collect();
         plan.push((15, "330502001"));
@@ -403,15 +433,25 @@ mod tests {
             .map(|s| s.key.as_str())
             .collect();
         assert!(fired.contains(&"330502001"), "{fired:?}");
-        assert!(out.iter().any(|s| s.key == "330502001" && s.kind == SignalKind::Clear));
-        let SignalKind::Anomalous { evidence, .. } = &out.iter().find(|s| s.key == "330502001").unwrap().kind else { panic!() };
+        assert!(out
+            .iter()
+            .any(|s| s.key == "330502001" && s.kind == SignalKind::Clear));
+        let SignalKind::Anomalous { evidence, .. } =
+            &out.iter().find(|s| s.key == "330502001").unwrap().kind
+        else {
+            panic!()
+        };
         assert_eq!(evidence.observed, 15.0);
         assert!(evidence.p_value.unwrap() < 1e-4);
     }
 
     #[test]
     fn county_wide_rise_no_township_shows() {
-        let mut d = RateSpikeConfig { min_count: 5, ..Default::default() }.build(Stream::Incidents, &crate::pipeline::test_ctx());
+        let mut d = RateSpikeConfig {
+            min_count: 5,
+            ..Default::default()
+        }
+        .build(Stream::Incidents, &crate::pipeline::test_ctx());
         let mut out = Vec::new();
         // Baseline: ~1 event per window spread over 11 townships of 330502.
         let towns: Vec<String> = (1..=11).map(|i| format!("330502{i:03}")).collect();
@@ -427,9 +467,17 @@ mod tests {
             let n = if w == 25 { 22 } else { 1 };
             for i in 0..n {
                 let t = &towns[(w as usize + i) % towns.len()];
-                push(&mut d, incident(&format!("I{w}-{i}"), t, w * 900 + i as i64 * 30), &mut out);
+                push(
+                    &mut d,
+                    incident(&format!("I{w}-{i}"), t, w * 900 + i as i64 * 30),
+                    &mut out,
+                );
             }
-            push(&mut d, incident(&format!("H{w}"), "330523001", w * 900 + 899), &mut out);
+            push(
+                &mut d,
+                incident(&format!("H{w}"), "330523001", w * 900 + 899),
+                &mut out,
+            );
         }
         let fired: std::collections::BTreeSet<_> = out
             .iter()
@@ -437,6 +485,9 @@ mod tests {
             .map(|s| s.key.clone())
             .collect();
         assert!(fired.contains("330502"), "{fired:?}");
-        assert!(!fired.iter().any(|k| k.len() == 9), "no township alone: {fired:?}");
+        assert!(
+            !fired.iter().any(|k| k.len() == 9),
+            "no township alone: {fired:?}"
+        );
     }
 }

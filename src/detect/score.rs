@@ -1,10 +1,15 @@
 //! Normalized anomaly scores in [0, 1], shared by all detectors so that 0.5 always means
 //! "exactly at the firing threshold" and scores of different detectors compare.
 
+/// `x > 0`, false for NaN: config checks reject NaN with the same test.
+pub fn positive(x: f64) -> bool {
+    x > 0.0
+}
+
 /// A statistic `s >= 0` against its threshold `t > 0`: `s² / (s² + t²)`.
 /// 0 at s = 0, 0.5 at s = t, towards 1 as s grows; strictly increasing in s.
 pub fn from_ratio(s: f64, t: f64) -> f64 {
-    if !(s > 0.0) || !(t > 0.0) {
+    if !positive(s) || !positive(t) {
         return 0.0;
     }
     if s.is_infinite() {

@@ -11,7 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{kind_label, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind};
+use super::{
+    kind_label, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState,
+    Signal, SignalKind,
+};
 use crate::alert::Level;
 use crate::decode::{Event, SensorStatus, Stream};
 
@@ -73,11 +76,26 @@ fn lim(w: f64, a: f64, h: f64, dir: Direction, al: Level) -> Limit {
 /// Defaults for the kinds the demo city's sites carry (GB/T 50493 style gas limits).
 pub fn default_limits() -> BTreeMap<String, Limit> {
     BTreeMap::from([
-        ("gas_lel".into(), lim(10.0, 25.0, 1.0, Direction::Up, Level::Red)),
-        ("h2s_ppm".into(), lim(10.0, 20.0, 1.0, Direction::Up, Level::Red)),
-        ("temperature".into(), lim(80.0, 120.0, 2.0, Direction::Up, Level::Orange)),
-        ("pressure".into(), lim(1.6, 2.0, 0.05, Direction::Up, Level::Orange)),
-        ("tank_level".into(), lim(85.0, 95.0, 1.0, Direction::Up, Level::Orange)),
+        (
+            "gas_lel".into(),
+            lim(10.0, 25.0, 1.0, Direction::Up, Level::Red),
+        ),
+        (
+            "h2s_ppm".into(),
+            lim(10.0, 20.0, 1.0, Direction::Up, Level::Red),
+        ),
+        (
+            "temperature".into(),
+            lim(80.0, 120.0, 2.0, Direction::Up, Level::Orange),
+        ),
+        (
+            "pressure".into(),
+            lim(1.6, 2.0, 0.05, Direction::Up, Level::Orange),
+        ),
+        (
+            "tank_level".into(),
+            lim(85.0, 95.0, 1.0, Direction::Up, Level::Orange),
+        ),
     ])
 }
 
@@ -102,16 +120,20 @@ impl DetectorSpec for ThresholdConfig {
                 problems.push(format!("{p}: warning and alarm must be finite numbers"));
             }
             match l.direction {
-                Direction::Up if l.alarm <= l.warning => {
-                    problems.push(format!("{p}.alarm: must be > warning ({}) when direction = \"up\"", l.warning))
+                Direction::Up if l.alarm <= l.warning => problems.push(format!(
+                    "{p}.alarm: must be > warning ({}) when direction = \"up\"",
+                    l.warning
+                )),
+                Direction::Down if l.alarm >= l.warning => problems.push(format!(
+                    "{p}.alarm: must be < warning ({}) when direction = \"down\"",
+                    l.warning
+                )),
+                Direction::Both => {
+                    problems.push(format!("{p}.direction: must be \"up\" or \"down\""))
                 }
-                Direction::Down if l.alarm >= l.warning => {
-                    problems.push(format!("{p}.alarm: must be < warning ({}) when direction = \"down\"", l.warning))
-                }
-                Direction::Both => problems.push(format!("{p}.direction: must be \"up\" or \"down\"")),
                 _ => {}
             }
-            if !(l.hysteresis >= 0.0) {
+            if l.hysteresis.is_nan() || l.hysteresis < 0.0 {
                 problems.push(format!("{p}.hysteresis: must be >= 0"));
             }
             if l.alarm_level < l.warning_level {
@@ -170,7 +192,9 @@ impl Detector for Threshold {
 
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
         let Event::Sensor(r) = ev else { return 0.0 };
-        let Some(l) = self.limits.get(&r.kind) else { return 0.0 };
+        let Some(l) = self.limits.get(&r.kind) else {
+            return 0.0;
+        };
         if r.status == SensorStatus::Fault {
             return 0.0;
         }
@@ -199,11 +223,19 @@ impl Detector for Threshold {
                 } else {
                     (l.warning, l.warning_level, "warning")
                 };
-                let rel = if l.direction == Direction::Down { "below" } else { "above" };
+                let rel = if l.direction == Direction::Down {
+                    "below"
+                } else {
+                    "above"
+                };
                 SignalKind::Anomalous {
                     score: s.max(0.5),
                     level: Some(level),
-                    title: format!("{} {rel} {word} limit at {}", kind_label(&r.kind), r.site_id),
+                    title: format!(
+                        "{} {rel} {word} limit at {}",
+                        kind_label(&r.kind),
+                        r.site_id
+                    ),
                     evidence: Evidence {
                         observed: r.value,
                         expected: l.warning,
@@ -228,7 +260,11 @@ impl Detector for Threshold {
         s
     }
 
-    fn advance(&mut self, watermark: chrono::DateTime<chrono::FixedOffset>, _out: &mut Vec<Signal>) {
+    fn advance(
+        &mut self,
+        watermark: chrono::DateTime<chrono::FixedOffset>,
+        _out: &mut Vec<Signal>,
+    ) {
         self.state.evict_idle(watermark);
     }
 
@@ -250,7 +286,11 @@ mod tests {
             .enumerate()
             .map(|(i, v)| {
                 out.clear();
-                d.observe(&reading("G1", "gas_lel", i as i64 * 10, *v), false, &mut out);
+                d.observe(
+                    &reading("G1", "gas_lel", i as i64 * 10, *v),
+                    false,
+                    &mut out,
+                );
                 match out.first().map(|s| &s.kind) {
                     Some(SignalKind::Anomalous { level, .. }) => *level,
                     Some(SignalKind::Clear) | None => None,
@@ -302,7 +342,9 @@ mod tests {
         let mut d = ThresholdConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
         let mut out = Vec::new();
         d.observe(&reading("X", "humidity", 0, 1e6), false, &mut out);
-        let Event::Sensor(mut r) = reading("G", "gas_lel", 0, 99.0) else { panic!() };
+        let Event::Sensor(mut r) = reading("G", "gas_lel", 0, 99.0) else {
+            panic!()
+        };
         r.status = SensorStatus::Fault;
         d.observe(&Event::Sensor(r), false, &mut out);
         assert!(out.is_empty());
@@ -315,6 +357,9 @@ mod tests {
         let mut p = Vec::new();
         c.validate("detectors.sensors[0]", &mut p);
         assert_eq!(p.len(), 1);
-        assert!(p[0].starts_with("detectors.sensors[0].limits.gas_lel.alarm"), "{p:?}");
+        assert!(
+            p[0].starts_with("detectors.sensors[0].limits.gas_lel.alarm"),
+            "{p:?}"
+        );
     }
 }

@@ -63,7 +63,10 @@ mod tests {
     #[test]
     fn moves_forward_only_and_flags_late() {
         let mut w = Watermark::new(Duration::seconds(30));
-        assert_eq!(w.observe(ts("2026-11-26T00:01:00Z")), Some(ts("2026-11-26T00:00:30Z")));
+        assert_eq!(
+            w.observe(ts("2026-11-26T00:01:00Z")),
+            Some(ts("2026-11-26T00:00:30Z"))
+        );
         // An older event inside the lateness is not late and does not move it back.
         assert!(!w.is_late(ts("2026-11-26T00:00:40Z")));
         assert_eq!(w.observe(ts("2026-11-26T00:00:40Z")), None);

@@ -24,16 +24,37 @@ pub struct KafkaDeadLetters {
 impl DeadLetters for KafkaDeadLetters {
     fn send(&self, env: &Envelope, err: &DecodeError) -> Result<Ack, SinkError> {
         let (topic, partition, offset) = match &env.origin {
-            Origin::Kafka { topic, partition, offset } => (topic.clone(), partition.to_string(), offset.to_string()),
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => (topic.clone(), partition.to_string(), offset.to_string()),
             Origin::File { name, line } => (name.clone(), "-1".to_string(), line.to_string()),
         };
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "x-error", value: Some(err.message.as_bytes()) })
-            .insert(Header { key: "x-error-reason", value: Some(err.reason.as_str().as_bytes()) })
-            .insert(Header { key: "x-source-topic", value: Some(topic.as_bytes()) })
-            .insert(Header { key: "x-source-partition", value: Some(partition.as_bytes()) })
-            .insert(Header { key: "x-source-offset", value: Some(offset.as_bytes()) });
-        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic).payload(&env.payload[..]).headers(headers);
+            .insert(Header {
+                key: "x-error",
+                value: Some(err.message.as_bytes()),
+            })
+            .insert(Header {
+                key: "x-error-reason",
+                value: Some(err.reason.as_str().as_bytes()),
+            })
+            .insert(Header {
+                key: "x-source-topic",
+                value: Some(topic.as_bytes()),
+            })
+            .insert(Header {
+                key: "x-source-partition",
+                value: Some(partition.as_bytes()),
+            })
+            .insert(Header {
+                key: "x-source-offset",
+                value: Some(offset.as_bytes()),
+            });
+        let mut rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+            .payload(&env.payload[..])
+            .headers(headers);
         if let Some(k) = &env.key {
             rec = rec.key(&k[..]);
         }
@@ -55,7 +76,11 @@ pub struct LogDeadLetters;
 impl DeadLetters for LogDeadLetters {
     fn send(&self, env: &Envelope, err: &DecodeError) -> Result<Ack, SinkError> {
         let origin = match &env.origin {
-            Origin::Kafka { topic, partition, offset } => format!("{topic}/{partition}@{offset}"),
+            Origin::Kafka {
+                topic,
+                partition,
+                offset,
+            } => format!("{topic}/{partition}@{offset}"),
             Origin::File { name, line } => format!("{name}:{line}"),
         };
         tracing::warn!(%origin, reason = err.reason.as_str(), error = %err.message, "dead letter");

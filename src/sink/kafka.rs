@@ -49,7 +49,9 @@ impl SinkSpec for KafkaSinkConfig {
     fn build(&self, name: &str, ctx: &SinkCtx) -> Result<Arc<dyn Sink>, SinkError> {
         let producer = ctx.producer.clone().ok_or_else(|| SinkError::Build {
             sink: name.into(),
-            message: "a kafka sink needs a broker (replay writes alerts to stdout unless --config-sinks)".into(),
+            message:
+                "a kafka sink needs a broker (replay writes alerts to stdout unless --config-sinks)"
+                    .into(),
         })?;
         Ok(Arc::new(KafkaSink {
             name: name.to_string(),
@@ -73,7 +75,9 @@ pub struct KafkaSink {
 /// Turns an enqueue or delivery error into a [`SinkError`].
 pub(crate) fn kafka_error(sink: &str, e: KafkaError) -> SinkError {
     match e {
-        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => SinkError::Full(sink.to_string()),
+        KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
+            SinkError::Full(sink.to_string())
+        }
         e => SinkError::Delivery {
             sink: sink.to_string(),
             retryable: true,
@@ -107,7 +111,9 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError> {
-        let rec = FutureRecord::to(&self.topic).key(alert.alert_id.as_bytes()).payload(json);
+        let rec = FutureRecord::to(&self.topic)
+            .key(alert.alert_id.as_bytes())
+            .payload(json);
         match self.producer.send_result(rec) {
             Ok(f) => Ok(ack(self.name.clone(), f)),
             Err((e, _)) => Err(kafka_error(&self.name, e)),

@@ -114,7 +114,9 @@ pub(crate) fn parse_streams(v: &[String], path: &str, problems: &mut Vec<String>
         .filter_map(|(i, s)| {
             let p = Stream::parse(s);
             if p.is_none() {
-                problems.push(format!("{path}.streams[{i}]: `{s}` is not a stream (incidents, sensors, fraud)"));
+                problems.push(format!(
+                    "{path}.streams[{i}]: `{s}` is not a stream (incidents, sensors, fraud)"
+                ));
             }
             p
         })

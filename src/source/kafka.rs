@@ -57,7 +57,9 @@ impl ConsumerContext for SourceContext {
         match r {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
-                self.ready.assigned.store(tpl.count() > 0, Ordering::Relaxed);
+                self.ready
+                    .assigned
+                    .store(tpl.count() > 0, Ordering::Relaxed);
             }
             Rebalance::Revoke(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions revoked");
@@ -67,10 +69,19 @@ impl ConsumerContext for SourceContext {
         }
     }
 
-    fn commit_callback(&self, result: rdkafka::error::KafkaResult<()>, _offsets: &TopicPartitionList) {
+    fn commit_callback(
+        &self,
+        result: rdkafka::error::KafkaResult<()>,
+        _offsets: &TopicPartitionList,
+    ) {
         if let Err(e) = result {
             // "No offset stored" is routine when nothing new was handled.
-            if !matches!(e, rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) {
+            if !matches!(
+                e,
+                rdkafka::error::KafkaError::ConsumerCommit(
+                    rdkafka::types::RDKafkaErrorCode::NoOffset
+                )
+            ) {
                 tracing::warn!(error = %e, "offset commit failed");
             }
         }
@@ -96,7 +107,11 @@ pub fn client_config(cfg: &Config) -> ClientConfig {
 }
 
 impl KafkaSource {
-    pub fn new(cfg: &Config, metrics: Arc<Metrics>, ready: Arc<Readiness>) -> Result<Self, SourceError> {
+    pub fn new(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        ready: Arc<Readiness>,
+    ) -> Result<Self, SourceError> {
         let mut c = client_config(cfg);
         c.set("group.id", &cfg.kafka.group_id)
             .set("enable.auto.commit", "true")
@@ -106,7 +121,10 @@ impl KafkaSource {
             .set("statistics.interval.ms", "1000")
             .set("enable.partition.eof", "false");
         let consumer: Consumer_ = c.create_with_context(SourceContext { metrics, ready })?;
-        let topics: Vec<&str> = crate::decode::Stream::ALL.iter().map(|s| cfg.topics.input(*s)).collect();
+        let topics: Vec<&str> = crate::decode::Stream::ALL
+            .iter()
+            .map(|s| cfg.topics.input(*s))
+            .collect();
         consumer.subscribe(&topics)?;
         tracing::info!(?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.brokers, "subscribed");
         Ok(Self {
@@ -120,7 +138,12 @@ struct KafkaOffsets(Arc<Consumer_>);
 
 impl OffsetStore for KafkaOffsets {
     fn store(&self, origin: &Origin) -> Result<(), SourceError> {
-        if let Origin::Kafka { topic, partition, offset } = origin {
+        if let Origin::Kafka {
+            topic,
+            partition,
+            offset,
+        } = origin
+        {
             // A partition revoked meanwhile refuses the store; its new owner re-reads it.
             if let Err(e) = self.0.store_offset(topic, *partition, *offset) {
                 tracing::debug!(topic, partition, offset, error = %e, "offset store refused");
@@ -142,7 +165,9 @@ impl Source for KafkaSource {
                     continue;
                 }
             };
-            let Some(stream) = self.topics.stream_of(m.topic()) else { continue };
+            let Some(stream) = self.topics.stream_of(m.topic()) else {
+                continue;
+            };
             return Ok(Some(Envelope {
                 stream,
                 key: m.key().map(<[u8]>::to_vec),
@@ -164,7 +189,9 @@ impl Source for KafkaSource {
     fn finish(&mut self) -> Result<(), SourceError> {
         match self.consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) => Ok(()),
-            Err(rdkafka::error::KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => Ok(()),
+            Err(rdkafka::error::KafkaError::ConsumerCommit(
+                rdkafka::types::RDKafkaErrorCode::NoOffset,
+            )) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }

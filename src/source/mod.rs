@@ -15,8 +15,15 @@ use crate::decode::Stream;
 /// Where an input came from; what a dead letter's `x-source-*` headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
-    Kafka { topic: String, partition: i32, offset: i64 },
-    File { name: String, line: u64 },
+    Kafka {
+        topic: String,
+        partition: i32,
+        offset: i64,
+    },
+    File {
+        name: String,
+        line: u64,
+    },
 }
 
 /// One raw input message.

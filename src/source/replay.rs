@@ -49,16 +49,26 @@ impl Source for ReplaySource {
     async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
         loop {
             if self.current.is_none() {
-                let Some((name, stream)) = self.inputs.pop() else { return Ok(None) };
-                let r: Box<dyn tokio::io::AsyncRead + Send + Unpin> = if name == "-" {
-                    Box::new(tokio::io::stdin())
-                } else {
-                    Box::new(tokio::fs::File::open(&name).await.map_err(|e| SourceError::Io {
-                        path: name.clone(),
-                        source: e,
-                    })?)
+                let Some((name, stream)) = self.inputs.pop() else {
+                    return Ok(None);
                 };
-                self.current = Some((name, stream, BufReader::with_capacity(1 << 16, r).split(b'\n'), 0));
+                let r: Box<dyn tokio::io::AsyncRead + Send + Unpin> =
+                    if name == "-" {
+                        Box::new(tokio::io::stdin())
+                    } else {
+                        Box::new(tokio::fs::File::open(&name).await.map_err(|e| {
+                            SourceError::Io {
+                                path: name.clone(),
+                                source: e,
+                            }
+                        })?)
+                    };
+                self.current = Some((
+                    name,
+                    stream,
+                    BufReader::with_capacity(1 << 16, r).split(b'\n'),
+                    0,
+                ));
             }
             let (name, stream, lines, n) = self.current.as_mut().expect("set above");
             match lines.next_segment().await.map_err(|e| SourceError::Io {

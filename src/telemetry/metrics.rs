@@ -3,7 +3,8 @@
 //! partition count); never a sensor id, phone number or region code.
 
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 use crate::alert::Alert;
@@ -35,41 +36,93 @@ fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterV
 impl Metrics {
     pub fn new() -> Self {
         let r = Registry::new();
-        let events_consumed = counter(&r, "riskstream_events_consumed_total", "Input messages consumed, valid or not.", &["stream"]);
-        let events_invalid = counter(&r, "riskstream_events_invalid_total", "Input messages sent to the dead-letter topic, by reason.", &["stream", "reason"]);
-        let events_late = counter(&r, "riskstream_events_late_total", "Events behind their stream's watermark (allowed lateness exceeded).", &["stream"]);
-        let unknown_region = counter(&r, "riskstream_unknown_region_total", "Events whose 9-digit region is not in the hierarchy, routed to its county.", &["stream"]);
-        let alerts = counter(&r, "riskstream_alerts_total", "Alert messages published (episode state changes).", &["stream", "detector", "level", "status"]);
-        let sink_errors = counter(&r, "riskstream_sink_errors_total", "Failed deliveries to a sink.", &["sink"]);
+        let events_consumed = counter(
+            &r,
+            "riskstream_events_consumed_total",
+            "Input messages consumed, valid or not.",
+            &["stream"],
+        );
+        let events_invalid = counter(
+            &r,
+            "riskstream_events_invalid_total",
+            "Input messages sent to the dead-letter topic, by reason.",
+            &["stream", "reason"],
+        );
+        let events_late = counter(
+            &r,
+            "riskstream_events_late_total",
+            "Events behind their stream's watermark (allowed lateness exceeded).",
+            &["stream"],
+        );
+        let unknown_region = counter(
+            &r,
+            "riskstream_unknown_region_total",
+            "Events whose 9-digit region is not in the hierarchy, routed to its county.",
+            &["stream"],
+        );
+        let alerts = counter(
+            &r,
+            "riskstream_alerts_total",
+            "Alert messages published (episode state changes).",
+            &["stream", "detector", "level", "status"],
+        );
+        let sink_errors = counter(
+            &r,
+            "riskstream_sink_errors_total",
+            "Failed deliveries to a sink.",
+            &["sink"],
+        );
         let event_to_alert = Histogram::with_opts(
             HistogramOpts::new(
                 "riskstream_event_to_alert_seconds",
                 "Time from consuming an event to every sink acknowledging the alerts it caused.",
             )
-            .buckets(vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
         )
         .expect("valid histogram");
-        r.register(Box::new(event_to_alert.clone())).expect("unique");
+        r.register(Box::new(event_to_alert.clone()))
+            .expect("unique");
         let consumer_lag = IntGaugeVec::new(
-            Opts::new("riskstream_consumer_lag", "Messages between the committed and the high-water offset, per input partition."),
+            Opts::new(
+                "riskstream_consumer_lag",
+                "Messages between the committed and the high-water offset, per input partition.",
+            ),
             &["topic", "partition"],
         )
         .expect("valid");
         r.register(Box::new(consumer_lag.clone())).expect("unique");
-        let open_episodes = IntGauge::new("riskstream_open_episodes", "Alert episodes currently firing.").expect("valid");
+        let open_episodes = IntGauge::new(
+            "riskstream_open_episodes",
+            "Alert episodes currently firing.",
+        )
+        .expect("valid");
         r.register(Box::new(open_episodes.clone())).expect("unique");
-        let detector_keys = IntGauge::new("riskstream_detector_keys", "Keys held in detector state across all detectors.").expect("valid");
+        let detector_keys = IntGauge::new(
+            "riskstream_detector_keys",
+            "Keys held in detector state across all detectors.",
+        )
+        .expect("valid");
         r.register(Box::new(detector_keys.clone())).expect("unique");
-        let in_flight = IntGauge::new("riskstream_inputs_in_flight", "Inputs handled but not yet acknowledged by every sink.").expect("valid");
+        let in_flight = IntGauge::new(
+            "riskstream_inputs_in_flight",
+            "Inputs handled but not yet acknowledged by every sink.",
+        )
+        .expect("valid");
         r.register(Box::new(in_flight.clone())).expect("unique");
         let watermark = prometheus::GaugeVec::new(
-            Opts::new("riskstream_watermark_seconds", "Event-time watermark per stream, as a Unix time."),
+            Opts::new(
+                "riskstream_watermark_seconds",
+                "Event-time watermark per stream, as a Unix time.",
+            ),
             &["stream"],
         )
         .expect("valid");
         r.register(Box::new(watermark.clone())).expect("unique");
         let build_info = Gauge::with_opts(
-            Opts::new("riskstream_build_info", "Always 1; the version is a label.").const_label("version", env!("CARGO_PKG_VERSION")),
+            Opts::new("riskstream_build_info", "Always 1; the version is a label.")
+                .const_label("version", env!("CARGO_PKG_VERSION")),
         )
         .expect("valid");
         build_info.set(1.0);
@@ -103,7 +156,9 @@ impl Metrics {
     }
 
     pub fn invalid(&self, s: Stream, r: InvalidReason) {
-        self.events_invalid.with_label_values(&[s.as_str(), r.as_str()]).inc();
+        self.events_invalid
+            .with_label_values(&[s.as_str(), r.as_str()])
+            .inc();
     }
 
     pub fn late(&self, s: Stream) {
@@ -116,7 +171,12 @@ impl Metrics {
 
     pub fn alert(&self, a: &Alert) {
         self.alerts
-            .with_label_values(&[a.stream.as_str(), a.detector.as_str(), a.level.as_str(), a.status.as_str()])
+            .with_label_values(&[
+                a.stream.as_str(),
+                a.detector.as_str(),
+                a.level.as_str(),
+                a.status.as_str(),
+            ])
             .inc();
     }
 
@@ -125,7 +185,9 @@ impl Metrics {
     }
 
     pub fn set_lag(&self, topic: &str, partition: i32, lag: i64) {
-        self.consumer_lag.with_label_values(&[topic, &partition.to_string()]).set(lag);
+        self.consumer_lag
+            .with_label_values(&[topic, &partition.to_string()])
+            .set(lag);
     }
 
     /// The Prometheus text exposition of every metric.
@@ -154,7 +216,9 @@ mod tests {
         m.invalid(Stream::Sensors, InvalidReason::NotJson);
         m.set_lag("sensor-readings", 3, 42);
         m.event_to_alert.observe(0.01);
-        m.alerts.with_label_values(&["sensors", "threshold", "red", "firing"]).inc();
+        m.alerts
+            .with_label_values(&["sensors", "threshold", "red", "firing"])
+            .inc();
         let text = m.render();
         for name in [
             "riskstream_events_consumed_total{stream=\"sensors\"} 0",

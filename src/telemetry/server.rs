@@ -22,7 +22,10 @@ struct AppState {
 
 async fn metrics_handler(State(s): State<AppState>) -> impl IntoResponse {
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
 }
@@ -35,7 +38,10 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     if s.ready.ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: waiting for partition assignment and a reachable broker\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: waiting for partition assignment and a reachable broker\n",
+        )
     }
 }
 

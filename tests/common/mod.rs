@@ -20,7 +20,11 @@ pub fn brokers() -> String {
 
 pub fn unique(prefix: &str) -> String {
     use rand::Rng;
-    format!("{prefix}-{}-{:08x}", std::process::id(), rand::rng().random::<u32>())
+    format!(
+        "{prefix}-{}-{:08x}",
+        std::process::id(),
+        rand::rng().random::<u32>()
+    )
 }
 
 /// The topics and group of one test.
@@ -51,12 +55,21 @@ impl TestEnv {
             .set("bootstrap.servers", brokers())
             .create()
             .expect("admin client");
-        let topics: Vec<NewTopic> = [&env.incidents, &env.sensors, &env.fraud, &env.alerts, &env.dlq]
-            .iter()
-            .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
-            .collect();
+        let topics: Vec<NewTopic> = [
+            &env.incidents,
+            &env.sensors,
+            &env.fraud,
+            &env.alerts,
+            &env.dlq,
+        ]
+        .iter()
+        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
+        .collect();
         let res = admin
-            .create_topics(&topics, &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))))
+            .create_topics(
+                &topics,
+                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+            )
             .await
             .expect("broker reachable: is Kafka running? (./deploy/kafka/kafka.sh start)");
         for r in res {
@@ -146,7 +159,11 @@ pub fn metric(text: &str, series: &str) -> f64 {
 /// Sum of every series of a metric name whose labels contain all `must` fragments.
 pub fn metric_sum(text: &str, name: &str, must: &[&str]) -> f64 {
     text.lines()
-        .filter(|l| l.starts_with(name) && (l.as_bytes().get(name.len()) == Some(&b'{') || l.as_bytes().get(name.len()) == Some(&b' ')))
+        .filter(|l| {
+            l.starts_with(name)
+                && (l.as_bytes().get(name.len()) == Some(&b'{')
+                    || l.as_bytes().get(name.len()) == Some(&b' '))
+        })
         .filter(|l| must.iter().all(|m| l.contains(m)))
         .filter_map(|l| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()))
         .sum()
@@ -183,7 +200,11 @@ impl Got {
 }
 
 /// Reads `topic` from the start until `done` says so or `timeout` passes.
-pub async fn read_until(topic: &str, timeout: Duration, mut done: impl FnMut(&[Got]) -> bool) -> Vec<Got> {
+pub async fn read_until(
+    topic: &str,
+    timeout: Duration,
+    mut done: impl FnMut(&[Got]) -> bool,
+) -> Vec<Got> {
     let c: StreamConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())
         .set("group.id", unique("reader"))
@@ -200,7 +221,10 @@ pub async fn read_until(topic: &str, timeout: Duration, mut done: impl FnMut(&[G
                 let mut headers = HashMap::new();
                 if let Some(h) = m.headers() {
                     for x in h.iter() {
-                        headers.insert(x.key.to_string(), String::from_utf8_lossy(x.value.unwrap_or_default()).to_string());
+                        headers.insert(
+                            x.key.to_string(),
+                            String::from_utf8_lossy(x.value.unwrap_or_default()).to_string(),
+                        );
                     }
                 }
                 got.push(Got {
@@ -218,7 +242,8 @@ pub async fn read_until(topic: &str, timeout: Duration, mut done: impl FnMut(&[G
 
 /// A sensor reading as JSON, `secs` after 2026-11-26T08:00:00+08:00.
 pub fn reading(sensor: &str, kind: &str, secs: i64, value: f64) -> String {
-    let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00").unwrap() + chrono::Duration::seconds(secs);
+    let t = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00").unwrap()
+        + chrono::Duration::seconds(secs);
     serde_json::json!({"sensor_id": sensor, "site_id": "SITE-330503-0042", "region": "330503101",
         "kind": kind, "ts": t.to_rfc3339(), "value": value, "unit": "%LEL"})
     .to_string()
@@ -253,7 +278,9 @@ fn unsafe_kill(pid: u32, sig: &str) {
 pub async fn wait_ready(env: &TestEnv, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
-        if http_get(&env.metrics_addr, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200")) {
+        if http_get(&env.metrics_addr, "/readyz")
+            .is_some_and(|r| r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"))
+        {
             return;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
