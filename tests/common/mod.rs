@@ -121,7 +121,7 @@ topic = "{a}"
         Command::new(env!("CARGO_BIN_EXE_riskstream"))
             .args(["run", "--config"])
             .arg(config)
-            .env("RUST_LOG", "info,rdkafka=warn")
+            .env("RUST_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
