@@ -55,6 +55,8 @@ struct Pending {
     origin: Option<Origin>,
     acks: Vec<Ack>,
     received: Instant,
+    /// The input caused alerts (not only a dead letter): its ack time is a latency sample.
+    alerted: bool,
 }
 
 pub struct Pipeline {
@@ -158,6 +160,7 @@ impl Pipeline {
                     origin: None,
                     acks,
                     received: Instant::now(),
+                    alerted: false,
                 })
                 .await;
         }
@@ -192,6 +195,7 @@ impl Pipeline {
         summary.consumed += 1;
         self.metrics.consumed(env.stream);
         let mut acks = Vec::new();
+        let mut alerted = false;
         match self.decoder.decode(env.stream, &env.payload) {
             Err(e) => {
                 summary.invalid += 1;
@@ -218,12 +222,14 @@ impl Pipeline {
                     self.policy_step(&[]);
                 }
                 acks = self.publish_all(summary).await;
+                alerted = !acks.is_empty();
             }
         }
         Pending {
             origin: Some(env.origin),
             acks,
             received: env.received,
+            alerted,
         }
     }
 
@@ -280,7 +286,6 @@ async fn commit_loop(
     shutdown: ShutdownTrigger,
 ) -> Result<(), SinkError> {
     while let Some(p) = rx.recv().await {
-        let had_outputs = !p.acks.is_empty();
         if let Err(e) = try_join_all(p.acks).await {
             let sink = match &e {
                 SinkError::Delivery { sink, .. }

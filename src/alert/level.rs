@@ -45,8 +45,8 @@ pub struct LevelBands {
 }
 
 impl Default for LevelBands {
-    /// 0.5 is every detector's firing point; on the z scale with k = 4 these bands are
-    /// z >= 4 blue, >= 6.1 yellow, >= 9.5 orange, >= 17.4 red.
+    /// 0.5 is every detector's firing point; on the z scale with k = 5 these bands are
+    /// z >= 5 blue, >= 7.6 yellow, >= 11.9 orange, >= 21.8 red.
     fn default() -> Self {
         Self {
             blue: 0.5,
