@@ -297,7 +297,7 @@ async fn commit_loop(
             shutdown.trigger();
             return Err(e);
         }
-        if had_outputs {
+        if p.alerted {
             metrics
                 .event_to_alert
                 .observe(p.received.elapsed().as_secs_f64());
