@@ -85,6 +85,8 @@ enum Phase {
     Open {
         clear_since: Option<i64>,
         escalations: u32,
+        /// Since when the detector has asked for a lower level than the episode shows.
+        lower_since: Option<i64>,
     },
     Cooldown {
         until: i64,
@@ -179,9 +181,11 @@ impl AlertPolicy {
         let now = self.now();
         match self.episodes.get_mut(&ekey) {
             Some(ep) if matches!(ep.phase, Phase::Open { .. }) => {
+                let hold = self.cfg.resolve_after.as_secs() as i64;
                 let Phase::Open {
                     clear_since,
                     escalations,
+                    lower_since,
                 } = &mut ep.phase
                 else {
                     unreachable!()
@@ -196,6 +200,18 @@ impl AlertPolicy {
                 for _ in 0..*escalations {
                     effective = effective.raised();
                 }
+                // Up at once; down only once the lower level has held for the hold time,
+                // so an operator never sees a hazard "improve" while it is still rising
+                // against a baseline that is catching up.
+                let lower = effective < ep.last.level;
+                if lower {
+                    let since = *lower_since.get_or_insert(t);
+                    if t - since < hold {
+                        ep.last.evidence = evidence;
+                        return None;
+                    }
+                }
+                *lower_since = None;
                 if effective == ep.last.level {
                     // Same level: refresh what the next message will show, publish nothing.
                     ep.last.evidence = evidence;
@@ -238,6 +254,7 @@ impl AlertPolicy {
                         phase: Phase::Open {
                             clear_since: None,
                             escalations: 0,
+                            lower_since: None,
                         },
                         last: alert.clone(),
                         region,
@@ -276,6 +293,7 @@ impl AlertPolicy {
                 Phase::Open {
                     clear_since,
                     escalations,
+                    ..
                 } => {
                     let cleared = clear_since.is_some_and(|c| w - c >= hold);
                     if cleared || w - ep.last_signal >= stale {
@@ -432,6 +450,20 @@ mod tests {
         let r = p.on_signal(sig(910, bad(Level::Red))).unwrap();
         assert_eq!(r.seq, 1);
         assert_ne!(r.alert_id, out[0].alert_id);
+    }
+
+    #[test]
+    fn level_falls_only_after_holding_lower() {
+        let (mut p, _c) = policy();
+        p.on_signal(sig(0, bad(Level::Red))).unwrap();
+        assert!(p.on_signal(sig(60, bad(Level::Yellow))).is_none());
+        assert!(p.on_signal(sig(200, bad(Level::Yellow))).is_none());
+        // Back up meanwhile resets the clock.
+        assert!(p.on_signal(sig(250, bad(Level::Red))).is_none());
+        assert!(p.on_signal(sig(300, bad(Level::Yellow))).is_none());
+        assert!(p.on_signal(sig(599, bad(Level::Yellow))).is_none());
+        let down = p.on_signal(sig(600, bad(Level::Yellow))).unwrap();
+        assert_eq!((down.level, down.seq), (Level::Yellow, 2));
     }
 
     #[test]
