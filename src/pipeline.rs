@@ -252,7 +252,7 @@ impl Pipeline {
     }
 
     async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {
-        let mut acks = Vec::new();
+        let mut acks: Vec<Ack> = Vec::new();
         let alerts = std::mem::take(&mut self.alerts);
         for a in &alerts {
             summary.alerts += 1;
@@ -260,7 +260,14 @@ impl Pipeline {
             tracing::info!(alert_id = %a.alert_id, status = a.status.as_str(), level = a.level.as_str(), title = %a.title, "alert");
             let json = serde_json::to_vec(a).expect("alerts serialize");
             for s in self.sinks.iter().filter(|s| s.filter().accepts(a)) {
-                acks.push(send_with_backpressure(|| s.send(a, &json)).await);
+                let started = Instant::now();
+                let ack = send_with_backpressure(|| s.send(a, &json)).await;
+                let hist = self.metrics.sink_seconds.with_label_values(&[s.name()]);
+                acks.push(Box::pin(async move {
+                    let r = ack.await;
+                    hist.observe(started.elapsed().as_secs_f64());
+                    r
+                }));
             }
         }
         self.metrics.detector_keys.set(self.detectors.keys() as i64);

@@ -418,3 +418,60 @@ async fn metrics_pass_promtool() {
         "promtool: {said}"
     );
 }
+
+/// `per_center_topics`: each command center on the route gets the alert on its own topic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alerts_fan_out_to_one_topic_per_center_on_the_route() {
+    let env = TestEnv::new("fan").await;
+    let prefix = format!("{}.center.", unique("fan"));
+    let cfg = env.config(&format!(
+        "per_center_topics = true\ncenter_topic_prefix = \"{prefix}\"\n"
+    ));
+    let mut child = env.spawn(&cfg);
+    wait_ready(&env, Duration::from_secs(30)).await;
+    let p = producer();
+    for i in 0..3 {
+        produce(
+            &p,
+            &env.sensors,
+            Some(b"S-F"),
+            reading("S-F", "gas_lel", i * 10, 3.0).as_bytes(),
+        )
+        .await;
+    }
+    // Warning level (yellow): township + county, not the city.
+    produce(
+        &p,
+        &env.sensors,
+        Some(b"S-F"),
+        reading("S-F", "gas_lel", 30, 12.0).as_bytes(),
+    )
+    .await;
+    let town = read_until(
+        &format!("{prefix}330503101"),
+        Duration::from_secs(30),
+        |g| !g.is_empty(),
+    )
+    .await;
+    let county = read_until(&format!("{prefix}330503"), Duration::from_secs(10), |g| {
+        !g.is_empty()
+    })
+    .await;
+    let main = read_until(&env.alerts, Duration::from_secs(10), |g| !g.is_empty()).await;
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    assert_eq!(town.len(), 1, "township topic");
+    assert_eq!(county.len(), 1, "county topic");
+    assert_eq!(town[0].payload, main[0].payload);
+    let a = town[0].json();
+    assert_eq!(a["level"], "yellow");
+    assert_eq!(a["route"], serde_json::json!(["330503101", "330503"]));
+    // The city is not on a yellow alert's route: its topic was never written.
+    let city = read_until(&format!("{prefix}330500"), Duration::from_secs(3), |g| {
+        !g.is_empty()
+    })
+    .await;
+    assert!(city.is_empty());
+}

@@ -20,10 +20,21 @@ pub struct KafkaSinkConfig {
     pub streams: Vec<String>,
     #[serde(default)]
     pub min_level: Option<Level>,
+    /// Also publish each alert to one topic per command center on its route
+    /// (`<center_topic_prefix><code>`, e.g. `alerts.center.330503`), so a center can
+    /// subscribe to exactly its own alerts.
+    #[serde(default)]
+    pub per_center_topics: bool,
+    #[serde(default = "default_prefix")]
+    pub center_topic_prefix: String,
 }
 
 fn default_topic() -> String {
     "alerts".into()
+}
+
+fn default_prefix() -> String {
+    "alerts.center.".into()
 }
 
 impl Default for KafkaSinkConfig {
@@ -32,6 +43,8 @@ impl Default for KafkaSinkConfig {
             topic: default_topic(),
             streams: Vec::new(),
             min_level: None,
+            per_center_topics: false,
+            center_topic_prefix: default_prefix(),
         }
     }
 }
@@ -42,6 +55,11 @@ impl SinkSpec for KafkaSinkConfig {
     fn validate(&self, path: &str, problems: &mut Vec<String>) {
         if self.topic.trim().is_empty() {
             problems.push(format!("{path}.topic: must not be empty"));
+        }
+        if self.per_center_topics && self.center_topic_prefix.trim().is_empty() {
+            problems.push(format!(
+                "{path}.center_topic_prefix: must not be empty when per_center_topics = true"
+            ));
         }
         parse_streams(&self.streams, path, problems);
     }
@@ -61,6 +79,9 @@ impl SinkSpec for KafkaSinkConfig {
                 min_level: self.min_level,
             },
             producer,
+            center_prefix: self
+                .per_center_topics
+                .then(|| self.center_topic_prefix.clone()),
         }))
     }
 }
@@ -70,6 +91,7 @@ pub struct KafkaSink {
     topic: String,
     filter: Filter,
     producer: FutureProducer,
+    center_prefix: Option<String>,
 }
 
 /// Turns an enqueue or delivery error into a [`SinkError`].
@@ -111,13 +133,34 @@ impl Sink for KafkaSink {
     }
 
     fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError> {
-        let rec = FutureRecord::to(&self.topic)
-            .key(alert.alert_id.as_bytes())
-            .payload(json);
-        match self.producer.send_result(rec) {
-            Ok(f) => Ok(ack(self.name.clone(), f)),
-            Err((e, _)) => Err(kafka_error(&self.name, e)),
+        let key = alert.alert_id.as_bytes();
+        let main = match self
+            .producer
+            .send_result(FutureRecord::to(&self.topic).key(key).payload(json))
+        {
+            Ok(f) => ack(self.name.clone(), f),
+            Err((e, _)) => return Err(kafka_error(&self.name, e)),
+        };
+        let Some(prefix) = &self.center_prefix else {
+            return Ok(main);
+        };
+        // Fan-out: one more record per center. If the queue fills part-way, the caller
+        // retries the whole alert; the idempotent producer and the stable key make the
+        // repeats harmless duplicates for consumers that de-duplicate on alert_id.
+        let mut acks = vec![main];
+        for code in &alert.route {
+            let topic = format!("{prefix}{code}");
+            match self
+                .producer
+                .send_result(FutureRecord::to(&topic).key(key).payload(json))
+            {
+                Ok(f) => acks.push(ack(self.name.clone(), f)),
+                Err((e, _)) => return Err(kafka_error(&self.name, e)),
+            }
         }
+        Ok(Box::pin(async move {
+            futures::future::try_join_all(acks).await.map(|_| ())
+        }))
     }
 
     fn flush(&self, timeout: std::time::Duration) {

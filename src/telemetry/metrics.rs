@@ -22,6 +22,7 @@ pub struct Metrics {
     pub open_episodes: IntGauge,
     pub detector_keys: IntGauge,
     pub sink_errors: IntCounterVec,
+    pub sink_seconds: prometheus::HistogramVec,
     pub in_flight: IntGauge,
     pub watermark: prometheus::GaugeVec,
     pub build_info: Gauge,
@@ -72,6 +73,18 @@ impl Metrics {
             "Failed deliveries to a sink.",
             &["sink"],
         );
+        let sink_seconds = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "riskstream_sink_seconds",
+                "Time from handing an alert to a sink to its acknowledgement.",
+            )
+            .buckets(vec![
+                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+            &["sink"],
+        )
+        .expect("valid histogram");
+        r.register(Box::new(sink_seconds.clone())).expect("unique");
         let event_to_alert = Histogram::with_opts(
             HistogramOpts::new(
                 "riskstream_event_to_alert_seconds",
@@ -139,6 +152,7 @@ impl Metrics {
             open_episodes,
             detector_keys,
             sink_errors,
+            sink_seconds,
             in_flight,
             watermark,
             build_info,

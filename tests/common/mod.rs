@@ -233,6 +233,10 @@ pub async fn read_until(
                     headers,
                 });
             }
+            // A topic nobody wrote to yet does not exist; keep waiting until the deadline.
+            Ok(Err(rdkafka::error::KafkaError::MessageConsumption(
+                rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition,
+            ))) => tokio::time::sleep(Duration::from_millis(200)).await,
             Ok(Err(e)) => panic!("consume {topic}: {e}"),
             Err(_) => {}
         }
