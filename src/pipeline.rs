@@ -207,7 +207,16 @@ impl Pipeline {
                 if d.unlisted_region {
                     self.metrics.unknown_region(env.stream);
                 }
-                let obs = self.detectors.observe(&d.event, &mut self.signals);
+                let partition = match &env.origin {
+                    Origin::Kafka { partition, .. } => *partition,
+                    Origin::File { .. } => -1,
+                };
+                let obs = self.detectors.observe_from(
+                    &d.event,
+                    partition,
+                    env.received,
+                    &mut self.signals,
+                );
                 if obs.late {
                     summary.late += 1;
                     self.metrics.late(env.stream);

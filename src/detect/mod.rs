@@ -187,7 +187,20 @@ impl DetectorSet {
     }
 
     /// Feeds one event to its stream's detectors, then lets event time advance.
+    /// For single-partition inputs (files, tests, `score`).
     pub fn observe(&mut self, ev: &Event, out: &mut Vec<Signal>) -> Observed {
+        self.observe_from(ev, -1, std::time::Instant::now(), out)
+    }
+
+    /// Like [`DetectorSet::observe`] for an event from input partition `partition`
+    /// received at `received`: the watermark follows the slowest active partition.
+    pub fn observe_from(
+        &mut self,
+        ev: &Event,
+        partition: i32,
+        received: std::time::Instant,
+        out: &mut Vec<Signal>,
+    ) -> Observed {
         let i = idx(ev.stream());
         let wm = &mut self.watermarks[i];
         let late = wm.is_late(ev.ts());
@@ -195,7 +208,7 @@ impl DetectorSet {
         for d in &mut self.by_stream[i] {
             score = score.max(d.observe(ev, late, out));
         }
-        let watermark = wm.observe(ev.ts());
+        let watermark = wm.observe_part(ev.ts(), partition, received);
         if let Some(w) = watermark {
             for d in &mut self.by_stream[i] {
                 d.advance(w, out);
