@@ -44,6 +44,29 @@ pub struct EwmaZConfig {
     pub min_std: f64,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
+    /// `adaptive` (default): the baseline keeps learning with `half_life`. `frozen`: it is
+    /// learned from the first `min_samples` readings and then fixed, a Shewhart/EWMA
+    /// control chart against an in-control reference period; a sustained shift then
+    /// stays visible for as long as it lasts instead of being learned away.
+    #[serde(default)]
+    pub baseline: Baseline,
+    /// λ of an EWMA control chart (Roberts 1959) on the readings themselves: 1.0 (default)
+    /// scores each reading; smaller values score the smoothed level against σ·√(λ/(2-λ)),
+    /// which catches small sustained shifts that single readings hide in noise.
+    #[serde(default = "default_smoothing")]
+    pub smoothing: f64,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Baseline {
+    #[default]
+    Adaptive,
+    Frozen,
+}
+
+fn default_smoothing() -> f64 {
+    1.0
 }
 
 fn default_half_life() -> Duration {
@@ -78,6 +101,8 @@ impl Default for EwmaZConfig {
             min_samples: default_min_samples(),
             min_std: default_min_std(),
             ttl: default_ttl(),
+            baseline: Baseline::Adaptive,
+            smoothing: default_smoothing(),
         }
     }
 }
@@ -97,6 +122,9 @@ impl DetectorSpec for EwmaZConfig {
         if !(self.min_std > 0.0 && self.min_std.is_finite()) {
             problems.push(format!("{path}.min_std: must be > 0"));
         }
+        if !(self.smoothing > 0.0 && self.smoothing <= 1.0) {
+            problems.push(format!("{path}.smoothing: must be in (0, 1]"));
+        }
         if self.min_samples < 2 {
             problems.push(format!("{path}.min_samples: must be >= 2"));
         }
@@ -114,11 +142,13 @@ impl DetectorSpec for EwmaZConfig {
     }
 }
 
-/// The baseline of one series. 32 bytes.
+/// The baseline of one series. 40 bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct EwmaState {
     pub mean: f64,
     pub var: f64,
+    /// The smoothed reading of the EWMA chart (equals the last reading when λ = 1).
+    pub level: f64,
     pub last_ts: i64,
     pub n: u32,
     pub alerting: bool,
@@ -177,7 +207,14 @@ impl Detector for EwmaZ {
         let t = r.ts.timestamp();
         let warm = st.n >= self.cfg.min_samples;
         let sd = st.var.sqrt().max(self.cfg.min_std);
-        let z = (r.value - st.mean) / sd;
+        let lambda = self.cfg.smoothing;
+        st.level = if st.n == 0 {
+            r.value
+        } else {
+            lambda * r.value + (1.0 - lambda) * st.level
+        };
+        // σ of the smoothed level in steady state: σ √(λ / (2 - λ)).
+        let z = (st.level - st.mean) / (sd * (lambda / (2.0 - lambda)).sqrt());
         let counted = self.cfg.direction.counted(z);
         let s = if warm {
             score::from_ratio(counted, k)
@@ -199,7 +236,9 @@ impl Detector for EwmaZ {
         } else {
             r.value
         };
-        st.update(x, a);
+        if !(warm && self.cfg.baseline == Baseline::Frozen) {
+            st.update(x, a);
+        }
         st.last_ts = st.last_ts.max(t);
         let firing = warm && counted > k;
         let kind = if firing {
@@ -340,8 +379,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_32_bytes() {
-        assert_eq!(std::mem::size_of::<EwmaState>(), 32);
+    fn state_is_40_bytes() {
+        assert_eq!(std::mem::size_of::<EwmaState>(), 40);
     }
 
     #[test]
