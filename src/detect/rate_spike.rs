@@ -580,6 +580,27 @@ mod tests {
     }
 
     #[test]
+    fn validation_and_nb_config_parse() {
+        let c: RateSpikeConfig =
+            toml::from_str("model = \"negative_binomial\"\ndispersion = 2.5").unwrap();
+        assert_eq!((c.model, c.dispersion), (CountModel::NegativeBinomial, 2.5));
+        let c = RateSpikeConfig {
+            seasonal_weight: 1.5,
+            dispersion: 0.0,
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        c.validate("detectors.fraud[2]", &mut p);
+        assert_eq!(
+            p,
+            vec![
+                "detectors.fraud[2].seasonal_weight: must be in [0, 1]",
+                "detectors.fraud[2].dispersion: must be > 0"
+            ]
+        );
+    }
+
+    #[test]
     fn week_slot_uses_local_time() {
         // 2026-11-26 is a Thursday; 08:15 at +08:00 is 00:15 UTC.
         let t = crate::detect::testutil::ts("2026-11-26T08:15:00+08:00").timestamp();
