@@ -8,8 +8,11 @@
 mod entity_burst;
 mod ewma;
 mod keyed;
+mod offline;
 mod rate_spike;
 pub mod score;
+mod site_correlation;
+mod spread;
 mod threshold;
 mod watermark;
 
@@ -135,6 +138,9 @@ detectors! {
     EwmaZ => ewma::EwmaZConfig,
     RateSpike => rate_spike::RateSpikeConfig,
     EntityBurst => entity_burst::EntityBurstConfig,
+    Offline => offline::OfflineConfig,
+    SiteCorrelation => site_correlation::SiteCorrelationConfig,
+    Spread => spread::SpreadConfig,
 }
 
 /// The detectors of all streams plus one watermark per stream.

@@ -1,19 +1,39 @@
 //! `rate_spike` (incidents, fraud): the count of events in a tumbling window is improbably
-//! high under a Poisson model of the baseline, evaluated per township, per county and for
-//! the city at once, so that a county-wide rise that no single township shows is caught.
+//! high under a Poisson (or negative-binomial) model of the seasonal baseline, evaluated
+//! per township, per county and for the city at once, so that a county-wide rise that no
+//! single township shows is caught.
 //!
 //! Windows are aligned to the epoch and closed by the watermark (never the wall clock),
-//! including empty windows, which teach the baseline that quiet is normal. The baseline λ
-//! is an EWMA of past window counts, each folded in capped at `λ + 3√λ + 1` so a surge
-//! does not teach itself as normal. At a window close: `p = P(X >= count | Poisson(λ))`
-//! (statrs); fire when `p < alpha` and `count >= min_count`, after `warmup_windows`
-//! closes. State per region: 48 bytes; regions are bounded by the hierarchy.
+//! including empty windows, which teach the baseline that quiet is normal.
+//!
+//! Baseline: `λ = level × season[slot]`, learned online (multiplicative Holt-Winters
+//! without trend). `slot` is the hour of the week (weekday × 24 + hour, 168 slots) of the
+//! window's start in the city's local time; the offset is taken from the events' own `ts`
+//! (`+08:00` in the demo city). At each close the count is first capped at
+//! `λ + 3σ + 1` (σ the model's standard deviation at λ) so a surge does not teach itself
+//! as normal, then the level learns the deseasonalized count,
+//! `level += baseline_weight × (x / season[slot] - level)` (the plain EWMA of counts
+//! while every factor is 1), and `season[slot] += seasonal_weight × (x / level - season[slot])`, clamped to
+//! [0.05, 20]; the same hour on the other six weekdays moves too, at `daily_share` of that
+//! weight, since a slot of the week recurs only weekly and the daily shape must not take
+//! weeks to learn. Factors start at 1.0, so until a slot has been seen the model is the plain
+//! level; `seasonal_weight = 0` turns seasonality off.
+//!
+//! At a window close: `p = P(X >= count)` under `Poisson(λ)` or, with
+//! `model = "negative_binomial"`, under the negative binomial of mean λ and dispersion
+//! `r` (variance `λ + λ²/r`: for clumped reports such as fraud campaigns), both from
+//! statrs; fire when `p < alpha` and `count >= min_count`, after `warmup_windows` closes.
+//!
+//! State per region: 752 bytes ([`RegionWindows`]: 80 bytes of windows and level plus the
+//! 168 f32 seasonal factors). Regions are bounded by the hierarchy (the demo city: about
+//! 70 townships, 5 counties and the city, so ~57 KB per detector instance); unlisted
+//! township codes count only for their county and the city.
 
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
 use serde::Deserialize;
-use statrs::distribution::{DiscreteCDF, Poisson};
+use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
 use super::{
     fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
@@ -43,6 +63,30 @@ pub struct RateSpikeConfig {
     /// Floor on λ so that a region that has been silent is not alarmed by two events.
     #[serde(default = "default_min_lambda")]
     pub min_lambda: f64,
+    /// EWMA weight of each closed window in its hour-of-week seasonal factor; 0 = no
+    /// seasonality (a flat baseline).
+    #[serde(default = "default_gamma")]
+    pub seasonal_weight: f64,
+    /// Each window also teaches the same hour on the other weekdays, at this fraction of
+    /// `seasonal_weight`: a slot of the week recurs only weekly, so the daily shape is
+    /// learned within days while weekday differences still emerge. 0 = pure hour-of-week.
+    #[serde(default = "default_daily_share")]
+    pub daily_share: f64,
+    /// The count model: `poisson` (default) or `negative_binomial`.
+    #[serde(default)]
+    pub model: CountModel,
+    /// Negative binomial dispersion `r` (variance = λ + λ²/r; larger = closer to Poisson).
+    #[serde(default = "default_dispersion")]
+    pub dispersion: f64,
+}
+
+/// The distribution of a window's count around its baseline λ.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum CountModel {
+    #[default]
+    Poisson,
+    NegativeBinomial,
 }
 
 fn default_window() -> Duration {
@@ -63,6 +107,15 @@ fn default_beta() -> f64 {
 fn default_min_lambda() -> f64 {
     0.5
 }
+fn default_gamma() -> f64 {
+    0.2
+}
+fn default_daily_share() -> f64 {
+    0.1
+}
+fn default_dispersion() -> f64 {
+    10.0
+}
 
 impl Default for RateSpikeConfig {
     fn default() -> Self {
@@ -73,6 +126,10 @@ impl Default for RateSpikeConfig {
             warmup_windows: default_warmup(),
             baseline_weight: default_beta(),
             min_lambda: default_min_lambda(),
+            seasonal_weight: default_gamma(),
+            daily_share: default_daily_share(),
+            model: CountModel::default(),
+            dispersion: default_dispersion(),
         }
     }
 }
@@ -95,6 +152,15 @@ impl DetectorSpec for RateSpikeConfig {
         if !score::positive(self.min_lambda) {
             problems.push(format!("{path}.min_lambda: must be > 0"));
         }
+        if !(self.seasonal_weight >= 0.0 && self.seasonal_weight <= 1.0) {
+            problems.push(format!("{path}.seasonal_weight: must be in [0, 1]"));
+        }
+        if !(self.daily_share >= 0.0 && self.daily_share <= 1.0) {
+            problems.push(format!("{path}.daily_share: must be in [0, 1]"));
+        }
+        if !(score::positive(self.dispersion) && self.dispersion.is_finite()) {
+            problems.push(format!("{path}.dispersion: must be > 0"));
+        }
     }
 
     fn build(&self, stream: Stream, ctx: &BuildCtx) -> RateSpike {
@@ -107,21 +173,31 @@ impl DetectorSpec for RateSpikeConfig {
             // Regions never churn without bound; a day of silence is still forgotten.
             state: KeyedState::new(Duration::from_secs(7 * 24 * 3600)),
             first_window: None,
+            offset_secs: 8 * 3600,
         }
     }
 }
 
 const EMPTY: i64 = i64::MIN;
 
-/// Window counts and baseline of one region. 48 bytes.
+/// Hour-of-week slots: weekday × 24 + hour.
+const SLOTS: usize = 168;
+const SEASON_MIN: f32 = 0.05;
+const SEASON_MAX: f32 = 20.0;
+
+/// Window counts and seasonal baseline of one region. 752 bytes: open windows (32), last
+/// close (8), level (8), closes (4), flag (1), region (20), 168 × f32 factors (672),
+/// padding.
 #[derive(Debug, Clone, Copy)]
 pub struct RegionWindows {
     open: [(i64, u32); 2],
     last_closed: i64,
+    /// The level: the deseasonalized expected count per window.
     baseline: f64,
     closes: u32,
     alerting: bool,
     region: Option<RegionRef>,
+    season: [f32; SLOTS],
 }
 
 impl Default for RegionWindows {
@@ -133,6 +209,7 @@ impl Default for RegionWindows {
             closes: 0,
             alerting: false,
             region: None,
+            season: [1.0; SLOTS],
         }
     }
 }
@@ -148,6 +225,37 @@ pub fn poisson_tail(k: u32, lambda: f64) -> f64 {
     }
 }
 
+/// P(X >= k) for X negative binomial with mean `mean` and dispersion `r`
+/// (variance `mean + mean²/r`). statrs counts failures before the r-th success with
+/// success probability p, so mean = r(1-p)/p, i.e. p = r / (r + mean).
+pub fn nb_tail(k: u32, mean: f64, r: f64) -> f64 {
+    if k == 0 {
+        return 1.0;
+    }
+    let p = r / (r + mean.max(0.0));
+    match NegativeBinomial::new(r, p) {
+        Ok(d) => {
+            let s = d.sf(u64::from(k) - 1);
+            if s.is_nan() {
+                1.0
+            } else {
+                s.clamp(0.0, 1.0)
+            }
+        }
+        Err(_) => 1.0,
+    }
+}
+
+/// The hour-of-week slot (Monday 00h = 0) of epoch second `t` at UTC offset `offset`.
+pub fn week_slot(t: i64, offset_secs: i32) -> usize {
+    let local = t + i64::from(offset_secs);
+    let day = local.div_euclid(86_400);
+    // 1970-01-01 was a Thursday (weekday 3 counting from Monday = 0).
+    let weekday = (day + 3).rem_euclid(7);
+    let hour = local.rem_euclid(86_400) / 3600;
+    (weekday * 24 + hour) as usize
+}
+
 pub struct RateSpike {
     cfg: RateSpikeConfig,
     stream: Stream,
@@ -158,9 +266,37 @@ pub struct RateSpike {
     /// The first window this detector saw: a region first seen later has had empty
     /// windows since then, which count towards its baseline and warm-up.
     first_window: Option<i64>,
+    /// The city's UTC offset, from the events' own timestamps (for the seasonal slot).
+    offset_secs: i32,
 }
 
 impl RateSpike {
+    /// P(X >= count) under the configured model at baseline `lambda`.
+    fn tail(&self, count: u32, lambda: f64) -> f64 {
+        match self.cfg.model {
+            CountModel::Poisson => poisson_tail(count, lambda),
+            CountModel::NegativeBinomial => nb_tail(count, lambda, self.cfg.dispersion),
+        }
+    }
+
+    /// The model's standard deviation at `lambda`.
+    fn sd(&self, lambda: f64) -> f64 {
+        match self.cfg.model {
+            CountModel::Poisson => lambda.sqrt(),
+            CountModel::NegativeBinomial => (lambda + lambda * lambda / self.cfg.dispersion).sqrt(),
+        }
+    }
+
+    /// The expected count of the window starting at `start` (floored at `min_lambda`).
+    fn expected(&self, st: &RegionWindows, start: i64) -> f64 {
+        let season = if self.cfg.seasonal_weight > 0.0 {
+            f64::from(st.season[week_slot(start, self.offset_secs)])
+        } else {
+            1.0
+        };
+        (st.baseline * season).max(self.cfg.min_lambda)
+    }
+
     /// The region keys an event counts for: township (if listed), county, city.
     fn keys(&self, r: RegionRef) -> [(Option<String>, RegionRef, &'static str); 3] {
         let t = self.regions.township_code(r).map(str::to_string);
@@ -190,18 +326,39 @@ impl RateSpike {
         count: u32,
         out: &mut Vec<Signal>,
     ) {
-        let lambda = st.baseline.max(self.cfg.min_lambda);
+        let lambda = self.expected(st, start);
         let warm = st.closes >= self.cfg.warmup_windows;
-        let p = poisson_tail(count, lambda);
+        let p = self.tail(count, lambda);
         let firing = warm && count >= self.cfg.min_count && p < self.cfg.alpha;
         // Fold in, capped, so a surge is not learned as normal.
-        let cap = lambda + 3.0 * lambda.sqrt() + 1.0;
+        let cap = lambda + 3.0 * self.sd(lambda) + 1.0;
         let x = f64::from(count).min(cap);
-        st.baseline = if st.closes == 0 {
-            x
+        let slot = week_slot(start, self.offset_secs);
+        if st.closes == 0 {
+            st.baseline = x;
         } else {
-            st.baseline + self.cfg.baseline_weight * (x - st.baseline)
-        };
+            // The level learns the deseasonalized count.
+            let season = if self.cfg.seasonal_weight > 0.0 {
+                f64::from(st.season[slot])
+            } else {
+                1.0
+            };
+            st.baseline += self.cfg.baseline_weight * (x / season - st.baseline);
+            if self.cfg.seasonal_weight > 0.0 && st.baseline > 1e-9 {
+                let ratio = x / st.baseline;
+                let hour = slot % 24;
+                for other in (hour..SLOTS).step_by(24) {
+                    let w = if other == slot {
+                        self.cfg.seasonal_weight
+                    } else {
+                        self.cfg.seasonal_weight * self.cfg.daily_share
+                    };
+                    let s = f64::from(st.season[other]);
+                    let s = s + w * (ratio - s);
+                    st.season[other] = (s as f32).clamp(SEASON_MIN, SEASON_MAX);
+                }
+            }
+        }
         st.closes = st.closes.saturating_add(1);
         st.last_closed = start;
         let end = FixedOffset::east_opt(0)
@@ -318,6 +475,7 @@ impl Detector for RateSpike {
             return 0.0;
         }
         let t = ev.ts().timestamp();
+        self.offset_secs = ev.ts().offset().local_minus_utc();
         let start = t.div_euclid(self.len) * self.len;
         let first = *self.first_window.get_or_insert(start);
         let mut best: f64 = 0.0;
@@ -355,7 +513,8 @@ impl Detector for RateSpike {
             let st = self.state.touch(&key, ev.ts());
             st.open[slot].1 += 1;
             if st.closes >= self.cfg.warmup_windows {
-                let p = poisson_tail(st.open[slot].1, st.baseline.max(self.cfg.min_lambda));
+                let (n, st) = (st.open[slot].1, *st);
+                let p = self.tail(n, self.expected(&st, start));
                 best = best.max(score::from_p_value(p, self.cfg.alpha));
             }
         }
@@ -391,6 +550,109 @@ mod tests {
         }
         // Hand-worked: P(X>=3 | λ=1) = 1 - e^-1 (1 + 1 + 1/2) = 0.0803013971
         assert!((poisson_tail(3, 1.0) - 0.080_301_397_1).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nb_tail_matches_summed_pmf() {
+        use statrs::distribution::NegativeBinomial;
+        for &(k, mean, r) in &[
+            (0u32, 2.0, 10.0),
+            (1, 2.0, 10.0),
+            (5, 0.5, 1.0),
+            (12, 3.0, 2.5),
+            (30, 10.0, 10.0),
+            (40, 10.0, 1000.0),
+        ] {
+            let d = NegativeBinomial::new(r, r / (r + mean)).unwrap();
+            // The parametrisation gives the mean and variance we asked for.
+            use statrs::statistics::DiscreteDistribution;
+            assert!((d.mean().unwrap() - mean).abs() < 1e-9);
+            assert!((d.variance().unwrap() - (mean + mean * mean / r)).abs() < 1e-9);
+            let direct: f64 = 1.0 - (0..k).map(|i| d.pmf(u64::from(i))).sum::<f64>();
+            assert!(
+                (nb_tail(k, mean, r) - direct).abs() < 1e-9,
+                "k={k} mean={mean} r={r}"
+            );
+        }
+        // Over-dispersion fattens the tail; a huge r is Poisson.
+        assert!(nb_tail(15, 5.0, 2.0) > 100.0 * poisson_tail(15, 5.0));
+        assert!((nb_tail(15, 5.0, 1e9) - poisson_tail(15, 5.0)).abs() < 1e-6);
+    }
+
+    #[test]
+    fn validation_and_nb_config_parse() {
+        let c: RateSpikeConfig =
+            toml::from_str("model = \"negative_binomial\"\ndispersion = 2.5").unwrap();
+        assert_eq!((c.model, c.dispersion), (CountModel::NegativeBinomial, 2.5));
+        let c = RateSpikeConfig {
+            seasonal_weight: 1.5,
+            dispersion: 0.0,
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        c.validate("detectors.fraud[2]", &mut p);
+        assert_eq!(
+            p,
+            vec![
+                "detectors.fraud[2].seasonal_weight: must be in [0, 1]",
+                "detectors.fraud[2].dispersion: must be > 0"
+            ]
+        );
+    }
+
+    #[test]
+    fn week_slot_uses_local_time() {
+        // 2026-11-26 is a Thursday; 08:15 at +08:00 is 00:15 UTC.
+        let t = crate::detect::testutil::ts("2026-11-26T08:15:00+08:00").timestamp();
+        assert_eq!(week_slot(t, 8 * 3600), 3 * 24 + 8);
+        assert_eq!(week_slot(t, 0), 3 * 24);
+        // Monday 00:xx local is slot 0, Sunday 23:xx is 167.
+        let mon = crate::detect::testutil::ts("2026-11-23T00:30:00+08:00").timestamp();
+        assert_eq!(week_slot(mon, 8 * 3600), 0);
+        assert_eq!(week_slot(mon - 3600, 8 * 3600), 167);
+    }
+
+    #[test]
+    fn state_is_752_bytes() {
+        assert_eq!(std::mem::size_of::<RegionWindows>(), 752);
+    }
+
+    #[test]
+    fn daily_rhythm_is_learned_peak_quiet_night_fires() {
+        // 14 days of a township busy 9-18 h (10 per 15-minute window) and quiet at night
+        // (1 per window), then a 15th day with 10 in the 03:00 window.
+        let run = |seasonal_weight: f64| {
+            let mut d = RateSpikeConfig {
+                seasonal_weight,
+                ..Default::default()
+            }
+            .build(Stream::Incidents, &crate::pipeline::test_ctx());
+            let mut out = Vec::new();
+            let mut plan: Vec<(usize, &str)> = Vec::new();
+            for w in 0..(15 * 96) {
+                let hour = (w % 96) / 4;
+                let n = if (9..18).contains(&hour) { 10 } else { 1 };
+                let n = if w == 14 * 96 + 12 { 10 } else { n }; // day 15, 03:00
+                plan.push((n, "330502001"));
+            }
+            feed(&mut d, &plan, &mut out);
+            let day15 = crate::detect::testutil::ts("2026-12-10T00:00:00+08:00");
+            out.retain(|s| {
+                s.key == "330502001"
+                    && matches!(s.kind, SignalKind::Anomalous { .. })
+                    && s.ts > day15
+            });
+            out
+        };
+        let fired = run(0.2);
+        assert_eq!(fired.len(), 1, "only the 03:00 window: {fired:#?}");
+        assert_eq!(
+            fired[0].ts,
+            crate::detect::testutil::ts("2026-12-10T03:15:00+08:00")
+        );
+        // Without seasonality the morning rise itself is a "surge" every day.
+        let flat = run(0.0);
+        assert!(flat.len() > 1, "{flat:#?}");
     }
 
     fn feed(d: &mut RateSpike, per_window: &[(usize, &str)], out: &mut Vec<Signal>) {
