@@ -40,7 +40,10 @@ fn start_am() -> Am {
     let addr = free_addr();
     let child = Command::new(AM_BIN)
         .arg(format!("--config.file={}", cfg.display()))
-        .arg(format!("--storage.path={}", dir.path().join("data").display()))
+        .arg(format!(
+            "--storage.path={}",
+            dir.path().join("data").display()
+        ))
         .arg(format!("--web.listen-address={addr}"))
         .arg("--cluster.listen-address=")
         .arg("--log.level=warn")
@@ -92,7 +95,12 @@ fn alert(status: &str, level: &str, alert_id: &str, detected_at: &str) -> Alert 
 }
 
 /// Polls Alertmanager until `ok` holds for our alerts.
-async fn wait_for(am: &Am, alert_id: &str, what: &str, ok: impl Fn(&[&Value]) -> bool) -> Vec<Value> {
+async fn wait_for(
+    am: &Am,
+    alert_id: &str,
+    what: &str,
+    ok: impl Fn(&[&Value]) -> bool,
+) -> Vec<Value> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let all = am_alerts(am);
@@ -117,17 +125,26 @@ async fn firing_level_change_and_resolve_in_a_real_alertmanager() {
     cfg.validate("sinks.am", &mut problems);
     assert!(problems.is_empty(), "{problems:?}");
     let sink = cfg.build("am", &SinkCtx::default()).unwrap();
-    let id = format!("sensors:threshold:S-330503-0042-GAS1:{}", std::process::id());
+    let id = format!(
+        "sensors:threshold:S-330503-0042-GAS1:{}",
+        std::process::id()
+    );
     let now = || chrono::Utc::now().to_rfc3339();
 
     // Firing (orange): active with the episode's labels.
     let a = alert("firing", "orange", &id, &now());
-    sink.send(&a, b"").unwrap().await.expect("acked after a 2xx");
+    sink.send(&a, b"")
+        .unwrap()
+        .await
+        .expect("acked after a 2xx");
     let got = wait_for(&am, &id, "orange active", |m| {
         m.len() == 1 && m[0]["status"]["state"] == "active"
     })
     .await;
-    println!("alertmanager GET /api/v2/alerts (firing): {}", serde_json::to_string_pretty(&got).unwrap());
+    println!(
+        "alertmanager GET /api/v2/alerts (firing): {}",
+        serde_json::to_string_pretty(&got).unwrap()
+    );
     let g = &got[0];
     assert_eq!(
         g["labels"],
@@ -135,11 +152,18 @@ async fn firing_level_change_and_resolve_in_a_real_alertmanager() {
                "subject":"S-330503-0042-GAS1","alert_id":id})
     );
     assert_eq!(g["annotations"]["summary"], a.title);
-    assert!(g["annotations"]["description"].as_str().unwrap().contains("Observed 31.5"));
+    assert!(g["annotations"]["description"]
+        .as_str()
+        .unwrap()
+        .contains("Observed 31.5"));
     assert_eq!(g["generatorURL"], "http://riskstream.test/metrics");
     let starts = chrono::DateTime::parse_from_rfc3339(g["startsAt"].as_str().unwrap()).unwrap();
     let first = chrono::DateTime::parse_from_rfc3339(&a.first_event_ts).unwrap();
-    assert_eq!(starts.timestamp(), first.timestamp(), "startsAt = first_event_ts");
+    assert_eq!(
+        starts.timestamp(),
+        first.timestamp(),
+        "startsAt = first_event_ts"
+    );
 
     // Level change to red: the orange alert ends, a red one is active.
     let mut red = alert("firing", "red", &id, &now());
@@ -154,7 +178,10 @@ async fn firing_level_change_and_resolve_in_a_real_alertmanager() {
     let mut res = alert("resolved", "red", &id, &now());
     res.seq = 3;
     sink.send(&res, b"").unwrap().await.unwrap();
-    wait_for(&am, &id, "resolved (gone from the default list)", |m| m.is_empty()).await;
+    wait_for(&am, &id, "resolved (gone from the default list)", |m| {
+        m.is_empty()
+    })
+    .await;
     drop(am);
 }
 
@@ -168,7 +195,11 @@ async fn ack_fails_after_retries_when_alertmanager_is_down() {
     let sink = cfg.build("am_down", &SinkCtx::default()).unwrap();
     let a = alert("firing", "red", "x:1", &chrono::Utc::now().to_rfc3339());
     match sink.send(&a, b"").unwrap().await {
-        Err(riskstream::sink::SinkError::Delivery { sink, retryable, message }) => {
+        Err(riskstream::sink::SinkError::Delivery {
+            sink,
+            retryable,
+            message,
+        }) => {
             assert_eq!(sink, "am_down");
             assert!(retryable);
             assert!(message.contains("3 attempt"), "{message}");

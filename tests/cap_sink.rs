@@ -90,22 +90,35 @@ streams = ["sensors"]
 
     // Every document is CAP 1.2, keyed by its alert_id, from the sensors stream only.
     for g in &docs {
-        assert_eq!(g.headers.get("content-type").map(String::as_str), Some("application/cap+xml"));
+        assert_eq!(
+            g.headers.get("content-type").map(String::as_str),
+            Some("application/cap+xml")
+        );
         let d = parse(g);
         assert_eq!(d.sender.as_str(), "riskstream@city.example");
         assert_eq!(d.status, v1dot2::Status::Actual);
         assert_eq!(d.scope, v1dot2::Scope::Public);
         assert_eq!(param(&d, "stream"), "sensors");
-        assert_eq!(g.key.as_deref(), Some(param(&d, "alert_id").as_bytes()), "key = alert_id");
+        assert_eq!(
+            g.key.as_deref(),
+            Some(param(&d, "alert_id").as_bytes()),
+            "key = alert_id"
+        );
         let sent = d.sent.to_string();
         assert!(sent.ends_with("+08:00") && !sent.contains('.'), "{sent}");
         assert_eq!(d.info[0].categories, vec![v1dot2::Category::CBRNE]);
-        assert_eq!(d.info[0].areas[0].geocode.get("GB/T 2260"), Some("330503101"));
+        assert_eq!(
+            d.info[0].areas[0].geocode.get("GB/T 2260"),
+            Some("330503101")
+        );
     }
 
     // The threshold episode: Alert (red, Observed, Extreme) ... Cancel referencing all.
     let ep: Vec<v1dot2::Alert> = docs.iter().filter(|g| is_threshold(g)).map(parse).collect();
-    println!("first threshold CAP document:\n{}", String::from_utf8_lossy(&docs.iter().find(|g| is_threshold(g)).unwrap().payload));
+    println!(
+        "first threshold CAP document:\n{}",
+        String::from_utf8_lossy(&docs.iter().find(|g| is_threshold(g)).unwrap().payload)
+    );
     let first = &ep[0];
     assert_eq!(first.message_type, v1dot2::MessageType::Alert);
     assert!(first.references.is_none());
@@ -114,13 +127,20 @@ streams = ["sensors"]
     assert_eq!(i.severity, v1dot2::Severity::Extreme);
     assert_eq!(i.urgency, v1dot2::Urgency::Immediate);
     assert_eq!(i.certainty, v1dot2::Certainty::Observed);
-    assert_eq!(i.headline.as_deref(), Some("Gas LEL above alarm limit at SITE-330503-0042"));
+    assert_eq!(
+        i.headline.as_deref(),
+        Some("Gas LEL above alarm limit at SITE-330503-0042")
+    );
     assert_eq!(param(first, "level"), "red");
     assert_eq!(param(first, "detector"), "threshold");
     assert_eq!(param(first, "score"), "31.5");
     assert!(i.description.as_deref().unwrap().contains("Observed 31.5"));
     let last = ep.last().unwrap();
-    assert_eq!(last.message_type, v1dot2::MessageType::Cancel, "resolved => Cancel");
+    assert_eq!(
+        last.message_type,
+        v1dot2::MessageType::Cancel,
+        "resolved => Cancel"
+    );
     assert_eq!(last.info[0].urgency, v1dot2::Urgency::Past);
     let refs: Vec<String> = last
         .references
@@ -129,9 +149,15 @@ streams = ["sensors"]
         .iter()
         .map(|r| r.identifier.to_string())
         .collect();
-    let earlier: Vec<String> = ep[..ep.len() - 1].iter().map(|d| d.identifier.to_string()).collect();
+    let earlier: Vec<String> = ep[..ep.len() - 1]
+        .iter()
+        .map(|d| d.identifier.to_string())
+        .collect();
     assert_eq!(refs, earlier);
     for (n, d) in ep.iter().enumerate() {
-        assert_eq!(d.identifier.as_str(), format!("{}:{}", param(d, "alert_id"), n + 1));
+        assert_eq!(
+            d.identifier.as_str(),
+            format!("{}:{}", param(d, "alert_id"), n + 1)
+        );
     }
 }

@@ -167,14 +167,14 @@ impl SinkSpec for CapSinkConfig {
                 })?,
                 topic: topic.clone(),
             },
-            (None, Some(url)) => Out::Http(DeliveryQueue::new(
+            (None, Some(url)) => Out::Http(Box::new(DeliveryQueue::new(
                 name,
                 HttpClient::new(self.timeout, self.max_retries, self.backoff),
                 webhook::parse_http_url(url).map_err(|m| err(format!("url: {m}")))?,
                 CAP_CONTENT_TYPE,
                 1000,
                 WhenFull::Block,
-            )),
+            ))),
             _ => return Err(err("set exactly one of `topic` and `url`".into())),
         };
         Ok(Arc::new(CapSink {
@@ -199,7 +199,7 @@ enum Out {
         producer: FutureProducer,
         topic: String,
     },
-    Http(DeliveryQueue),
+    Http(Box<DeliveryQueue>),
 }
 
 pub struct CapSink {
