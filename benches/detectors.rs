@@ -25,11 +25,24 @@ fn readings(cfg: &config::Config, kind: &str, keys: usize, n: usize) -> Vec<Even
 
 fn detector(cfg: &config::Config, toml_text: &str) -> Box<dyn Detector> {
     let c: DetectorConfig = toml::from_str(toml_text).expect("bench detector config");
-    c.build(Stream::Sensors, &BuildCtx { regions: cfg.regions.clone() })
+    c.build(
+        Stream::Sensors,
+        &BuildCtx {
+            regions: cfg.regions.clone(),
+        },
+    )
 }
 
 /// Feeds `events` in a loop to one long-lived detector: steady state, no setup in the timing.
-fn run(c: &mut Criterion, cfg: &config::Config, group: &str, name: &str, det: &str, events: &[Event], warm: usize) {
+fn run(
+    c: &mut Criterion,
+    cfg: &config::Config,
+    group: &str,
+    name: &str,
+    det: &str,
+    events: &[Event],
+    warm: usize,
+) {
     let mut d = detector(cfg, det);
     let mut out = Vec::new();
     for e in &events[..warm] {
@@ -71,7 +84,10 @@ fn bench(c: &mut Criterion) {
     for (name, det) in DETECTORS {
         run(c, &cfg, "hot_keys_16", name, det, &hot, 1_000);
     }
-    let keys = std::env::var("BENCH_KEYS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let keys = std::env::var("BENCH_KEYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
     let many = readings(&cfg, "gas_lel", keys, keys * 2);
     for (name, det) in DETECTORS {
         run(c, &cfg, &format!("keys_{keys}"), name, det, &many, keys);

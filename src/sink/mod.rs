@@ -3,9 +3,12 @@
 //! returns an [`Ack`] that resolves once the alert is durable there; the pipeline stores
 //! an input's offset only after every ack it caused (at-least-once).
 
+mod alertmanager;
+mod cap;
 mod dead_letter;
 mod kafka;
 mod stdout;
+mod webhook;
 
 use std::sync::Arc;
 
@@ -99,6 +102,9 @@ macro_rules! sinks {
 sinks! {
     Kafka => kafka::KafkaSinkConfig,
     Stdout => stdout::StdoutSinkConfig,
+    Cap => cap::CapSinkConfig,
+    Alertmanager => alertmanager::AlertmanagerSinkConfig,
+    Webhook => webhook::WebhookSinkConfig,
 }
 
 impl Default for SinkConfig {

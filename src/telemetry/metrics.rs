@@ -10,6 +10,23 @@ use prometheus::{
 use crate::alert::Alert;
 use crate::decode::{InvalidReason, Stream};
 
+static SINK_DROPPED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
+    IntCounterVec::new(
+        Opts::new(
+            "riskstream_sink_dropped_total",
+            "Deliveries a sink dropped by its own policy (webhook when_full = \"drop_oldest\").",
+        ),
+        &["sink"],
+    )
+    .expect("valid metric")
+});
+
+/// `riskstream_sink_dropped_total{sink}`. Process-wide because sinks are built without a
+/// [`Metrics`] handle; every [`Metrics`] registry exports this same counter.
+pub fn sink_dropped() -> &'static IntCounterVec {
+    &SINK_DROPPED
+}
+
 pub struct Metrics {
     registry: Registry,
     pub events_consumed: IntCounterVec,
@@ -23,6 +40,7 @@ pub struct Metrics {
     pub detector_keys: IntGauge,
     pub sink_errors: IntCounterVec,
     pub sink_seconds: prometheus::HistogramVec,
+    pub sink_dropped: IntCounterVec,
     pub in_flight: IntGauge,
     pub watermark: prometheus::GaugeVec,
     pub build_info: Gauge,
@@ -85,6 +103,9 @@ impl Metrics {
         )
         .expect("valid histogram");
         r.register(Box::new(sink_seconds.clone())).expect("unique");
+        let sink_dropped = SINK_DROPPED.clone();
+        r.register(Box::new(sink_dropped.clone()))
+            .expect("unique metric");
         let event_to_alert = Histogram::with_opts(
             HistogramOpts::new(
                 "riskstream_event_to_alert_seconds",
@@ -153,6 +174,7 @@ impl Metrics {
             detector_keys,
             sink_errors,
             sink_seconds,
+            sink_dropped,
             in_flight,
             watermark,
             build_info,
@@ -233,6 +255,9 @@ mod tests {
         m.alerts
             .with_label_values(&["sensors", "threshold", "red", "firing"])
             .inc();
+        sink_dropped()
+            .with_label_values(&["metrics_test_hook"])
+            .inc();
         let text = m.render();
         for name in [
             "riskstream_events_consumed_total{stream=\"sensors\"} 0",
@@ -240,6 +265,7 @@ mod tests {
             "riskstream_alerts_total{detector=\"threshold\",level=\"red\",status=\"firing\",stream=\"sensors\"} 1",
             "riskstream_event_to_alert_seconds_bucket",
             "riskstream_consumer_lag{partition=\"3\",topic=\"sensor-readings\"} 42",
+            "riskstream_sink_dropped_total{sink=\"metrics_test_hook\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
