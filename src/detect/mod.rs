@@ -5,10 +5,14 @@
 //! window) is anomalous for its key, and `Clear` once when the key returns to normal. The
 //! alert policy turns signals into episodes; detectors never decide what an operator sees.
 
+mod cusum;
 mod entity_burst;
 mod ewma;
+mod flatline;
 mod keyed;
+mod rate_of_change;
 mod rate_spike;
+mod robust_z;
 pub mod score;
 mod threshold;
 mod watermark;
@@ -135,6 +139,10 @@ detectors! {
     EwmaZ => ewma::EwmaZConfig,
     RateSpike => rate_spike::RateSpikeConfig,
     EntityBurst => entity_burst::EntityBurstConfig,
+    RateOfChange => rate_of_change::RateOfChangeConfig,
+    Cusum => cusum::CusumConfig,
+    RobustZ => robust_z::RobustZConfig,
+    Flatline => flatline::FlatlineConfig,
 }
 
 /// The detectors of all streams plus one watermark per stream.
