@@ -44,30 +44,31 @@ pub struct CusumConfig {
     /// Sensor kinds this instance watches; empty = every kind.
     #[serde(default)]
     pub kinds: Vec<String>,
-    /// Reference value (allowance), in σ: half the shift to detect.
+    /// Reference value (allowance), in σ: half the shift to detect (default 0.5).
     #[serde(default = "default_k")]
     pub k: f64,
-    /// Decision interval, in σ.
+    /// Decision interval, in σ (default 5).
     #[serde(default = "default_h")]
     pub h: f64,
     /// `both` (default): shifts up and down; `up`; `down`.
     #[serde(default)]
     pub direction: Direction,
-    /// Readings that learn μ0 and σ before anything is scored (warm-up).
+    /// Readings that learn μ0 and σ before anything is scored (warm-up; default 50).
     #[serde(default = "default_min_samples")]
     pub min_samples: u32,
-    /// Fixes μ0 (in the kind's unit) instead of learning it.
+    /// Fixes μ0 (in the kind's unit) instead of learning it (default: learned).
     #[serde(default)]
     pub target_mean: Option<f64>,
-    /// Fixes σ (in the kind's unit) instead of learning it.
+    /// Fixes σ (in the kind's unit) instead of learning it (default: learned).
     #[serde(default)]
     pub target_std: Option<f64>,
-    /// Floor on σ, in the kind's unit.
+    /// Floor on σ, in the kind's unit (default 0.001).
     #[serde(default = "default_min_std")]
     pub min_std: f64,
-    /// EWMA weight with which μ0 and σ keep learning while not alerting; 0 = frozen.
+    /// EWMA weight with which μ0 and σ keep learning while not alerting; 0 = frozen (default).
     #[serde(default)]
     pub relearn_weight: f64,
+    /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
 }

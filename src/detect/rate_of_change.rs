@@ -37,16 +37,17 @@ pub struct RateOfChangeConfig {
     #[serde(default)]
     pub kinds: Vec<String>,
     /// Largest allowed change per minute, per kind, in the kind's unit per minute;
-    /// readings of kinds without a limit are ignored.
+    /// readings of kinds without a limit are ignored. Default: gas_lel 5, h2s_ppm 5,
+    /// temperature 10, pressure 0.2, tank_level 5.
     #[serde(default = "default_limits")]
     pub max_rise_per_min: BTreeMap<String, f64>,
     /// `up` (default): rises count; `down`: falls; `both`.
     #[serde(default = "default_up")]
     pub direction: Direction,
-    /// Shortest event-time span a slope is taken over.
+    /// Shortest event-time span a slope is taken over (default 30s).
     #[serde(default = "default_min_span", with = "humantime_serde")]
     pub min_span: Duration,
-    /// Keys idle longer than this are forgotten.
+    /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
 }

@@ -41,22 +41,23 @@ pub struct RobustZConfig {
     /// Sensor kinds this instance watches; empty = every kind.
     #[serde(default)]
     pub kinds: Vec<String>,
-    /// Readings in the rolling window (3..=64).
+    /// Readings in the rolling window (3..=64; default 60).
     #[serde(default = "default_window")]
     pub window: usize,
-    /// Fire when the robust z (in the counted direction) exceeds this.
+    /// Fire when the robust z (in the counted direction) exceeds this (default 5).
     #[serde(default = "default_z")]
     pub z_threshold: f64,
     /// `both` (default), `up` or `down`.
     #[serde(default)]
     pub direction: Direction,
-    /// Readings in the window before anything is scored.
+    /// Readings in the window before anything is scored (default 20).
     #[serde(default = "default_min_samples")]
     pub min_samples: usize,
     /// Floor on the MAD, in the kind's unit: a flat window must not make any change a
-    /// 100-MAD event.
+    /// 100-MAD event (default 0.005).
     #[serde(default = "default_min_mad")]
     pub min_mad: f64,
+    /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
 }
