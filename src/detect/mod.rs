@@ -5,11 +5,15 @@
 //! window) is anomalous for its key, and `Clear` once when the key returns to normal. The
 //! alert policy turns signals into episodes; detectors never decide what an operator sees.
 
+mod cusum;
 mod entity_burst;
 mod ewma;
+mod flatline;
 mod keyed;
 mod offline;
+mod rate_of_change;
 mod rate_spike;
+mod robust_z;
 pub mod score;
 mod site_correlation;
 mod spread;
@@ -141,6 +145,10 @@ detectors! {
     Offline => offline::OfflineConfig,
     SiteCorrelation => site_correlation::SiteCorrelationConfig,
     Spread => spread::SpreadConfig,
+    RateOfChange => rate_of_change::RateOfChangeConfig,
+    Cusum => cusum::CusumConfig,
+    RobustZ => robust_z::RobustZConfig,
+    Flatline => flatline::FlatlineConfig,
 }
 
 /// The detectors of all streams plus one watermark per stream.

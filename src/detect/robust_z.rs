@@ -1,0 +1,457 @@
+//! `robust_z`: the deviation from a rolling median exceeds `z_threshold` scaled MADs.
+//!
+//! Over the last `window` readings of a key (at most 64): `z = (x - median) / (1.4826 MAD)`,
+//! where `MAD = median |x_i - median|` is floored at `min_mad` and 1.4826 makes it
+//! estimate σ for Gaussian noise. Median and MAD resist up to half the window being
+//! outliers, so a spike neither hides itself nor the next one, unlike a mean and a
+//! standard deviation. A reading is scored against the window *before* it is added. For
+//! an even count the median is the mean of the two middle values.
+//!
+//! State per key is fixed-size: a ring buffer of 64 `f32` (readings keep about 7
+//! significant digits, ample for sensors) plus head, length and the alerting flag:
+//! 260 bytes. Each reading copies the window to a stack array and finds median and MAD
+//! with `select_nth_unstable`: O(window) time, no allocation. No alert before the window
+//! holds `min_samples` readings (or is full, if smaller): the warm-up.
+//!
+//! Evidence: `observed` is the reading, `expected` the rolling median, `score` the robust
+//! z against `threshold`, `window` the window length in readings.
+
+use std::time::Duration;
+
+use chrono::{DateTime, FixedOffset};
+use serde::Deserialize;
+
+use super::{
+    kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
+    KeyedState, Signal, SignalKind,
+};
+use crate::decode::{Event, SensorStatus, Stream};
+
+pub const NAME: &str = "robust_z";
+
+/// Largest window: the ring buffer's fixed capacity.
+pub const MAX_WINDOW: usize = 64;
+
+/// 1 / Φ⁻¹(3/4): scales a MAD to a standard deviation under Gaussian noise.
+const MAD_TO_SIGMA: f64 = 1.4826;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RobustZConfig {
+    /// Sensor kinds this instance watches; empty = every kind.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Readings in the rolling window (3..=64; default 60).
+    #[serde(default = "default_window")]
+    pub window: usize,
+    /// Fire when the robust z (in the counted direction) exceeds this (default 5).
+    #[serde(default = "default_z")]
+    pub z_threshold: f64,
+    /// `both` (default), `up` or `down`.
+    #[serde(default)]
+    pub direction: Direction,
+    /// Readings in the window before anything is scored (default 20).
+    #[serde(default = "default_min_samples")]
+    pub min_samples: usize,
+    /// Floor on the MAD, in the kind's unit: a flat window must not make any change a
+    /// 100-MAD event (default 0.005).
+    #[serde(default = "default_min_mad")]
+    pub min_mad: f64,
+    /// Keys idle longer than this are forgotten (default 6h).
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
+}
+
+fn default_window() -> usize {
+    60
+}
+fn default_z() -> f64 {
+    5.0
+}
+fn default_min_samples() -> usize {
+    20
+}
+fn default_min_mad() -> f64 {
+    0.005
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(6 * 3600)
+}
+
+impl Default for RobustZConfig {
+    fn default() -> Self {
+        Self {
+            kinds: Vec::new(),
+            window: default_window(),
+            z_threshold: default_z(),
+            direction: Direction::Both,
+            min_samples: default_min_samples(),
+            min_mad: default_min_mad(),
+            ttl: default_ttl(),
+        }
+    }
+}
+
+impl DetectorSpec for RobustZConfig {
+    const NAME: &'static str = NAME;
+    const STREAMS: &'static [Stream] = &[Stream::Sensors];
+    type Runtime = RobustZ;
+
+    fn validate(&self, path: &str, problems: &mut Vec<String>) {
+        if !(3..=MAX_WINDOW).contains(&self.window) {
+            problems.push(format!("{path}.window: must be in 3..={MAX_WINDOW}"));
+        }
+        if !(score::positive(self.z_threshold) && self.z_threshold.is_finite()) {
+            problems.push(format!("{path}.z_threshold: must be > 0"));
+        }
+        if self.min_samples < 3 {
+            problems.push(format!("{path}.min_samples: must be >= 3"));
+        }
+        if !(score::positive(self.min_mad) && self.min_mad.is_finite()) {
+            problems.push(format!("{path}.min_mad: must be > 0"));
+        }
+        if self.ttl.is_zero() {
+            problems.push(format!("{path}.ttl: must be > 0"));
+        }
+    }
+
+    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> RobustZ {
+        let cap = self.window.clamp(1, MAX_WINDOW);
+        RobustZ {
+            cfg: self.clone(),
+            cap,
+            warm: self.min_samples.min(cap),
+            window: format!("{cap} readings"),
+            state: KeyedState::new(self.ttl),
+        }
+    }
+}
+
+/// The last readings of one series, a ring buffer. 260 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RobustState {
+    buf: [f32; MAX_WINDOW],
+    /// Next slot to write.
+    head: u8,
+    /// Readings held (<= the window).
+    len: u8,
+    alerting: bool,
+}
+
+impl Default for RobustState {
+    fn default() -> Self {
+        Self {
+            buf: [0.0; MAX_WINDOW],
+            head: 0,
+            len: 0,
+            alerting: false,
+        }
+    }
+}
+
+impl RobustState {
+    /// Appends `x` to a window of `cap` (<= 64) readings, dropping the oldest when full.
+    pub fn push(&mut self, x: f64, cap: usize) {
+        // Clamped so a huge reading stays finite in f32 (decoded values are finite).
+        self.buf[self.head as usize] = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
+        self.head = ((self.head as usize + 1) % cap) as u8;
+        self.len = (self.len as usize + 1).min(cap) as u8;
+    }
+
+    pub fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    /// Median and MAD of the window (not empty), in O(len) without allocating.
+    pub fn median_mad(&self) -> (f64, f64) {
+        let n = self.len as usize;
+        let mut a = [0.0f64; MAX_WINDOW];
+        for (d, s) in a[..n].iter_mut().zip(&self.buf[..n]) {
+            *d = f64::from(*s);
+        }
+        let med = median_in_place(&mut a[..n]);
+        for v in &mut a[..n] {
+            *v = (*v - med).abs();
+        }
+        (med, median_in_place(&mut a[..n]))
+    }
+}
+
+/// The median of a non-empty slice (mean of the middle two for an even length); reorders it.
+pub fn median_in_place(a: &mut [f64]) -> f64 {
+    let n = a.len();
+    let m = n / 2;
+    let (lo, mid, _) = a.select_nth_unstable_by(m, f64::total_cmp);
+    let mid = *mid;
+    if n % 2 == 1 {
+        mid
+    } else {
+        let below = lo.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        (below + mid) / 2.0
+    }
+}
+
+pub struct RobustZ {
+    cfg: RobustZConfig,
+    /// Window length, clamped to the ring's capacity.
+    cap: usize,
+    /// Readings needed before scoring.
+    warm: usize,
+    window: String,
+    state: KeyedState<RobustState>,
+}
+
+impl Detector for RobustZ {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
+        let Event::Sensor(r) = ev else { return 0.0 };
+        if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
+            return 0.0;
+        }
+        if r.status == SensorStatus::Fault {
+            return 0.0;
+        }
+        let k = self.cfg.z_threshold;
+        let st = self.state.touch(&r.sensor_id, r.ts);
+        if st.len() < self.warm {
+            st.push(r.value, self.cap);
+            return 0.0;
+        }
+        let (med, mad) = st.median_mad();
+        let z = (r.value - med) / (MAD_TO_SIGMA * mad.max(self.cfg.min_mad));
+        st.push(r.value, self.cap);
+        let counted = self.cfg.direction.counted(z);
+        let s = score::from_ratio(counted, k);
+        let kind = if counted > k {
+            st.alerting = true;
+            let dir = if z >= 0.0 { "above" } else { "below" };
+            SignalKind::Anomalous {
+                score: s,
+                level: None,
+                title: format!(
+                    "{} far {dir} its recent median at {}",
+                    kind_label(&r.kind),
+                    r.site_id
+                ),
+                evidence: Evidence {
+                    observed: r.value,
+                    expected: med,
+                    score: (z * 100.0).round() / 100.0,
+                    threshold: k,
+                    window: self.window.clone(),
+                    p_value: None,
+                },
+            }
+        } else if st.alerting {
+            st.alerting = false;
+            SignalKind::Clear
+        } else {
+            return s;
+        };
+        out.push(Signal {
+            stream: Stream::Sensors,
+            detector: NAME,
+            key: r.sensor_id.clone(),
+            subject: sensor_subject(r),
+            region: r.region,
+            ts: r.ts,
+            event_id: Some(ev.id()),
+            kind,
+        });
+        s
+    }
+
+    fn advance(&mut self, watermark: DateTime<FixedOffset>, _out: &mut Vec<Signal>) {
+        self.state.evict_idle(watermark);
+    }
+
+    fn keys(&self) -> usize {
+        self.state.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::testutil::reading;
+    use proptest::prelude::*;
+
+    fn det(cfg: RobustZConfig) -> RobustZ {
+        cfg.build(Stream::Sensors, &crate::pipeline::test_ctx())
+    }
+
+    /// Median by sorting a copy, the textbook way.
+    fn naive_median(xs: &[f64]) -> f64 {
+        let mut v = xs.to_vec();
+        v.sort_by(f64::total_cmp);
+        let n = v.len();
+        if n % 2 == 1 {
+            v[n / 2]
+        } else {
+            (v[n / 2 - 1] + v[n / 2]) / 2.0
+        }
+    }
+
+    #[test]
+    fn median_mad_small_cases() {
+        let mut s = RobustState::default();
+        for x in [1.0, 2.0, 3.0, 4.0, 100.0] {
+            s.push(x, 5);
+        }
+        // median 3, deviations 2,1,0,1,97 -> MAD 1.
+        assert_eq!(s.median_mad(), (3.0, 1.0));
+        s.push(5.0, 5); // drops 1.0: 2,3,4,100,5 -> median 4, deviations 2,1,0,96,1 -> 1
+        assert_eq!(s.median_mad(), (4.0, 1.0));
+        let mut s = RobustState::default();
+        for x in [1.0, 2.0, 3.0, 10.0] {
+            s.push(x, 64);
+        }
+        // median 2.5, deviations 1.5, 0.5, 0.5, 7.5 -> MAD 1.0
+        assert_eq!(s.median_mad(), (2.5, 1.0));
+    }
+
+    #[test]
+    fn warm_up_then_spike_fires_and_clears_once() {
+        let mut d = det(RobustZConfig::default());
+        let mut out = Vec::new();
+        // A spike during warm-up raises nothing.
+        d.observe(&reading("G", "gas_lel", 0, 30.0), false, &mut out);
+        for i in 1..80 {
+            let v = 3.0 + [0.0, 0.2, -0.2, 0.1, -0.1][(i % 5) as usize];
+            d.observe(&reading("G", "gas_lel", i * 30, v), false, &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        let s = d.observe(&reading("G", "gas_lel", 2400, 9.0), false, &mut out);
+        assert!(s > 0.5, "{s}");
+        let SignalKind::Anomalous {
+            evidence, title, ..
+        } = &out[0].kind
+        else {
+            panic!()
+        };
+        assert_eq!(evidence.observed, 9.0);
+        assert!((evidence.expected - 3.0).abs() < 1e-6);
+        assert!(evidence.score > 5.0 && evidence.threshold == 5.0);
+        assert_eq!(evidence.window, "60 readings");
+        assert!(
+            title.starts_with("Gas LEL far above its recent median at SITE-"),
+            "{title}"
+        );
+        // The spike did not poison the window: the next normal reading clears.
+        d.observe(&reading("G", "gas_lel", 2430, 3.1), false, &mut out);
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[1].kind, SignalKind::Clear);
+    }
+
+    #[test]
+    fn flat_window_uses_min_mad_and_faults_kinds_are_ignored() {
+        let mut d = det(RobustZConfig {
+            kinds: vec!["pressure".into()],
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        for i in 0..30 {
+            d.observe(&reading("P", "pressure", i * 30, 1.0), false, &mut out);
+            d.observe(
+                &reading("G", "gas_lel", i * 30, i as f64 * 100.0),
+                false,
+                &mut out,
+            );
+        }
+        // 0.02 MPa off a flat window = 0.02 / (1.4826 * 0.005) = 2.7 < 5: finite and quiet.
+        let s = d.observe(&reading("P", "pressure", 900, 1.02), false, &mut out);
+        assert!(s > 0.0 && s < 0.5, "{s}");
+        let Event::Sensor(mut r) = reading("P", "pressure", 930, 99.0) else {
+            panic!()
+        };
+        r.status = SensorStatus::Fault;
+        assert_eq!(d.observe(&Event::Sensor(r), false, &mut out), 0.0);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(d.keys(), 1);
+    }
+
+    #[test]
+    fn validation_names_paths() {
+        let c = RobustZConfig {
+            window: 65,
+            z_threshold: 0.0,
+            min_mad: f64::NAN,
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        c.validate("detectors.sensors[2]", &mut p);
+        assert_eq!(
+            p,
+            vec![
+                "detectors.sensors[2].window: must be in 3..=64",
+                "detectors.sensors[2].z_threshold: must be > 0",
+                "detectors.sensors[2].min_mad: must be > 0",
+            ]
+        );
+        let mut p = Vec::new();
+        RobustZConfig::default().validate("x", &mut p);
+        assert!(p.is_empty(), "{p:?}");
+    }
+
+    #[test]
+    fn state_is_260_bytes() {
+        assert_eq!(std::mem::size_of::<RobustState>(), 260);
+    }
+
+    proptest! {
+        #[test]
+        fn rolling_median_mad_match_naive_sort(
+            xs in proptest::collection::vec(-1e4f64..1e4, 1..200),
+            cap in 3usize..=MAX_WINDOW,
+        ) {
+            let mut s = RobustState::default();
+            for (i, x) in xs.iter().enumerate() {
+                s.push(*x, cap);
+                // The window the naive way: the last `cap` readings, as stored (f32).
+                let lo = (i + 1).saturating_sub(cap);
+                let win: Vec<f64> = xs[lo..=i].iter().map(|x| f64::from(*x as f32)).collect();
+                prop_assert_eq!(s.len(), win.len());
+                let med = naive_median(&win);
+                let devs: Vec<f64> = win.iter().map(|x| (x - med).abs()).collect();
+                let mad = naive_median(&devs);
+                prop_assert_eq!(s.median_mad(), (med, mad));
+            }
+        }
+
+        #[test]
+        fn never_nan_and_bounded(xs in proptest::collection::vec(-1e6f64..1e6, 1..300), cap in 3usize..=64) {
+            let mut d = det(RobustZConfig { window: cap, min_samples: 3, ..Default::default() });
+            let mut out = Vec::new();
+            for (i, x) in xs.iter().enumerate() {
+                let s = d.observe(&reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
+                prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
+            }
+            for sig in &out {
+                if let SignalKind::Anomalous { score, evidence, .. } = &sig.kind {
+                    prop_assert!(*score >= 0.5 && evidence.score.is_finite());
+                }
+            }
+            prop_assert_eq!(d.keys(), 1);
+        }
+
+        #[test]
+        fn score_monotone_in_deviation(dev1 in 0.0f64..100.0, dev2 in 0.0f64..100.0) {
+            let mk = || {
+                let mut d = det(RobustZConfig::default());
+                let mut out = Vec::new();
+                for i in 0..60 {
+                    d.observe(&reading("G", "gas_lel", i * 30, 3.0 + (i % 3) as f64 * 0.2), false, &mut out);
+                }
+                d
+            };
+            let (lo, hi) = if dev1 <= dev2 { (dev1, dev2) } else { (dev2, dev1) };
+            let mut out = Vec::new();
+            let s1 = mk().observe(&reading("G", "gas_lel", 1800, 3.2 + lo), false, &mut out);
+            let s2 = mk().observe(&reading("G", "gas_lel", 1800, 3.2 + hi), false, &mut out);
+            prop_assert!(s1 <= s2);
+        }
+    }
+}
