@@ -3,6 +3,7 @@
 //! returns an [`Ack`] that resolves once the alert is durable there; the pipeline stores
 //! an input's offset only after every ack it caused (at-least-once).
 
+mod collect;
 mod dead_letter;
 mod kafka;
 mod stdout;
@@ -13,6 +14,7 @@ use futures::future::BoxFuture;
 use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
 
+pub use collect::CollectSink;
 pub use dead_letter::{DeadLetters, KafkaDeadLetters, LogDeadLetters};
 
 use crate::alert::{Alert, Level};
