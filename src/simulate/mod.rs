@@ -331,7 +331,7 @@ mod tests {
         let r = crate::regions::demo();
         let a = generate(&cfg(4, 3.0), &r);
         for s in Stream::ALL {
-            let mut newest = i64::MIN;
+            let mut newest = i64::MIN / 2;
             let mut behind = 0;
             for e in a.events.iter().filter(|e| e.stream == s) {
                 let t = e.ts.timestamp();
