@@ -237,6 +237,8 @@ pub struct Report {
     pub detectors: Vec<Stats>,
     pub levels: Vec<LevelRecall>,
     pub labels: Vec<LabelResult>,
+    /// Episodes that match no label: `alert_id` (stream:detector:key:first-event-time).
+    pub false_alerts: Vec<String>,
 }
 
 /// Linear-interpolation quantile of unsorted values.
@@ -454,6 +456,12 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         });
     }
 
+    let false_alerts = episodes
+        .iter()
+        .zip(&matches)
+        .filter(|(_, m)| m.is_empty())
+        .map(|(e, _)| e.alert_id.clone())
+        .collect();
     Report {
         grace_s: input.grace_s,
         overall,
@@ -461,6 +469,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         detectors,
         levels,
         labels: results,
+        false_alerts,
     }
 }
 
@@ -577,6 +586,10 @@ impl Report {
                 r.max_level.map_or("", |l| l.as_str()),
                 by
             );
+        }
+        let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
+        for a in &self.false_alerts {
+            let _ = writeln!(o, "  {a}");
         }
         o
     }
@@ -946,6 +959,7 @@ mod tests {
             (4, 3, 3, 3)
         );
         assert!(r.table().contains("sensors/flatline (not run)"));
+        assert_eq!(r.false_alerts.len(), 3);
     }
 
     #[test]
