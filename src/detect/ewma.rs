@@ -189,10 +189,7 @@ impl Detector for EwmaZ {
         let a = if st.n == 0 {
             1.0
         } else {
-            st.next_weight(weight(
-                (t - st.last_ts) as f64,
-                self.cfg.half_life.as_secs_f64(),
-            ))
+            st.next_weight(weight((t - st.last_ts) as f64, self.cfg.half_life.as_secs_f64()))
         };
         let x = if warm {
             r.value.clamp(st.mean - k * sd, st.mean + k * sd)
@@ -357,10 +354,7 @@ mod tests {
         let n = xs.len() as f64;
         let m = xs.iter().sum::<f64>() / n;
         let v = xs.iter().map(|x| (x - m) * (x - m)).sum::<f64>() / n;
-        assert!(
-            (s.mean - m).abs() < 1e-12 && (s.var - v).abs() < 1e-12,
-            "{s:?} vs {m} {v}"
-        );
+        assert!((s.mean - m).abs() < 1e-12 && (s.var - v).abs() < 1e-12, "{s:?} vs {m} {v}");
     }
 
     proptest! {
