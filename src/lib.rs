@@ -14,8 +14,12 @@
 //! `config` (typed, validated at load) and `telemetry` (metrics, health, logs) sit beside
 //! the stages; `pipeline` is the only module that wires them together. Offsets are stored
 //! only after everything an input caused has been acknowledged by its sink (at-least-once).
+//!
+//! Beside the data path: `simulate` generates a labelled city, `backtest` replays it through
+//! the same pipeline and scores the alerts against the labels.
 
 pub mod alert;
+pub mod backtest;
 pub mod clock;
 pub mod config;
 pub mod decode;

@@ -5,6 +5,7 @@
 
 mod alertmanager;
 mod cap;
+mod collect;
 mod dead_letter;
 mod kafka;
 mod stdout;
@@ -16,6 +17,7 @@ use futures::future::BoxFuture;
 use rdkafka::producer::FutureProducer;
 use serde::Deserialize;
 
+pub use collect::CollectSink;
 pub use dead_letter::{DeadLetters, KafkaDeadLetters, LogDeadLetters};
 
 use crate::alert::{Alert, Level};

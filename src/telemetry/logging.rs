@@ -11,8 +11,14 @@ pub enum LogFormat {
 }
 
 pub fn init(format: LogFormat) {
+    init_with(format, "info,rdkafka=warn");
+}
+
+/// Like [`init`] with another default filter (when `RUST_LOG` is unset), for commands whose
+/// per-alert info lines would drown their output (`backtest`).
+pub fn init_with(format: LogFormat, default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rdkafka=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -1,0 +1,319 @@
+//! Hazardous-chemical sites and their sensors. Each sensor has its own RNG, interval,
+//! baseline, noise size and clock skew, so one sensor's stream does not depend on another's.
+
+use chrono::FixedOffset;
+use rand::rngs::StdRng;
+use rand::Rng;
+
+use super::{local_clock, normal, rfc, sub_rng, Generator, SimEvent};
+use crate::decode::Stream;
+
+/// A sensor kind: name, id code, unit, decimals kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Gas,
+    H2s,
+    Temperature,
+    Pressure,
+    Tank,
+}
+
+impl Kind {
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Kind::Gas => "gas_lel",
+            Kind::H2s => "h2s_ppm",
+            Kind::Temperature => "temperature",
+            Kind::Pressure => "pressure",
+            Kind::Tank => "tank_level",
+        }
+    }
+    fn code(self) -> &'static str {
+        match self {
+            Kind::Gas => "GAS",
+            Kind::H2s => "H2S",
+            Kind::Temperature => "TEMP",
+            Kind::Pressure => "PRES",
+            Kind::Tank => "TANK",
+        }
+    }
+    fn unit(self) -> &'static str {
+        match self {
+            Kind::Gas => "%LEL",
+            Kind::H2s => "ppm",
+            Kind::Temperature => "C",
+            Kind::Pressure => "MPa",
+            Kind::Tank => "%",
+        }
+    }
+    fn scale(self) -> f64 {
+        match self {
+            Kind::Pressure => 1000.0,
+            _ => 100.0,
+        }
+    }
+}
+
+/// An injected change to one sensor's readings, in the sensor's own clock.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Effect {
+    /// Adds `amount`: rising linearly over `ramp` s (0 = a step), held `hold` s, falling
+    /// back over `decay` s.
+    Add {
+        start: i64,
+        ramp: i64,
+        hold: i64,
+        decay: i64,
+        amount: f64,
+    },
+    /// Repeats the last value read before `start`.
+    Stuck { start: i64, end: i64 },
+    /// Sends nothing.
+    Offline { start: i64, end: i64 },
+}
+
+impl Effect {
+    pub(super) fn end(&self) -> i64 {
+        match *self {
+            Effect::Add {
+                start,
+                ramp,
+                hold,
+                decay,
+                ..
+            } => start + ramp + hold + decay,
+            Effect::Stuck { end, .. } | Effect::Offline { end, .. } => end,
+        }
+    }
+
+    fn added(&self, t: i64) -> f64 {
+        let Effect::Add {
+            start,
+            ramp,
+            hold,
+            decay,
+            amount,
+        } = *self
+        else {
+            return 0.0;
+        };
+        let d = t - start;
+        if d < 0 || d >= ramp + hold + decay {
+            0.0
+        } else if d < ramp {
+            amount * d as f64 / ramp as f64
+        } else if d < ramp + hold {
+            amount
+        } else {
+            amount * (1.0 - (d - ramp - hold) as f64 / decay.max(1) as f64)
+        }
+    }
+}
+
+pub(super) struct Sensor {
+    pub id: String,
+    pub site: usize,
+    pub kind: Kind,
+    pub interval: i64,
+    base: f64,
+    noise: f64,
+    /// Amplitude and period (s) of the slow cycle: daily for temperature, fill/draw for tanks.
+    cycle: (f64, f64, f64),
+    skew: i64,
+    next: i64,
+    last: f64,
+    missed_prev: bool,
+    rng: StdRng,
+    pub effects: Vec<Effect>,
+}
+
+pub(super) struct Site {
+    pub id: String,
+    pub region: String,
+    pub sensors: Vec<usize>,
+}
+
+pub(super) struct Fleet {
+    pub sites: Vec<Site>,
+    pub sensors: Vec<Sensor>,
+    off: FixedOffset,
+}
+
+impl Fleet {
+    pub(super) fn new(
+        seed: u64,
+        sites: usize,
+        townships: &[String],
+        off: FixedOffset,
+        start: i64,
+    ) -> Self {
+        let mut layout = sub_rng(seed, "sites");
+        let mut fleet = Fleet {
+            sites: Vec::new(),
+            sensors: Vec::new(),
+            off,
+        };
+        for s in 0..sites {
+            let town = townships[layout.random_range(0..townships.len())].clone();
+            let county = &town[..6];
+            let site_id = format!("SITE-{county}-{s:04}");
+            let mut kinds = vec![Kind::Gas];
+            if layout.random_bool(0.3) {
+                kinds.push(Kind::Gas);
+            }
+            if layout.random_bool(0.6) {
+                kinds.push(Kind::H2s);
+            }
+            kinds.push(Kind::Temperature);
+            kinds.push(Kind::Pressure);
+            if layout.random_bool(0.7) {
+                kinds.push(Kind::Tank);
+            }
+            let mut site = Site {
+                id: site_id,
+                region: town.clone(),
+                sensors: Vec::new(),
+            };
+            let mut seen: Vec<Kind> = Vec::new();
+            for kind in kinds {
+                seen.push(kind);
+                let n = seen.iter().filter(|k| **k == kind).count();
+                let id = format!("S-{county}-{s:04}-{}{n}", kind.code());
+                let mut rng = sub_rng(seed, &id);
+                let (base, noise, cycle) = match kind {
+                    Kind::Gas => (rng.random_range(1.5..4.0), rng.random_range(0.1..0.3), 0.0),
+                    Kind::H2s => (
+                        rng.random_range(0.8..2.0),
+                        rng.random_range(0.05..0.15),
+                        0.0,
+                    ),
+                    Kind::Temperature => (
+                        rng.random_range(25.0..55.0),
+                        rng.random_range(0.2..0.6),
+                        rng.random_range(2.0..4.0),
+                    ),
+                    Kind::Pressure => (
+                        rng.random_range(0.6..1.2),
+                        rng.random_range(0.004..0.012),
+                        0.0,
+                    ),
+                    Kind::Tank => (
+                        rng.random_range(40.0..65.0),
+                        rng.random_range(0.1..0.3),
+                        rng.random_range(4.0..10.0),
+                    ),
+                };
+                let period = match kind {
+                    Kind::Tank => rng.random_range(6.0..12.0) * 3600.0,
+                    _ => 86_400.0,
+                };
+                let phase = rng.random_range(0.0..std::f64::consts::TAU);
+                let interval = [10, 20, 30, 30, 30, 60, 60][rng.random_range(0..7)];
+                let skew = rng.random_range(-3..=3);
+                let next = start + rng.random_range(0..interval);
+                site.sensors.push(fleet.sensors.len());
+                fleet.sensors.push(Sensor {
+                    id,
+                    site: s,
+                    kind,
+                    interval,
+                    base,
+                    noise,
+                    cycle: (cycle, period, phase),
+                    skew,
+                    next,
+                    last: base,
+                    missed_prev: false,
+                    rng,
+                    effects: Vec::new(),
+                });
+            }
+            fleet.sites.push(site);
+        }
+        fleet
+    }
+
+    fn reading(&mut self, i: usize, t: i64, out: &mut Vec<SimEvent>) {
+        let off = self.off;
+        let s = &mut self.sensors[i];
+        let site = &self.sites[s.site];
+        // Effects are judged in the sensor's clock, so no anomalous reading carries a
+        // time before its label's start.
+        let ts = t + s.skew;
+        // Network delay: usually under 3 s, rarely up to 20 s (allowed lateness is 30 s).
+        let delay_ms = if s.rng.random_bool(0.005) {
+            s.rng.random_range(5_000..20_000)
+        } else {
+            s.rng.random_range(150..3_000)
+        };
+        let missing = !s.missed_prev && s.rng.random_bool(0.003);
+        let noise = normal(&mut s.rng);
+        s.missed_prev = missing;
+        if missing
+            || s.effects
+                .iter()
+                .any(|e| matches!(*e, Effect::Offline { start, end } if ts >= start && ts < end))
+        {
+            return;
+        }
+        let stuck = s
+            .effects
+            .iter()
+            .any(|e| matches!(*e, Effect::Stuck { start, end } if ts >= start && ts < end));
+        let v = if stuck {
+            s.last
+        } else {
+            let (amp, period, phase) = s.cycle;
+            let slow = match s.kind {
+                // Warmest mid-afternoon.
+                Kind::Temperature => {
+                    let (h, _) = local_clock(ts, off);
+                    amp * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
+                }
+                Kind::Tank => amp * (ts as f64 / period * std::f64::consts::TAU + phase).sin(),
+                _ => 0.0,
+            };
+            let added: f64 = s.effects.iter().map(|e| e.added(ts)).sum();
+            let mut v = s.base + slow + s.noise * noise + added;
+            v = match s.kind {
+                Kind::Tank => v.clamp(0.0, 100.0),
+                Kind::Temperature => v,
+                _ => v.max(0.0),
+            };
+            let k = s.kind.scale();
+            let v = (v * k).round() / k;
+            s.last = v;
+            v
+        };
+        let json = format!(
+            r#"{{"sensor_id":"{}","site_id":"{}","region":"{}","kind":"{}","ts":"{}","value":{},"unit":"{}","status":"ok"}}"#,
+            s.id,
+            site.id,
+            site.region,
+            s.kind.name(),
+            rfc(ts, off),
+            v,
+            s.kind.unit()
+        );
+        out.push(SimEvent {
+            ts: super::at(ts, off),
+            arrival_ms: t * 1000 + delay_ms,
+            stream: Stream::Sensors,
+            key: s.id.clone(),
+            json,
+        });
+    }
+}
+
+impl Generator for Fleet {
+    fn fill(&mut self, _from: i64, to: i64, out: &mut Vec<SimEvent>) {
+        for i in 0..self.sensors.len() {
+            while self.sensors[i].next < to {
+                let t = self.sensors[i].next;
+                let s = &mut self.sensors[i];
+                s.next += s.interval + s.rng.random_range(-1..=1);
+                self.reading(i, t, out);
+            }
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! An in-memory sink that keeps every alert it is sent, in order: for the backtest and
+//! tests, which need the alerts of a real pipeline run without a broker. Not a `[sinks.*]`
+//! type (nothing to configure); built directly. Acks resolve at once. Memory grows with
+//! the number of alert messages, which is what its users want to read.
+
+use std::sync::{Arc, Mutex};
+
+use super::{Ack, Filter, Sink, SinkError};
+use crate::alert::Alert;
+
+#[derive(Default)]
+pub struct CollectSink {
+    filter: Filter,
+    alerts: Arc<Mutex<Vec<Alert>>>,
+}
+
+impl CollectSink {
+    /// The sink and a handle to read what it collected.
+    pub fn new() -> (Arc<Self>, Arc<Mutex<Vec<Alert>>>) {
+        let s = Arc::new(Self::default());
+        let h = s.alerts.clone();
+        (s, h)
+    }
+}
+
+impl Sink for CollectSink {
+    fn name(&self) -> &str {
+        "collect"
+    }
+
+    fn filter(&self) -> &Filter {
+        &self.filter
+    }
+
+    fn send(&self, alert: &Alert, _json: &[u8]) -> Result<Ack, SinkError> {
+        self.alerts
+            .lock()
+            .expect("collect lock")
+            .push(alert.clone());
+        Ok(Box::pin(async { Ok(()) }))
+    }
+}
