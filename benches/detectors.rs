@@ -75,12 +75,18 @@ fn run(
 const DETECTORS: &[(&str, &str)] = &[
     ("threshold", "type = \"threshold\""),
     ("ewma_z", "type = \"ewma_z\"\nmin_samples = 5"),
+    ("cusum", "type = \"cusum\"\nmin_samples = 5"),
+    ("rate_of_change", "type = \"rate_of_change\""),
+    ("robust_z", "type = \"robust_z\"\nmin_samples = 5"),
+    ("flatline", "type = \"flatline\""),
+    ("offline", "type = \"offline\""),
+    ("site_correlation", "type = \"site_correlation\""),
 ];
 
 fn bench(c: &mut Criterion) {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
     let cfg = config::load(&root).expect("default config");
-    let hot = readings(&cfg, "gas_lel", 16, 200_000);
+    let hot = readings(&cfg, "gas_lel", 16, 20_000);
     for (name, det) in DETECTORS {
         run(c, &cfg, "hot_keys_16", name, det, &hot, 1_000);
     }
