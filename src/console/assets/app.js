@@ -32,8 +32,11 @@
   }
 
   async function loadCenters() {
-    const q = st.readToken && token() ? "?token=" + encodeURIComponent(token()) : "";
-    const r = await fetch("/api/centers" + q);
+    const r = await fetch("/api/centers", { headers: token() ? { Authorization: "Bearer " + token() } : {} });
+    if (r.status === 401 || r.status === 403) {
+      st.readToken = true;
+      throw new Error("this console needs your operator token to show anything: type it above");
+    }
     if (!r.ok) throw new Error("centers: HTTP " + r.status);
     const j = await r.json();
     st.readToken = j.read_requires_token;
@@ -266,10 +269,10 @@
     $("token").value = sessionStorage.getItem("rs.token") || "";
     $("token").addEventListener("change", () => {
       sessionStorage.setItem("rs.token", token());
-      if (st.readToken) connect();
+      if (st.readToken) loadCenters().then(connect).catch((e) => setConn(e.message, "down"));
     });
     if (params.get("large") === "1" || localStorage.getItem("rs.large") === "1") toggleLarge(true);
-    $("large").addEventListener("click", () => toggleLarge(!document.body.classList.contains("large")));
+    $("large").addEventListener("click", () => toggleLarge(!document.documentElement.classList.contains("large")));
     $("sound").addEventListener("click", () => {
       st.soundOn = !st.soundOn;
       if (st.soundOn && !st.audio) st.audio = new (window.AudioContext || window.webkitAudioContext)();
@@ -298,7 +301,7 @@
   }
 
   function toggleLarge(on) {
-    document.body.classList.toggle("large", on);
+    document.documentElement.classList.toggle("large", on);
     $("large").setAttribute("aria-pressed", String(on));
     localStorage.setItem("rs.large", on ? "1" : "0");
   }
