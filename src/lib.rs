@@ -22,6 +22,7 @@ pub mod alert;
 pub mod backtest;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod decode;
 pub mod detect;
 pub mod pipeline;

@@ -399,15 +399,29 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         },
     )?;
     let dlq = Arc::new(KafkaDeadLetters {
-        producer: p,
+        producer: p.clone(),
         topic: cfg.topics.dead_letter.clone(),
     });
+    let clock: Arc<dyn riskstream::clock::Clock> = Arc::new(SystemClock);
+    let console = if cfg.console.enabled {
+        Some(start_console(&cfg, p.clone(), metrics.clone(), clock.clone(), &trigger).await?)
+    } else {
+        None
+    };
     let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
     tokio::spawn(shutdown::on_signals(trigger.clone()));
-    let pipeline = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
+    let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics, clock);
+    if let Some((state, _)) = &console {
+        pipeline = pipeline.with_console(state.clone());
+    }
     let result = pipeline.run(source, trigger.clone()).await;
     trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
+    if let Some((_, tasks)) = console {
+        for t in tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(1), t).await;
+        }
+    }
     match result {
         Ok(_) => Ok(ExitCode::SUCCESS),
         Err(e) => {
@@ -415,6 +429,66 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The web console: rebuilds the action state from the actions topic, then serves.
+async fn start_console(
+    cfg: &Config,
+    producer: FutureProducer,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn riskstream::clock::Clock>,
+    trigger: &shutdown::ShutdownTrigger,
+) -> anyhow::Result<(
+    Arc<riskstream::console::ConsoleState>,
+    Vec<tokio::task::JoinHandle<()>>,
+)> {
+    use riskstream::console::{actions, server as console_server, ConsoleState, Tokens};
+    let c = &cfg.console;
+    let state = Arc::new(ConsoleState::new(clock, c));
+    let base = client_config(cfg);
+    actions::ensure_topic(&base, &c.actions_topic).await;
+    let follower = actions::follow(
+        &base,
+        &c.actions_topic,
+        state.clone(),
+        Duration::from_secs(30),
+        trigger.subscribe(),
+    )
+    .await
+    .with_context(|| format!("reading the console actions topic `{}`", c.actions_topic))?;
+    let app = console_server::ConsoleApp {
+        state: state.clone(),
+        log: Arc::new(actions::ActionLog {
+            producer,
+            topic: c.actions_topic.clone(),
+        }),
+        metrics,
+        regions: cfg.regions.clone(),
+        tokens: Tokens::new(&c.tokens, cfg.regions.city_code()),
+        read_requires_token: c.read_requires_token,
+        ack_limits: c.ack_limits,
+        shutdown: trigger.subscribe(),
+    };
+    let addr = c.addr.parse().context("console.addr")?;
+    let (bound, server) = console_server::serve(addr, app)
+        .await
+        .with_context(|| format!("binding the console on {addr}"))?;
+    tracing::info!(%bound, tokens = c.tokens.len(), "console on http://{bound}/");
+    // Retention sweeps even when no alert arrives.
+    let sweeper = {
+        let state = state.clone();
+        let mut stop = trigger.subscribe();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tokio::select! {
+                    _ = stop.recv() => break,
+                    _ = tick.tick() => state.prune(),
+                }
+            }
+        })
+    };
+    Ok((state, vec![server, follower, sweeper]))
 }
 
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {

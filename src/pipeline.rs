@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use crate::alert::{Alert, AlertPolicy};
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::console::ConsoleState;
 use crate::decode::Decoder;
 use crate::detect::{BuildCtx, DetectorSet, Signal};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
@@ -70,6 +71,8 @@ pub struct Pipeline {
     drain_timeout: Duration,
     signals: Vec<Signal>,
     alerts: Vec<Alert>,
+    /// The web console, when on: sees every alert and fills in its operators' actions.
+    console: Option<Arc<ConsoleState>>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -106,7 +109,14 @@ impl Pipeline {
             drain_timeout: cfg.processing.drain_timeout,
             signals: Vec::new(),
             alerts: Vec::new(),
+            console: None,
         }
+    }
+
+    /// Shows every alert on the console and stamps it with the operators' actions.
+    pub fn with_console(mut self, console: Arc<ConsoleState>) -> Self {
+        self.console = Some(console);
+        self
     }
 
     /// Runs until the source ends or shutdown fires; then drains and commits.
@@ -262,8 +272,12 @@ impl Pipeline {
 
     async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {
         let mut acks: Vec<Ack> = Vec::new();
-        let alerts = std::mem::take(&mut self.alerts);
-        for a in &alerts {
+        let mut alerts = std::mem::take(&mut self.alerts);
+        for a in &mut alerts {
+            if let Some(c) = &self.console {
+                c.observe(a);
+            }
+            let a = &*a;
             summary.alerts += 1;
             self.metrics.alert(a);
             tracing::info!(alert_id = %a.alert_id, status = a.status.as_str(), level = a.level.as_str(), title = %a.title, "alert");

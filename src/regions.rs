@@ -49,11 +49,22 @@ pub struct RegionsFile {
 }
 
 /// Where a region code sits in the hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum RegionLevel {
     Township,
     County,
     City,
+}
+
+/// One command center of the hierarchy (a region with its own center).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Center {
+    pub code: String,
+    pub name: String,
+    pub tier: RegionLevel,
+    /// The center above it; `None` for the city.
+    pub parent: Option<String>,
 }
 
 /// A resolved region: indexes into the hierarchy, cheap to copy.
@@ -208,6 +219,39 @@ impl Regions {
     /// Every listed township code, in file order.
     pub fn township_codes(&self) -> impl Iterator<Item = &str> {
         self.townships.iter().map(|t| t.0.as_str())
+    }
+
+    /// Every command center, city first, then each county followed by its townships:
+    /// what the console offers to choose from.
+    pub fn centers(&self) -> Vec<Center> {
+        let mut v = vec![Center {
+            code: self.city.code.clone(),
+            name: self.city.name.clone(),
+            tier: RegionLevel::City,
+            parent: None,
+        }];
+        for (ci, c) in self.counties.iter().enumerate() {
+            v.push(Center {
+                code: c.code.clone(),
+                name: c.name.clone(),
+                tier: RegionLevel::County,
+                parent: Some(self.city.code.clone()),
+            });
+            for t in self.townships.iter().filter(|t| t.2 as usize == ci) {
+                v.push(Center {
+                    code: t.0.clone(),
+                    name: t.1.clone(),
+                    tier: RegionLevel::Township,
+                    parent: Some(c.code.clone()),
+                });
+            }
+        }
+        v
+    }
+
+    /// The tier of a listed center code.
+    pub fn tier(&self, code: &str) -> Option<RegionLevel> {
+        self.by_code.get(code).map(|(l, _)| *l)
     }
 
     /// Number of counties (used to size per-county state).

@@ -54,4 +54,31 @@ pub struct Alert {
     /// 1 for the opening message, +1 per state change: orders an episode's messages.
     #[serde(default)]
     pub seq: u32,
+    /// What operators did about the episode so far (the console's closed loop, issue 8);
+    /// absent until someone acknowledged, dispatched or closed it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub actions: Option<Actions>,
+}
+
+/// Operators' actions on an episode, as the console recorded them (times RFC 3339, UTC;
+/// `*_by` are command-center codes).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actions {
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acknowledged_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub acknowledged_by: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dispatched_to: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dispatched_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub dispatched_by: Option<String>,
+    /// `handled`, `false_alarm` or `duplicate`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub closed_outcome: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub closed_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub closed_by: Option<String>,
 }

@@ -247,6 +247,7 @@ impl AlertPolicy {
                     route: self.cfg.route.route(level, region, &self.regions),
                     region_name: self.regions.display_name(region),
                     seq: 1,
+                    actions: None,
                 };
                 self.episodes.insert(
                     ekey,

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 
 use crate::alert::AlertPolicyConfig;
+use crate::console::ConsoleConfig;
 use crate::decode::Stream;
 use crate::detect::DetectorConfig;
 use crate::regions::{Regions, RegionsFile};
@@ -176,6 +177,7 @@ pub struct Config {
     pub detectors: DetectorsConfig,
     pub alerts: AlertPolicyConfig,
     pub sinks: BTreeMap<String, SinkConfig>,
+    pub console: ConsoleConfig,
 }
 
 /// Every problem found in a config, one per line, each with its path.
@@ -194,6 +196,7 @@ const SECTIONS: &[&str] = &[
     "detectors",
     "alerts",
     "sinks",
+    "console",
 ];
 
 /// Deserializes one value, recording a failure under `path` and returning the default.
@@ -251,6 +254,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
+    let console: ConsoleConfig = section(table.get("console"), "console", &mut problems);
 
     // Detectors: each list element on its own, so every bad one is reported.
     let mut detectors = DetectorsConfig::default();
@@ -412,6 +416,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
         None => None,
     };
 
+    console.validate("console", regions.as_deref(), &mut problems);
+
     match regions {
         Some(regions) if problems.is_empty() => Ok(Config {
             kafka,
@@ -422,6 +428,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             detectors,
             alerts,
             sinks,
+            console,
         }),
         _ => Err(ConfigError { problems }),
     }
@@ -477,6 +484,52 @@ mod tests {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
         assert!(e.problems.len() >= 6, "{all}");
+    }
+
+    #[test]
+    fn console_section_is_typed_and_checked() {
+        let c = load(&root().join("default.toml")).unwrap();
+        assert!(c.console.enabled);
+        assert_eq!(c.console.addr, "127.0.0.1:9465");
+        assert_eq!(c.console.actions_topic, "alert-actions");
+        let text = r#"
+            [console]
+            enabled = true
+            addr = "nowhere"
+            colour = "red"
+            [[console.tokens]]
+            token = "short"
+            center = "999999"
+        "#;
+        let e = from_str(text, &root(), &[]).unwrap_err();
+        assert!(e.problems.join("\n").contains("colour"), "{:?}", e.problems);
+        let text = r#"
+            [console]
+            addr = "nowhere"
+            [console.ack_limits]
+            red = "2m"
+            [[console.tokens]]
+            token = "short"
+            center = "999999"
+        "#;
+        let e = from_str(text, &root(), &[]).unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "console.addr",
+            "console.tokens[0].token: must be at least 8",
+            "console.tokens[0].center: `999999`",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        let ok = from_str(
+            "[console]\n[console.ack_limits]\nred = \"2m\"\n[[console.tokens]]\ntoken = \"0123456789\"\ncenter = \"330503\"\n",
+            &root(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(ok.console.ack_limits.red, Duration::from_secs(120));
+        assert_eq!(ok.console.ack_limits.blue, Duration::from_secs(4 * 3600));
+        assert!(!format!("{:?}", ok.console).contains("0123456789"));
     }
 
     #[test]

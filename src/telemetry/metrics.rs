@@ -1,6 +1,16 @@
 //! Every metric riskstream exports, in one place. Labels stay low-cardinality: stream,
 //! detector, level, status, reason, sink, and topic/partition for lag (bounded by the
-//! partition count); never a sensor id, phone number or region code.
+//! partition count); never a sensor id, phone number or region code of unbounded count.
+//! The console's metrics carry `center`, a command-center code: bounded by the region
+//! hierarchy (one city, its counties and townships: 77 in the demo city), so acceptable.
+//!
+//! Console rates are left to PromQL rather than exported as gauges: a ratio over a
+//! chosen range (`increase(...[7d])`) is what a review wants, it survives restarts and
+//! aggregates across instances, while a lifetime-ratio gauge does neither:
+//!   timeliness    = sum by (level, center) (increase(riskstream_console_acks_total{within_limit="true"}[7d]))
+//!                 / sum by (level, center) (increase(riskstream_console_acks_total[7d]))
+//!   effectiveness = sum by (level, center) (increase(riskstream_console_closed_total{outcome="handled"}[7d]))
+//!                 / sum by (level, center) (increase(riskstream_console_closed_total[7d]))
 
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
@@ -44,6 +54,12 @@ pub struct Metrics {
     pub in_flight: IntGauge,
     pub watermark: prometheus::GaugeVec,
     pub build_info: Gauge,
+    pub console_time_to_ack: prometheus::HistogramVec,
+    pub console_acks: IntCounterVec,
+    pub console_closed: IntCounterVec,
+    pub console_false_alarms: IntCounterVec,
+    pub console_denied: IntCounterVec,
+    pub console_clients: IntGauge,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -161,8 +177,59 @@ impl Metrics {
         .expect("valid");
         build_info.set(1.0);
         r.register(Box::new(build_info.clone())).expect("unique");
+        let console_time_to_ack = prometheus::HistogramVec::new(
+            HistogramOpts::new(
+                "riskstream_console_time_to_ack_seconds",
+                "Wall time from the console first showing an episode to its first acknowledgement, per level and acting center.",
+            )
+            .buckets(vec![
+                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+                14400.0, 28800.0,
+            ]),
+            &["level", "center"],
+        )
+        .expect("valid histogram");
+        r.register(Box::new(console_time_to_ack.clone()))
+            .expect("unique");
+        let console_acks = counter(
+            &r,
+            "riskstream_console_acks_total",
+            "First acknowledgements of episodes, and whether they came within the level's limit (console.ack_limits).",
+            &["level", "center", "within_limit"],
+        );
+        let console_closed = counter(
+            &r,
+            "riskstream_console_closed_total",
+            "Episodes closed by operators, by outcome (handled, false_alarm, duplicate).",
+            &["level", "center", "outcome"],
+        );
+        let console_false_alarms = counter(
+            &r,
+            "riskstream_console_false_alarms_total",
+            "Episodes operators closed as false alarms, per detector: feedback for tuning.",
+            &["detector"],
+        );
+        let console_denied = counter(
+            &r,
+            "riskstream_console_denied_total",
+            "Console requests refused: missing_token, unknown_token (401), outside_center (403).",
+            &["reason"],
+        );
+        let console_clients = IntGauge::new(
+            "riskstream_console_clients",
+            "Console pages connected to the live stream (SSE).",
+        )
+        .expect("valid");
+        r.register(Box::new(console_clients.clone()))
+            .expect("unique");
         let m = Self {
             registry: r,
+            console_time_to_ack,
+            console_acks,
+            console_closed,
+            console_false_alarms,
+            console_denied,
+            console_clients,
             events_consumed,
             events_invalid,
             events_late,

@@ -1,0 +1,310 @@
+// riskstream console: one page, no build step. Live via Server-Sent Events (the browser
+// reconnects by itself; the server sends a full snapshot on every (re)connect).
+"use strict";
+(() => {
+  const $ = (id) => document.getElementById(id);
+  const LEVELS = { red: 4, orange: 3, yellow: 2, blue: 1 };
+  const ROMAN = { red: "I", orange: "II", yellow: "III", blue: "IV" };
+  const DAY = 24 * 3600 * 1000;
+  const st = {
+    center: null, centers: [], names: {}, readToken: false,
+    episodes: new Map(), nodes: new Map(), es: null, audio: null, soundOn: false,
+    dlg: null, // { id, act }
+  };
+  const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) =>
+    ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+  const token = () => $("token").value.trim();
+  const fmtNum = (x) => (typeof x === "number" ? (Math.abs(x) >= 100 ? x.toFixed(0) : +x.toFixed(2)) : "–");
+  const fmtAge = (ms) => {
+    const s = Math.max(0, Math.round(ms / 1000));
+    if (s < 60) return s + "s";
+    if (s < 3600) return Math.floor(s / 60) + "m";
+    if (s < 86400) return Math.floor(s / 3600) + "h " + Math.floor((s % 3600) / 60) + "m";
+    return Math.floor(s / 86400) + "d";
+  };
+  const fmtTime = (iso) => iso ? new Date(iso).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }) : "";
+  const params = new URLSearchParams(location.search);
+
+  function showError(msg) {
+    const e = $("error");
+    e.textContent = msg; e.hidden = !msg;
+    if (msg) setTimeout(() => { if (e.textContent === msg) e.hidden = true; }, 10000);
+  }
+
+  async function loadCenters() {
+    const r = await fetch("/api/centers", { headers: token() ? { Authorization: "Bearer " + token() } : {} });
+    if (r.status === 401 || r.status === 403) {
+      st.readToken = true;
+      throw new Error("this console needs your operator token to show anything: type it above");
+    }
+    if (!r.ok) throw new Error("centers: HTTP " + r.status);
+    const j = await r.json();
+    st.readToken = j.read_requires_token;
+    st.centers = j.centers;
+    const sel = $("center");
+    sel.textContent = "";
+    let group = sel;
+    for (const c of j.centers) {
+      st.names[c.code] = c.name;
+      if (c.tier === "county") {
+        group = document.createElement("optgroup");
+        group.label = c.name;
+        sel.append(group);
+      }
+      const o = document.createElement("option");
+      o.value = c.code;
+      o.textContent = (c.tier === "township" ? "\u2003" : "") + c.name + " (" + c.code + ")";
+      (c.tier === "city" ? sel : group).append(o);
+    }
+    const want = params.get("center") || localStorage.getItem("rs.center") || j.city;
+    sel.value = st.names[want] ? want : j.city;
+  }
+
+  function connect() {
+    if (st.es) st.es.close();
+    st.center = $("center").value;
+    localStorage.setItem("rs.center", st.center);
+    $("center-name").textContent = "· " + (st.names[st.center] || st.center);
+    document.title = "riskstream · " + (st.names[st.center] || st.center);
+    let url = "/api/stream?center=" + encodeURIComponent(st.center);
+    if (st.readToken && token()) url += "&token=" + encodeURIComponent(token());
+    const es = new EventSource(url);
+    st.es = es;
+    setConn("connecting…", "");
+    es.onopen = () => setConn("live", "live");
+    es.onerror = () => setConn("disconnected: reconnecting…", "down");
+    es.addEventListener("snapshot", (e) => {
+      const j = JSON.parse(e.data);
+      st.episodes = new Map(j.episodes.map((v) => [v.alert_id, v]));
+      setConn("live", "live");
+      schedule();
+    });
+    es.addEventListener("episode", (e) => {
+      const v = JSON.parse(e.data);
+      const before = st.episodes.get(v.alert_id);
+      st.episodes.set(v.alert_id, v);
+      const wasOpenRed = before && before.open && before.alert.level === "red";
+      if (v.open && !before) announce("New " + v.alert.level + " alert: " + v.alert.title + ", " + v.alert.region_name);
+      if (v.open && v.alert.level === "red" && !wasOpenRed) redCue(v);
+      schedule();
+    });
+  }
+
+  function setConn(text, cls) {
+    const c = $("conn");
+    c.textContent = text;
+    c.className = "conn " + cls;
+  }
+
+  function announce(text) {
+    const a = $("announce");
+    const p = document.createElement("p");
+    p.textContent = text;
+    a.append(p);
+    while (a.childNodes.length > 5) a.firstChild.remove();
+  }
+
+  function redCue(v) {
+    const b = $("red-banner");
+    b.textContent = "RED ALERT (I): " + v.alert.title + " — " + v.alert.region_name;
+    b.hidden = false;
+    clearTimeout(st.bannerTimer);
+    st.bannerTimer = setTimeout(() => { b.hidden = true; }, 30000);
+    st.fresh = st.fresh || new Set();
+    st.fresh.add(v.alert_id);
+    setTimeout(() => st.fresh.delete(v.alert_id), 8000);
+    beep();
+  }
+
+  function beep() {
+    if (!st.soundOn || !st.audio) return;
+    const ctx = st.audio;
+    const t0 = ctx.currentTime;
+    for (let i = 0; i < 3; i++) {
+      const o = ctx.createOscillator(), g = ctx.createGain();
+      o.type = "square";
+      o.frequency.value = 880;
+      g.gain.setValueAtTime(0.0001, t0 + i * 0.3);
+      g.gain.exponentialRampToValueAtTime(0.2, t0 + i * 0.3 + 0.02);
+      g.gain.exponentialRampToValueAtTime(0.0001, t0 + i * 0.3 + 0.2);
+      o.connect(g).connect(ctx.destination);
+      o.start(t0 + i * 0.3);
+      o.stop(t0 + i * 0.3 + 0.22);
+    }
+  }
+
+  let pending = false;
+  function schedule() {
+    if (pending) return;
+    pending = true;
+    requestAnimationFrame(() => { pending = false; render(); });
+  }
+
+  function filters() {
+    const levels = new Set([...document.querySelectorAll('input[name="level"]:checked')].map((i) => i.value));
+    return { stream: $("stream").value, levels };
+  }
+
+  const order = (a, b) =>
+    (LEVELS[b.alert.level] - LEVELS[a.alert.level]) ||
+    (Date.parse(b.opened_at) - Date.parse(a.opened_at)) ||
+    (a.alert_id < b.alert_id ? -1 : 1);
+
+  function render() {
+    const f = filters();
+    const now = Date.now();
+    const open = [], closed = [];
+    for (const v of st.episodes.values()) {
+      if (!v.alert.route.includes(st.center)) continue;
+      if (f.stream && v.alert.stream !== f.stream) continue;
+      if (!f.levels.has(v.alert.level)) continue;
+      if (v.open) open.push(v);
+      else if (!v.closed_at || now - Date.parse(v.closed_at) < DAY) closed.push(v);
+    }
+    open.sort(order);
+    closed.sort((a, b) => Date.parse(b.closed_at || 0) - Date.parse(a.closed_at || 0));
+    place($("open"), open);
+    place($("closed"), closed);
+    $("open-count").textContent = "(" + open.length + ")";
+    $("closed-count").textContent = "(" + closed.length + ")";
+    $("open-empty").hidden = open.length > 0;
+    ages();
+  }
+
+  // Keyed update: a card is rebuilt only when its episode changed, and moved only when
+  // the order changed, so hundreds of episodes stay cheap and focus is kept.
+  function place(list, views) {
+    const keep = new Set(views.map((v) => v.alert_id));
+    for (const li of [...list.children]) if (!keep.has(li.dataset.id)) li.remove();
+    let prev = null;
+    for (const v of views) {
+      let li = st.nodes.get(v.alert_id);
+      const sig = v.updated_at + "|" + v.open + "|" + JSON.stringify(v.alert.actions || {});
+      if (!li) {
+        li = document.createElement("li");
+        li.dataset.id = v.alert_id;
+        st.nodes.set(v.alert_id, li);
+      }
+      if (li.dataset.sig !== sig) {
+        li.dataset.sig = sig;
+        li.className = "ep lvl-" + v.alert.level;
+        li.innerHTML = card(v);
+      }
+      li.classList.toggle("new", !!(st.fresh && st.fresh.has(v.alert_id)));
+      const want = prev ? prev.nextSibling : list.firstChild;
+      if (want !== li) list.insertBefore(li, want);
+      prev = li;
+    }
+  }
+
+  function card(v) {
+    const a = v.alert, e = a.evidence || {}, x = a.actions || {};
+    const id = "t-" + btoa(unescape(encodeURIComponent(v.alert_id))).replace(/[^A-Za-z0-9]/g, "");
+    const subject = Object.entries(a.subject || {}).map(([k, val]) => esc(k) + ": " + esc(val)).join(" · ");
+    const state = [];
+    if (x.acknowledged_at) state.push("Acknowledged " + fmtTime(x.acknowledged_at) + " by " + esc(st.names[x.acknowledged_by] || x.acknowledged_by));
+    if (x.dispatched_to) state.push("Dispatched: " + esc(x.dispatched_to));
+    if (x.closed_outcome) state.push("Closed: " + esc(x.closed_outcome.replace("_", " ")) + " (" + esc(st.names[x.closed_by] || x.closed_by) + ")");
+    else if (!v.open) state.push("Resolved by the detector");
+    const acts = v.open ? `<div class="actions">
+        <button type="button" data-act="ack" ${x.acknowledged_at ? "disabled" : ""}>Acknowledge</button>
+        <button type="button" data-act="dispatch">Dispatch…</button>
+        <button type="button" data-act="close">Close…</button></div>` : "";
+    return `<article aria-labelledby="${id}">
+      <div class="top"><span class="badge">${esc(a.level.toUpperCase())} · ${ROMAN[a.level]}</span>
+        <h3 id="${id}">${esc(a.title)}</h3>
+        <span class="age" data-since="${esc(v.opened_at)}" title="opened ${esc(v.opened_at)}"></span></div>
+      <p class="where">${esc(a.region_name)} · ${esc(a.stream)} / ${esc(a.detector)}</p>
+      <p class="evidence">observed <strong>${fmtNum(e.observed)}</strong> vs expected ${fmtNum(e.expected)}
+        · score ${fmtNum(e.score)} (threshold ${fmtNum(e.threshold)}) · window ${esc(e.window)}</p>
+      <p class="subject">${subject}</p>
+      <p class="state">${state.join(" · ")}</p>${acts}</article>`;
+  }
+
+  function ages() {
+    const now = Date.now();
+    for (const s of document.querySelectorAll(".age[data-since]")) {
+      s.textContent = fmtAge(now - Date.parse(s.dataset.since));
+    }
+  }
+
+  async function post(id, act, body) {
+    if (!token()) { showError("Type your command center's operator token first."); $("token").focus(); return false; }
+    const r = await fetch("/api/episodes/" + encodeURIComponent(id) + "/" + act, {
+      method: "POST",
+      headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
+      body: JSON.stringify(body || {}),
+    });
+    let j = {};
+    try { j = await r.json(); } catch (_) { /* empty body */ }
+    if (r.status !== 202) { showError("Refused (" + r.status + "): " + (j.error || r.statusText)); return false; }
+    showError("");
+    if (j.episode) { st.episodes.set(j.episode.alert_id, j.episode); schedule(); }
+    announce(act === "ack" ? "Acknowledged." : act === "dispatch" ? "Dispatched." : "Closed.");
+    return true;
+  }
+
+  function openDialog(id, act) {
+    const v = st.episodes.get(id);
+    st.dlg = { id, act, opener: document.activeElement };
+    $("dlg-title").textContent = act === "dispatch" ? "Dispatch" : "Close episode";
+    $("dlg-sub").textContent = v ? v.alert.title + " — " + v.alert.region_name : id;
+    $("note-l").hidden = act !== "dispatch";
+    $("outcome-l").hidden = act !== "close";
+    $("cnote-l").hidden = act !== "close";
+    $("note").value = ""; $("cnote").value = "";
+    $("dlg").showModal();
+    (act === "dispatch" ? $("note") : $("outcome")).focus();
+  }
+
+  function onListClick(ev) {
+    const b = ev.target.closest("button[data-act]");
+    if (!b) return;
+    const id = b.closest("li").dataset.id;
+    if (b.dataset.act === "ack") post(id, "ack");
+    else openDialog(id, b.dataset.act);
+  }
+
+  function init() {
+    $("token").value = sessionStorage.getItem("rs.token") || "";
+    $("token").addEventListener("change", () => {
+      sessionStorage.setItem("rs.token", token());
+      if (st.readToken) loadCenters().then(connect).catch((e) => setConn(e.message, "down"));
+    });
+    if (params.get("large") === "1" || localStorage.getItem("rs.large") === "1") toggleLarge(true);
+    $("large").addEventListener("click", () => toggleLarge(!document.documentElement.classList.contains("large")));
+    $("sound").addEventListener("click", () => {
+      st.soundOn = !st.soundOn;
+      if (st.soundOn && !st.audio) st.audio = new (window.AudioContext || window.webkitAudioContext)();
+      $("sound").setAttribute("aria-pressed", String(st.soundOn));
+      $("sound").textContent = "Sound: " + (st.soundOn ? "on" : "off");
+      if (st.soundOn) beep();
+    });
+    $("center").addEventListener("change", connect);
+    $("stream").addEventListener("change", schedule);
+    for (const i of document.querySelectorAll('input[name="level"]')) i.addEventListener("change", schedule);
+    $("open").addEventListener("click", onListClick);
+    $("closed").addEventListener("click", onListClick);
+    $("dlg-cancel").addEventListener("click", () => $("dlg").close());
+    $("dlg").addEventListener("close", () => { if (st.dlg && st.dlg.opener) st.dlg.opener.focus(); });
+    $("dlg-form").addEventListener("submit", async (ev) => {
+      ev.preventDefault();
+      const { id, act } = st.dlg;
+      const body = act === "dispatch" ? { note: $("note").value } : { outcome: $("outcome").value, note: $("cnote").value };
+      if (act === "dispatch" && !body.note.trim()) { $("note").focus(); return; }
+      if (await post(id, act, body)) $("dlg").close();
+    });
+    setInterval(ages, 5000);
+    // Closed episodes age out of the 24 h list without any message.
+    setInterval(schedule, 60000);
+    loadCenters().then(connect).catch((e) => { setConn("cannot load: " + e.message, "down"); });
+  }
+
+  function toggleLarge(on) {
+    document.documentElement.classList.toggle("large", on);
+    $("large").setAttribute("aria-pressed", String(on));
+    localStorage.setItem("rs.large", on ? "1" : "0");
+  }
+
+  init();
+})();

@@ -1,0 +1,402 @@
+//! The console's HTTP side (axum):
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /`, `/app.js`, `/app.css` | the page (embedded; no CDN, no build step) |
+//! | `GET /api/centers` | the command centers of the hierarchy |
+//! | `GET /api/episodes?center=CODE` | episodes routed to CODE (open first, red first, newest first) |
+//! | `GET /api/stream?center=CODE` | SSE: `snapshot` first, then `episode` per change |
+//! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action; 202 once on the actions topic |
+//!
+//! Writes need `Authorization: Bearer TOKEN` (401 missing/unknown, 403 outside the token's
+//! center). With `read_requires_token`, GET /api/* need a token too, given as the header
+//! or, because EventSource cannot set headers, as `?token=` (accepted on GET only).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::StreamExt;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::actions::ActionLog;
+use super::{AckLimits, ActionEvent, ActionKind, ConsoleState, Denied, Outcome, Tokens};
+use crate::regions::Regions;
+use crate::shutdown::Shutdown;
+use crate::telemetry::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct ConsoleApp {
+    pub state: Arc<ConsoleState>,
+    pub log: Arc<ActionLog>,
+    pub metrics: Arc<Metrics>,
+    pub regions: Arc<Regions>,
+    pub tokens: Tokens,
+    pub read_requires_token: bool,
+    pub ack_limits: AckLimits,
+    pub shutdown: Shutdown,
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
+}
+
+fn bearer(h: &HeaderMap) -> Option<&str> {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+impl ConsoleApp {
+    fn deny(
+        &self,
+        d: Denied,
+        what: &str,
+        alert_id: Option<&str>,
+        center: Option<&str>,
+    ) -> Response {
+        self.metrics
+            .console_denied
+            .with_label_values(&[d.as_str()])
+            .inc();
+        // Never the token itself.
+        tracing::warn!(
+            reason = d.as_str(),
+            what,
+            alert_id,
+            center,
+            "console request denied"
+        );
+        let status = StatusCode::from_u16(d.status()).expect("valid status");
+        let msg = match d {
+            Denied::MissingToken => "a bearer token is required",
+            Denied::UnknownToken => "unknown token",
+            Denied::OutsideCenter => "this token's command center may not act on this episode",
+        };
+        let mut r = error(status, msg);
+        if status == StatusCode::UNAUTHORIZED {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        r
+    }
+
+    // The Err is the HTTP response itself, handed straight back to axum: boxing it buys nothing.
+    #[allow(clippy::result_large_err)]
+    /// Read access: open, or (with read_requires_token) a token whose center covers `center`.
+    fn may_read(&self, h: &HeaderMap, q: &ReadQuery, center: Option<&str>) -> Result<(), Response> {
+        if !self.read_requires_token {
+            return Ok(());
+        }
+        let token = bearer(h).or(q.token.as_deref());
+        let r = match center {
+            Some(c) => self.tokens.may_read(token, c),
+            None => self.tokens.center(token).map(|_| ()),
+        };
+        r.map_err(|d| self.deny(d, "read", None, center))
+    }
+
+    #[allow(clippy::result_large_err)]
+    fn center(&self, q: &ReadQuery) -> Result<String, Response> {
+        let c = q.center.clone().unwrap_or_default();
+        if self.regions.tier(&c).is_none() {
+            return Err(error(
+                StatusCode::BAD_REQUEST,
+                format!("`center` must be a command center code of the hierarchy, got `{c}`"),
+            ));
+        }
+        Ok(c)
+    }
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct ReadQuery {
+    center: Option<String>,
+    token: Option<String>,
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("assets/index.html"))
+}
+
+async fn script() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/javascript; charset=utf-8")],
+        include_str!("assets/app.js"),
+    )
+}
+
+async fn style() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/css; charset=utf-8")],
+        include_str!("assets/app.css"),
+    )
+}
+
+async fn centers(
+    State(app): State<ConsoleApp>,
+    h: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    if let Err(r) = app.may_read(&h, &q, None) {
+        return r;
+    }
+    Json(serde_json::json!({
+        "city": app.regions.city_code(),
+        "read_requires_token": app.read_requires_token,
+        "centers": app.regions.centers(),
+    }))
+    .into_response()
+}
+
+async fn episodes(
+    State(app): State<ConsoleApp>,
+    h: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    let center = match app.center(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(r) = app.may_read(&h, &q, Some(&center)) {
+        return r;
+    }
+    Json(serde_json::json!({
+        "now": app.state.now(),
+        "episodes": app.state.snapshot(&center),
+    }))
+    .into_response()
+}
+
+/// Decrements the client gauge when an SSE stream is dropped (the page went away).
+struct ClientGuard(Arc<Metrics>);
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.0.console_clients.dec();
+    }
+}
+
+async fn stream(
+    State(app): State<ConsoleApp>,
+    h: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    let center = match app.center(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(r) = app.may_read(&h, &q, Some(&center)) {
+        return r;
+    }
+    // Subscribe before the snapshot so no change falls between the two.
+    let rx = app.state.subscribe();
+    app.metrics.console_clients.inc();
+    let guard = ClientGuard(app.metrics.clone());
+    let snapshot = |state: &ConsoleState, center: &str| {
+        Event::default()
+            .event("snapshot")
+            .retry(Duration::from_secs(2))
+            .json_data(serde_json::json!({
+                "now": state.now(),
+                "center": center,
+                "episodes": state.snapshot(center),
+            }))
+            .expect("snapshot serializes")
+    };
+    let first = snapshot(&app.state, &center);
+    let state = app.state.clone();
+    let updates = futures::stream::unfold(
+        (rx, center, state, guard),
+        move |(mut rx, center, state, guard)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(v) if v.alert.route.contains(&center) => {
+                        let e = Event::default()
+                            .event("episode")
+                            .json_data(&*v)
+                            .expect("episodes serialize");
+                        return Some((e, (rx, center, state, guard)));
+                    }
+                    Ok(_) => continue,
+                    // Too slow to keep up: start over from a fresh snapshot.
+                    Err(RecvError::Lagged(_)) => {
+                        let e = snapshot(&state, &center);
+                        return Some((e, (rx, center, state, guard)));
+                    }
+                    Err(RecvError::Closed) => return None,
+                }
+            }
+        },
+    );
+    let mut stop = app.shutdown.clone();
+    let s = futures::stream::once(async move { first })
+        .chain(updates)
+        .take_until(async move { stop.recv().await })
+        .map(Ok::<_, Infallible>);
+    Sse::new(s)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ActionBody {
+    #[serde(default)]
+    note: Option<String>,
+    #[serde(default)]
+    outcome: Option<Outcome>,
+}
+
+async fn act(
+    State(app): State<ConsoleApp>,
+    Path((alert_id, action)): Path<(String, String)>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(kind) = ActionKind::parse(&action) else {
+        return error(StatusCode::NOT_FOUND, "actions are ack, dispatch and close");
+    };
+    let body: ActionBody = if body.is_empty() {
+        ActionBody::default()
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(b) => b,
+            Err(e) => return error(StatusCode::BAD_REQUEST, format!("body: {e}")),
+        }
+    };
+    // Authenticate before revealing whether the episode exists.
+    let token = bearer(&h);
+    if let Err(d) = app.tokens.center(token) {
+        return app.deny(d, action.as_str(), Some(&alert_id), None);
+    }
+    let Some(ep) = app.state.get(&alert_id) else {
+        return error(StatusCode::NOT_FOUND, "no such episode on this console");
+    };
+    let by_center = match app.tokens.authorize(token, &ep.alert.route) {
+        Ok(c) => c,
+        Err(d) => {
+            let c = app.tokens.center(token).ok().map(str::to_string);
+            return app.deny(d, action.as_str(), Some(&alert_id), c.as_deref());
+        }
+    };
+    let ev = ActionEvent {
+        alert_id: alert_id.clone(),
+        action: kind,
+        by_center: by_center.clone(),
+        note: body
+            .note
+            .map(|n| n.trim().to_string())
+            .filter(|n| !n.is_empty()),
+        outcome: body.outcome,
+        at: app
+            .state
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    };
+    if ev.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
+        return error(StatusCode::BAD_REQUEST, "note: at most 500 characters");
+    }
+    let target = match app.state.check(&alert_id, &ev) {
+        Ok(Some(t)) => t,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such episode on this console"),
+        Err(c @ (super::Conflict::MissingNote | super::Conflict::MissingOutcome)) => {
+            return error(StatusCode::BAD_REQUEST, c.to_string())
+        }
+        Err(c) => return error(StatusCode::CONFLICT, c.to_string()),
+    };
+    if let Err(e) = app.log.append(&ev).await {
+        tracing::error!(alert_id, action = action.as_str(), error = %e, "action not written to the actions topic");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the action could not be stored; try again",
+        );
+    }
+    // Durable now. The actions consumer will see it too; whichever applies first wins.
+    let _ = app.state.apply(&ev);
+    record(&app, &ev, &target);
+    tracing::info!(alert_id, action = action.as_str(), center = %by_center, "console action");
+    let view = app.state.get(&alert_id);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "event": ev, "episode": view })),
+    )
+        .into_response()
+}
+
+/// Metrics are counted by the instance that took the action, once (not on replay).
+fn record(app: &ConsoleApp, ev: &ActionEvent, t: &super::Target) {
+    let level = t.level.as_str();
+    let center = ev.by_center.as_str();
+    if t.first_ack {
+        let at = chrono::DateTime::parse_from_rfc3339(&ev.at)
+            .map(|x| x.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| app.state.now());
+        let secs = (at - t.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
+        app.metrics
+            .console_time_to_ack
+            .with_label_values(&[level, center])
+            .observe(secs);
+        let within = secs <= app.ack_limits.of(t.level).as_secs_f64();
+        app.metrics
+            .console_acks
+            .with_label_values(&[level, center, if within { "true" } else { "false" }])
+            .inc();
+    }
+    if let (ActionKind::Close, Some(o)) = (ev.action, ev.outcome) {
+        app.metrics
+            .console_closed
+            .with_label_values(&[level, center, o.as_str()])
+            .inc();
+        if o == Outcome::FalseAlarm {
+            app.metrics
+                .console_false_alarms
+                .with_label_values(&[&t.detector])
+                .inc();
+        }
+    }
+}
+
+pub fn router(app: ConsoleApp) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/app.js", get(script))
+        .route("/app.css", get(style))
+        .route("/api/centers", get(centers))
+        .route("/api/episodes", get(episodes))
+        .route("/api/stream", get(stream))
+        .route("/api/episodes/{alert_id}/{action}", post(act))
+        .with_state(app)
+}
+
+/// Binds now (a taken port fails at start) and serves until shutdown.
+pub async fn serve(
+    addr: SocketAddr,
+    app: ConsoleApp,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let mut stop = app.shutdown.clone();
+    let r = router(app);
+    let h = tokio::spawn(async move {
+        let res = axum::serve(listener, r)
+            .with_graceful_shutdown(async move { stop.recv().await })
+            .await;
+        if let Err(e) = res {
+            tracing::warn!(error = %e, "console server stopped");
+        }
+    });
+    Ok((local, h))
+}
