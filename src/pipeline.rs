@@ -73,6 +73,10 @@ pub struct Pipeline {
     alerts: Vec<Alert>,
     /// The web console, when on: sees every alert and fills in its operators' actions.
     console: Option<Arc<ConsoleState>>,
+    /// Per sink, the episodes its filter has admitted: once admitted, an episode's later
+    /// messages (a level drop, its resolve) reach that sink too, so a `min_level` sink
+    /// never keeps an episode open for ever.
+    admitted: Vec<crate::sink::Admitted>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -110,6 +114,7 @@ impl Pipeline {
             signals: Vec::new(),
             alerts: Vec::new(),
             console: None,
+            admitted: Vec::new(),
         }
     }
 
@@ -282,7 +287,14 @@ impl Pipeline {
             self.metrics.alert(a);
             tracing::info!(alert_id = %a.alert_id, status = a.status.as_str(), level = a.level.as_str(), title = %a.title, "alert");
             let json = serde_json::to_vec(a).expect("alerts serialize");
-            for s in self.sinks.iter().filter(|s| s.filter().accepts(a)) {
+            if self.admitted.len() != self.sinks.len() {
+                self.admitted
+                    .resize_with(self.sinks.len(), Default::default);
+            }
+            for (s, admitted) in self.sinks.iter().zip(self.admitted.iter_mut()) {
+                if !admitted.admit(s.filter(), a) {
+                    continue;
+                }
                 let started = Instant::now();
                 let ack = send_with_backpressure(|| s.send(a, &json)).await;
                 let hist = self.metrics.sink_seconds.with_label_values(&[s.name()]);

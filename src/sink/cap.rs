@@ -347,7 +347,9 @@ impl CapWriter {
         // profiles that read an all-clear from those see one too.
         let msg_type = match a.status {
             Status::Resolved => "Cancel",
-            Status::Firing if a.seq <= 1 && earlier.is_empty() => "Alert",
+            // The first document this sink sends for an episode is an Alert, even mid-episode
+            // (a `min_level` filter admits an episode when it rises to that level).
+            Status::Firing if earlier.is_empty() => "Alert",
             Status::Firing => "Update",
         };
         let references = earlier

@@ -56,6 +56,34 @@ impl Filter {
     }
 }
 
+/// Which episodes a sink's filter has let through. Filters judge an episode when it first
+/// passes; from then on all its messages reach the sink, so a `min_level = "orange"` sink
+/// that saw an episode rise to orange also sees it fall back and resolve, instead of
+/// keeping it open for ever. Memory: one id per admitted open episode.
+#[derive(Debug, Default)]
+pub struct Admitted(std::collections::HashSet<String>);
+
+impl Admitted {
+    pub fn admit(&mut self, filter: &Filter, a: &Alert) -> bool {
+        let resolved = a.status == crate::alert::Status::Resolved;
+        let known = if resolved {
+            self.0.remove(&a.alert_id)
+        } else {
+            self.0.contains(&a.alert_id)
+        };
+        if known {
+            return true;
+        }
+        if !filter.accepts(a) {
+            return false;
+        }
+        if !resolved {
+            self.0.insert(a.alert_id.clone());
+        }
+        true
+    }
+}
+
 /// The seam for sinks.
 pub trait Sink: Send + Sync {
     fn name(&self) -> &str;
@@ -153,5 +181,29 @@ mod tests {
         a.level = Level::Red;
         a.stream = "fraud".into();
         assert!(!f.accepts(&a));
+    }
+
+    #[test]
+    fn an_admitted_episode_stays_admitted_until_it_resolves() {
+        let f = Filter {
+            streams: vec![],
+            min_level: Some(Level::Orange),
+        };
+        let mut a: Alert = serde_json::from_value(serde_json::json!({
+            "alert_id":"e1","status":"firing","level":"yellow","stream":"sensors","detector":"ewma_z",
+            "subject":{},"title":"t","evidence":{"observed":1.0,"expected":0.0,"score":1.0,"threshold":1.0,"window":"1m"},
+            "first_event_ts":"","detected_at":"","event_ids":[],"route":[]
+        }))
+        .unwrap();
+        let mut adm = Admitted::default();
+        assert!(!adm.admit(&f, &a), "yellow is below the filter");
+        a.level = Level::Red;
+        assert!(adm.admit(&f, &a), "rises to red: admitted");
+        a.level = Level::Yellow;
+        assert!(adm.admit(&f, &a), "falls back: still this sink's episode");
+        a.status = crate::alert::Status::Resolved;
+        assert!(adm.admit(&f, &a), "its resolve reaches the sink");
+        a.status = crate::alert::Status::Firing;
+        assert!(!adm.admit(&f, &a), "forgotten after resolve");
     }
 }
