@@ -821,6 +821,14 @@ mod tests {
             subject_keys(&m(serde_json::json!({"region":"330502"}))),
             vec!["330502"]
         );
+        // A rate_spike grouped by scheme: its subject is the region plus the scheme; it
+        // reduces to the region, so a city-level scheme spike label matches it.
+        let grouped = subject_keys(&m(
+            serde_json::json!({"region":"330500","scheme":"investment"}),
+        ));
+        assert_eq!(grouped, vec!["330500"]);
+        assert!(subject_matches(&grouped[0], "330500"));
+        assert!(subject_matches("330522", "330500"));
         assert!(subject_matches("330502", "330502001"));
         assert!(subject_matches("330502001", "330502"));
         assert!(subject_matches("330500", "330523104"));

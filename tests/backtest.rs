@@ -71,20 +71,31 @@ fn default_config_catches_the_simulated_day() {
             assert_eq!(l["coverable_caught"], l["coverable"], "red missed: {l}");
         }
     }
-    // The detectors that exist today catch everything they are expected to (all 1.0).
+    // Every detector catches every label it is expected to on this day (all 1.0; cusum is
+    // listed on steps it is not meant to win, so it is left out).
     for name in [
         "sensors/threshold",
         "sensors/ewma_z",
+        "sensors/rate_of_change",
+        "sensors/robust_z",
+        "sensors/flatline",
+        "sensors/offline",
+        "sensors/site_correlation",
         "incidents/rate_spike",
         "fraud/entity_burst",
+        "fraud/spread",
+        "fraud/rate_spike",
     ] {
         let s = stats(&report, name);
         assert_eq!(s["recall"], 1.0, "{name}: {s}");
     }
-    // Precision (measured: all 0.94, sensors 0.91, incidents 1.0, fraud 1.0).
+    // Every label is caught (measured 13/13).
+    assert_eq!(stats(&report, "all")["recall"], 1.0);
+    // Precision (measured: all 0.97, sensors 0.97, incidents 1.0, fraud 1.0: one false
+    // alert, an ewma_z on H2S noise).
     for (name, min) in [
-        ("all", 0.89),
-        ("sensors", 0.86),
+        ("all", 0.95),
+        ("sensors", 0.94),
         ("incidents", 0.95),
         ("fraud", 0.95),
     ] {
@@ -98,7 +109,7 @@ fn default_config_catches_the_simulated_day() {
     let fa = stats(&report, "all")["false_per_10k_events"]
         .as_f64()
         .unwrap();
-    assert!(fa <= 0.1, "false alerts per 10k events: {fa}");
+    assert!(fa <= 0.05, "false alerts per 10k events: {fa}");
 }
 
 #[test]

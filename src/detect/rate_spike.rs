@@ -24,7 +24,15 @@
 //! `r` (variance `λ + λ²/r`: for clumped reports such as fraud campaigns), both from
 //! statrs; fire when `p < alpha` and `count >= min_count`, after `warmup_windows` closes.
 //!
-//! State per region: 752 bytes ([`RegionWindows`]: 80 bytes of windows and level plus the
+//! With `group_by` (`scheme` or `channel` on fraud, `category` on incidents) the counts
+//! are kept per value of that field within each region, keys `<region>/<value>`, and the
+//! alert's subject is the region plus the value (`{"region":"330500","scheme":"investment"}`):
+//! a campaign of one scheme is found against that scheme's own baseline instead of being
+//! lost in the total. Cardinality: regions × (distinct values), capped at
+//! regions × (`max_values` + 1) since values past `max_values` count as `other` until an
+//! idle one is forgotten (values longer than 48 bytes are cut); keys idle past `ttl` go.
+//!
+//! State per region (or region/value): 752 bytes ([`RegionWindows`]: 80 bytes of windows and level plus the
 //! 168 f32 seasonal factors). Regions are bounded by the hierarchy (the demo city: about
 //! 70 townships, 5 counties and the city, so ~57 KB per detector instance); unlisted
 //! township codes count only for their county and the city.
@@ -78,7 +86,65 @@ pub struct RateSpikeConfig {
     /// Negative binomial dispersion `r` (variance = λ + λ²/r; larger = closer to Poisson).
     #[serde(default = "default_dispersion")]
     pub dispersion: f64,
+    /// Count per value of this event field within each region (`scheme` or `channel` on
+    /// fraud, `category` on incidents): keys become `<region>/<value>` and the alert's
+    /// subject carries the value, so a campaign of one scheme stands out from the total.
+    /// None (default) = one count per region.
+    #[serde(default)]
+    pub group_by: Option<GroupField>,
+    /// With `group_by`: distinct values tracked at once; further new values count under
+    /// `other` until one is forgotten (idle past `ttl`). Bounds the keys at
+    /// regions × (max_values + 1) whatever the producers send.
+    #[serde(default = "default_max_values")]
+    pub max_values: u32,
+    /// Forget a region (or region/value) key idle this long.
+    #[serde(default = "default_ttl", with = "humantime_serde")]
+    pub ttl: Duration,
 }
+
+/// An event field `group_by` can count by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GroupField {
+    /// fraud: the scheme (`investment`, `impersonation` ...).
+    Scheme,
+    /// fraud: the channel (`phone`, `sms`, `app`, `web`).
+    Channel,
+    /// incidents: the category (`dispute`, `fire` ...).
+    Category,
+}
+
+impl GroupField {
+    fn as_str(self) -> &'static str {
+        match self {
+            GroupField::Scheme => "scheme",
+            GroupField::Channel => "channel",
+            GroupField::Category => "category",
+        }
+    }
+
+    fn stream(self) -> Stream {
+        match self {
+            GroupField::Scheme | GroupField::Channel => Stream::Fraud,
+            GroupField::Category => Stream::Incidents,
+        }
+    }
+
+    /// The field's value in `ev`, if the event has it.
+    fn value(self, ev: &Event) -> Option<&str> {
+        match (self, ev) {
+            (GroupField::Scheme, Event::Fraud(f)) => Some(&f.scheme),
+            (GroupField::Channel, Event::Fraud(f)) => Some(&f.channel),
+            (GroupField::Category, Event::Incident(i)) => Some(&i.category),
+            _ => None,
+        }
+    }
+}
+
+/// The value under which values past `max_values` are counted.
+const OTHER: &str = "other";
+/// Values are cut to this many bytes (at a char boundary) in keys and subjects.
+const MAX_VALUE_LEN: usize = 48;
 
 /// The distribution of a window's count around its baseline λ.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -116,6 +182,12 @@ fn default_daily_share() -> f64 {
 fn default_dispersion() -> f64 {
     10.0
 }
+fn default_max_values() -> u32 {
+    32
+}
+fn default_ttl() -> Duration {
+    Duration::from_secs(7 * 24 * 3600)
+}
 
 impl Default for RateSpikeConfig {
     fn default() -> Self {
@@ -130,6 +202,9 @@ impl Default for RateSpikeConfig {
             daily_share: default_daily_share(),
             model: CountModel::default(),
             dispersion: default_dispersion(),
+            group_by: None,
+            max_values: default_max_values(),
+            ttl: default_ttl(),
         }
     }
 }
@@ -161,6 +236,26 @@ impl DetectorSpec for RateSpikeConfig {
         if !(score::positive(self.dispersion) && self.dispersion.is_finite()) {
             problems.push(format!("{path}.dispersion: must be > 0"));
         }
+        if let Some(g) = self.group_by {
+            // The path names the stream: `detectors.<stream>[i]`.
+            let stream = path
+                .strip_prefix("detectors.")
+                .and_then(|p| p.split('[').next())
+                .and_then(Stream::parse);
+            if stream.is_some_and(|s| s != g.stream()) {
+                problems.push(format!(
+                    "{path}.group_by: \"{}\" is a field of {} events",
+                    g.as_str(),
+                    g.stream()
+                ));
+            }
+            if !(1..=1000).contains(&self.max_values) {
+                problems.push(format!("{path}.max_values: must be in 1..=1000"));
+            }
+        }
+        if self.ttl < self.window {
+            problems.push(format!("{path}.ttl: must be >= window"));
+        }
     }
 
     fn build(&self, stream: Stream, ctx: &BuildCtx) -> RateSpike {
@@ -170,8 +265,9 @@ impl DetectorSpec for RateSpikeConfig {
             len: self.window.as_secs() as i64,
             window_label: fmt_duration(self.window),
             regions: ctx.regions.clone(),
-            // Regions never churn without bound; a day of silence is still forgotten.
-            state: KeyedState::new(Duration::from_secs(7 * 24 * 3600)),
+            // Regions never churn without bound; grouped keys are bounded by `max_values`.
+            state: KeyedState::new(self.ttl),
+            values: std::collections::HashMap::new(),
             first_window: None,
             offset_secs: 8 * 3600,
         }
@@ -263,6 +359,8 @@ pub struct RateSpike {
     window_label: String,
     regions: std::sync::Arc<Regions>,
     state: KeyedState<RegionWindows>,
+    /// With `group_by`: the values tracked and the event time each was last seen.
+    values: std::collections::HashMap<String, i64>,
     /// The first window this detector saw: a region first seen later has had empty
     /// windows since then, which count towards its baseline and warm-up.
     first_window: Option<i64>,
@@ -295,6 +393,25 @@ impl RateSpike {
             1.0
         };
         (st.baseline * season).max(self.cfg.min_lambda)
+    }
+
+    /// The group value `v` is counted under: itself (cut to [`MAX_VALUE_LEN`] bytes) while
+    /// fewer than `max_values` values are tracked, else [`OTHER`].
+    fn track_value(&mut self, v: &str, t: i64) -> String {
+        let mut end = v.len().min(MAX_VALUE_LEN);
+        while !v.is_char_boundary(end) {
+            end -= 1;
+        }
+        let v = &v[..end];
+        if let Some(last) = self.values.get_mut(v) {
+            *last = (*last).max(t);
+            return v.to_string();
+        }
+        if self.values.len() < self.cfg.max_values as usize {
+            self.values.insert(v.to_string(), t);
+            return v.to_string();
+        }
+        OTHER.to_string()
     }
 
     /// The region keys an event counts for: township (if listed), county, city.
@@ -367,14 +484,28 @@ impl RateSpike {
             .single()
             .expect("valid window end");
         let Some(region) = st.region else { return };
+        // A grouped key is `<region>/<value>`; region codes hold no '/'.
+        let (region_code, value) = match key.split_once('/') {
+            Some((r, v)) if self.cfg.group_by.is_some() => (r, Some(v)),
+            _ => (key, None),
+        };
         let kind = if firing {
             st.alerting = true;
-            let place = self.regions.display_name(region);
+            let place = match (self.cfg.group_by, value) {
+                (Some(g), Some(v)) => {
+                    format!(
+                        "({} {v}) in {}",
+                        g.as_str(),
+                        self.regions.display_name(region)
+                    )
+                }
+                _ => format!("in {}", self.regions.display_name(region)),
+            };
             SignalKind::Anomalous {
                 score: score::from_p_value(p, self.cfg.alpha),
                 level: None,
                 title: format!(
-                    "{} surge in {place}: {count} in {} (expected {lambda:.1})",
+                    "{} surge {place}: {count} in {} (expected {lambda:.1})",
                     noun(self.stream),
                     self.window_label
                 ),
@@ -394,7 +525,10 @@ impl RateSpike {
             return;
         };
         let mut subject = serde_json::Map::new();
-        subject.insert("region".into(), key.into());
+        subject.insert("region".into(), region_code.into());
+        if let (Some(g), Some(v)) = (self.cfg.group_by, value) {
+            subject.insert(g.as_str().into(), v.into());
+        }
         out.push(Signal {
             stream: self.stream,
             detector: NAME,
@@ -477,10 +611,21 @@ impl Detector for RateSpike {
         let t = ev.ts().timestamp();
         self.offset_secs = ev.ts().offset().local_minus_utc();
         let start = t.div_euclid(self.len) * self.len;
+        let group = match self.cfg.group_by {
+            Some(g) => match g.value(ev) {
+                Some(v) => Some(self.track_value(v, t)),
+                None => return 0.0,
+            },
+            None => None,
+        };
         let first = *self.first_window.get_or_insert(start);
         let mut best: f64 = 0.0;
         for (key, region, _level) in self.keys(ev.region()) {
             let Some(key) = key else { continue };
+            let key = match &group {
+                Some(v) => format!("{key}/{v}"),
+                None => key,
+            };
             let st = self.state.touch(&key, ev.ts());
             if st.region.is_none() && st.last_closed == EMPTY && start > first {
                 // New region: the windows since the detector started held no events here.
@@ -528,6 +673,8 @@ impl Detector for RateSpike {
             self.close_until(&k, wm, out);
         }
         self.state.evict_idle(watermark);
+        let ttl = self.cfg.ttl.as_secs() as i64;
+        self.values.retain(|_, last| wm - *last <= ttl);
     }
 
     fn keys(&self) -> usize {
@@ -678,6 +825,142 @@ mod tests {
         if let Some(wm) = ws.flush() {
             d.advance(wm + chrono::Duration::seconds(900), out);
         }
+    }
+
+    fn fraud_of(id: &str, scheme: &str, region: &str, secs: i64) -> Event {
+        let t = crate::detect::testutil::ts("2026-11-26T00:00:00+08:00")
+            + chrono::Duration::seconds(secs);
+        let v = serde_json::json!({"id":id,"ts":t.to_rfc3339(),"region":region,"channel":"app",
+            "scheme":scheme,"suspect_url":format!("https://x{id}.cn/")});
+        crate::decode::test_decoder()
+            .decode(Stream::Fraud, v.to_string().as_bytes())
+            .unwrap()
+            .event
+    }
+
+    #[test]
+    fn group_by_scheme_catches_a_campaign_lost_in_the_total() {
+        // Six schemes, 3 reports each per 15-minute window spread over the city (18 in
+        // all); then one window with 12 extra `investment` reports: 30 against 18 is
+        // within the over-dispersed total, 15 against 3 is not.
+        let schemes = [
+            "impersonation",
+            "investment",
+            "refund",
+            "loan",
+            "part_time_job",
+            "romance",
+        ];
+        let run = |group_by: Option<GroupField>| {
+            let mut d = RateSpikeConfig {
+                group_by,
+                model: CountModel::NegativeBinomial,
+                dispersion: 10.0,
+                min_count: 10,
+                ..Default::default()
+            }
+            .build(Stream::Fraud, &crate::pipeline::test_ctx());
+            let mut out = Vec::new();
+            let mut ws = crate::detect::Watermark::new(chrono::Duration::seconds(60));
+            let mut n = 0;
+            for w in 0..30i64 {
+                let mut evs = Vec::new();
+                for (k, s) in schemes.iter().enumerate() {
+                    let extra = if w == 25 && *s == "investment" { 12 } else { 0 };
+                    for i in 0..(3 + extra) {
+                        let town = format!("3305{:02}{:03}", [2, 3, 21, 22, 23][(i + k) % 5], 1);
+                        evs.push((w * 900 + (i as i64 * 40 + k as i64 * 7) % 890, *s, town));
+                    }
+                }
+                evs.sort_by_key(|e| e.0);
+                for (t, s, town) in evs {
+                    n += 1;
+                    let ev = fraud_of(&format!("F{n}"), s, &town, t);
+                    let late = ws.is_late(ev.ts());
+                    d.observe(&ev, late, &mut out);
+                    if let Some(wm) = ws.observe(ev.ts()) {
+                        d.advance(wm, &mut out);
+                    }
+                }
+            }
+            if let Some(wm) = ws.flush() {
+                d.advance(wm + chrono::Duration::seconds(900), &mut out);
+            }
+            (out, Detector::keys(&d))
+        };
+        let (total, _) = run(None);
+        assert!(
+            !total
+                .iter()
+                .any(|s| matches!(s.kind, SignalKind::Anomalous { .. })),
+            "{total:#?}"
+        );
+        let (grouped, keys) = run(Some(GroupField::Scheme));
+        let fired: Vec<_> = grouped
+            .iter()
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .collect();
+        assert_eq!(
+            fired.iter().map(|s| s.key.as_str()).collect::<Vec<_>>(),
+            vec!["330500/investment"]
+        );
+        // The subject names the region (as the backtest and routing expect) and the scheme.
+        assert_eq!(fired[0].subject["region"], "330500");
+        assert_eq!(fired[0].subject["scheme"], "investment");
+        let SignalKind::Anomalous { title, .. } = &fired[0].kind else {
+            panic!()
+        };
+        assert!(title.contains("(scheme investment)"), "{title}");
+        // At most 6 schemes x (city + 5 counties + 5 townships).
+        assert!(keys > 6 && keys <= 6 * 11, "{keys}");
+    }
+
+    #[test]
+    fn group_values_are_bounded() {
+        let mut d = RateSpikeConfig {
+            group_by: Some(GroupField::Scheme),
+            max_values: 2,
+            ..Default::default()
+        }
+        .build(Stream::Fraud, &crate::pipeline::test_ctx());
+        let mut out = Vec::new();
+        for (i, s) in ["a", "b", "c", "d", &"x".repeat(100)].iter().enumerate() {
+            d.observe(
+                &fraud_of(&format!("F{i}"), s, "330502001", 10),
+                false,
+                &mut out,
+            );
+        }
+        // a, b and "other", each for the township, county and city.
+        assert_eq!(Detector::keys(&d), 9);
+        assert_eq!(d.track_value(&"y".repeat(100), 20), "other");
+        // Idle values are forgotten (with their keys), making room for new ones.
+        let later = crate::detect::testutil::ts("2026-12-10T00:00:00+08:00");
+        d.advance(later, &mut out);
+        assert_eq!(Detector::keys(&d), 0);
+        assert_eq!(d.track_value(&"é".repeat(40), 20), "é".repeat(24));
+    }
+
+    #[test]
+    fn group_by_must_fit_the_stream() {
+        let c = RateSpikeConfig {
+            group_by: Some(GroupField::Scheme),
+            max_values: 0,
+            ..Default::default()
+        };
+        let mut p = Vec::new();
+        c.validate("detectors.incidents[0]", &mut p);
+        assert_eq!(
+            p,
+            vec![
+                "detectors.incidents[0].group_by: \"scheme\" is a field of fraud events",
+                "detectors.incidents[0].max_values: must be in 1..=1000"
+            ]
+        );
+        let mut p = Vec::new();
+        let c: RateSpikeConfig = toml::from_str("group_by = \"category\"").unwrap();
+        c.validate("detectors.incidents[0]", &mut p);
+        assert!(p.is_empty(), "{p:?}");
     }
 
     #[test]
