@@ -34,6 +34,8 @@ pub const MAX_WINDOW: usize = 64;
 
 /// 1 / Φ⁻¹(3/4): scales a MAD to a standard deviation under Gaussian noise.
 const MAD_TO_SIGMA: f64 = 1.4826;
+/// √(π/2): scales a mean absolute deviation to a standard deviation under Gaussian noise.
+const MEAN_AD_TO_SIGMA: f64 = 1.2533;
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -162,6 +164,25 @@ impl RobustState {
         self.len as usize
     }
 
+    /// Median and the robust scale of the window, as a standard deviation: `1.4826 MAD`,
+    /// or, when more than half the window equals the median (MAD = 0: a quantized sensor
+    /// flipping between two adjacent levels), `1.2533 × mean |x - median|`, the usual
+    /// fallback for the modified z-score (Iglewicz & Hoaglin). Without it such a sensor
+    /// would make every step of one quantum a many-MAD event.
+    pub fn median_scale(&self) -> (f64, f64) {
+        let (med, mad) = self.median_mad();
+        if mad > 0.0 {
+            return (med, MAD_TO_SIGMA * mad);
+        }
+        let n = self.len as usize;
+        let mean_ad = self.buf[..n]
+            .iter()
+            .map(|x| (f64::from(*x) - med).abs())
+            .sum::<f64>()
+            / n.max(1) as f64;
+        (med, MEAN_AD_TO_SIGMA * mean_ad)
+    }
+
     /// Median and MAD of the window (not empty), in O(len) without allocating.
     pub fn median_mad(&self) -> (f64, f64) {
         let n = self.len as usize;
@@ -220,8 +241,8 @@ impl Detector for RobustZ {
             st.push(r.value, self.cap);
             return 0.0;
         }
-        let (med, mad) = st.median_mad();
-        let z = (r.value - med) / (MAD_TO_SIGMA * mad.max(self.cfg.min_mad));
+        let (med, scale) = st.median_scale();
+        let z = (r.value - med) / scale.max(MAD_TO_SIGMA * self.cfg.min_mad);
         st.push(r.value, self.cap);
         let counted = self.cfg.direction.counted(z);
         let s = score::from_ratio(counted, k);
@@ -293,6 +314,34 @@ mod tests {
         } else {
             (v[n / 2 - 1] + v[n / 2]) / 2.0
         }
+    }
+
+    #[test]
+    fn quantized_two_level_sensor_is_not_an_outlier() {
+        // 11 readings of 3.0 and 10 of 3.1: MAD = 0; the mean-AD fallback keeps a step of
+        // one quantum at z ~ 1.7, not 13 (as a min_mad floor of 0.005 would make it).
+        let mut d = RobustZConfig {
+            z_threshold: 5.0,
+            ..Default::default()
+        }
+        .build(Stream::Sensors, &crate::pipeline::test_ctx());
+        let mut out = Vec::new();
+        let mut worst: f64 = 0.0;
+        for i in 0..61 {
+            let v = 3.0 + (i % 2) as f64 * 0.1;
+            worst = worst.max(d.observe(&reading("Q", "gas_lel", i * 10, v), false, &mut out));
+        }
+        assert!(out.is_empty(), "{out:?}");
+        assert!(worst < 0.2, "worst score {worst}");
+        let (med, scale) = {
+            let mut s = RobustState::default();
+            for i in 0..21 {
+                s.push(if i < 11 { 3.0 } else { 3.1 }, 64);
+            }
+            s.median_scale()
+        };
+        assert_eq!(med, 3.0);
+        assert!((scale - 1.2533 * 0.1 * 10.0 / 21.0).abs() < 1e-6, "{scale}");
     }
 
     #[test]
