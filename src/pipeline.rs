@@ -73,6 +73,12 @@ pub struct Pipeline {
     alerts: Vec<Alert>,
     /// The web console, when on: sees every alert and fills in its operators' actions.
     console: Option<Arc<ConsoleState>>,
+    /// Per stream (`Stream::ALL` order): the watermark second last handed to
+    /// `AlertPolicy::on_watermark`, and whether episodes may have changed since.
+    applied_watermark: [Option<i64>; 3],
+    episodes_changed: [bool; 3],
+    /// Whether a repeated watermark second may be skipped (see `policy_step`).
+    skip_same_watermark: bool,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -110,6 +116,10 @@ impl Pipeline {
             signals: Vec::new(),
             alerts: Vec::new(),
             console: None,
+            applied_watermark: [None; 3],
+            episodes_changed: [false; 3],
+            skip_same_watermark: cfg.alerts.cooldown.as_secs() >= 1
+                && cfg.alerts.escalate_after.as_secs() >= 1,
         }
     }
 
@@ -253,21 +263,46 @@ impl Pipeline {
     }
 
     /// Signals -> alerts, then watermark-driven resolves and escalations.
+    ///
+    /// `on_watermark` and `open_count` each walk every episode, so they run only when
+    /// they can change something, not once per event: `on_watermark` compares whole
+    /// seconds of event time against episode state, so it is re-run when a stream's
+    /// watermark reaches a new second, after a signal of that stream, or after its
+    /// previous run emitted alerts (with a zero cooldown it always runs: a cooldown
+    /// ending at the current second is then forgotten at once). The open-episodes gauge
+    /// is refreshed whenever either ran.
     fn policy_step(
         &mut self,
         watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
     ) {
+        let mut touched = false;
         for s in self.signals.drain(..) {
+            touched = true;
+            self.episodes_changed[stream_idx(s.stream)] = true;
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
             }
         }
         for (stream, w) in watermarks {
+            let i = stream_idx(*stream);
+            let second = w.timestamp();
+            if self.skip_same_watermark
+                && !self.episodes_changed[i]
+                && self.applied_watermark[i] == Some(second)
+            {
+                continue;
+            }
+            let before = self.alerts.len();
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
+            touched = true;
+            self.applied_watermark[i] = Some(second);
+            self.episodes_changed[i] = self.alerts.len() != before;
         }
-        self.metrics
-            .open_episodes
-            .set(self.policy.open_count() as i64);
+        if touched {
+            self.metrics
+                .open_episodes
+                .set(self.policy.open_count() as i64);
+        }
     }
 
     async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {
@@ -295,6 +330,14 @@ impl Pipeline {
         }
         self.metrics.detector_keys.set(self.detectors.keys() as i64);
         acks
+    }
+}
+
+fn stream_idx(s: crate::decode::Stream) -> usize {
+    match s {
+        crate::decode::Stream::Incidents => 0,
+        crate::decode::Stream::Sensors => 1,
+        crate::decode::Stream::Fraud => 2,
     }
 }
 
