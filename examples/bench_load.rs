@@ -162,7 +162,10 @@ fn main() -> anyhow::Result<()> {
     let mut rng = SmallRng::seed_from_u64(7);
     let (mut buf, mut key) = (String::with_capacity(512), String::with_capacity(64));
     let (mut sensor_n, mut alarms) = (0u64, 0u64);
-    let every = 1000u64.checked_div(a.alarm_per_mille).unwrap_or(u64::MAX).max(1);
+    let every = 1000u64
+        .checked_div(a.alarm_per_mille)
+        .unwrap_or(u64::MAX)
+        .max(1);
     let started = Instant::now();
     for i in 0..a.events {
         if a.rate > 0 {
