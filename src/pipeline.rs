@@ -258,10 +258,17 @@ impl Pipeline {
     }
 
     /// Signals -> alerts, then watermark-driven resolves and escalations.
+    ///
+    /// `on_watermark` and `open_count` walk every episode, so neither runs per event:
+    /// `on_watermark` only when a stream's watermark reached a new second (DetectorSet
+    /// reports no smaller moves), and the open-episodes gauge only when a signal or a
+    /// watermark could have changed it (the per-event count was the top entry of the
+    /// profile, docs/PERFORMANCE.md).
     fn policy_step(
         &mut self,
         watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
     ) {
+        let touched = !self.signals.is_empty() || !watermarks.is_empty();
         for s in self.signals.drain(..) {
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
@@ -270,9 +277,11 @@ impl Pipeline {
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
         }
-        self.metrics
-            .open_episodes
-            .set(self.policy.open_count() as i64);
+        if touched {
+            self.metrics
+                .open_episodes
+                .set(self.policy.open_count() as i64);
+        }
     }
 
     async fn publish_all(&mut self, summary: &mut RunSummary) -> Vec<Ack> {

@@ -111,6 +111,8 @@ pub struct AlertPolicy {
     regions: Arc<Regions>,
     clock: Arc<dyn Clock>,
     episodes: HashMap<String, Episode>,
+    /// Episodes in the Open phase, kept on every transition: the gauge reads it per event.
+    open: usize,
 }
 
 fn rfc3339(t: DateTime<FixedOffset>) -> String {
@@ -124,6 +126,7 @@ impl AlertPolicy {
             regions,
             clock,
             episodes: HashMap::new(),
+            open: 0,
         }
     }
 
@@ -146,10 +149,14 @@ impl AlertPolicy {
 
     /// Episodes currently open (the `riskstream_open_episodes` gauge).
     pub fn open_count(&self) -> usize {
-        self.episodes
-            .values()
-            .filter(|e| matches!(e.phase, Phase::Open { .. }))
-            .count()
+        debug_assert_eq!(
+            self.open,
+            self.episodes
+                .values()
+                .filter(|e| matches!(e.phase, Phase::Open { .. }))
+                .count()
+        );
+        self.open
     }
 
     /// Takes one detector signal; returns the message to publish, if any.
@@ -249,6 +256,7 @@ impl AlertPolicy {
                     seq: 1,
                     actions: None,
                 };
+                self.open += 1;
                 self.episodes.insert(
                     ekey,
                     Episode {
@@ -309,6 +317,7 @@ impl AlertPolicy {
                         ep.last.seq += 1;
                         out.push(ep.last.clone());
                         ep.phase = Phase::Cooldown { until: w + cool };
+                        self.open -= 1;
                     } else if clear_since.is_none()
                         && ep.last.level < Level::Red
                         && w - ep.opened >= esc * (i64::from(*escalations) + 1)

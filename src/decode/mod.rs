@@ -190,13 +190,13 @@ impl Decoder {
                 format!("message is not UTF-8 (invalid byte at {})", e.valid_up_to()),
             )
         })?;
-        let value: serde_json::Value = serde_json::from_str(text).map_err(|e| {
+        let obj: fields::Object<'_> = serde_json::from_str(text).map_err(|e| {
             DecodeError::new(InvalidReason::NotJson, format!("message is not JSON: {e}"))
         })?;
-        let obj = value.as_object().ok_or_else(|| {
+        let obj = obj.0.ok_or_else(|| {
             DecodeError::new(InvalidReason::NotJson, "message is JSON but not an object")
         })?;
-        let f = fields::Fields::new(obj, &self.regions);
+        let f = fields::Fields::new(&obj, &self.regions);
         let event = match stream {
             Stream::Incidents => Event::Incident(incident::decode(&f)?),
             Stream::Sensors => Event::Sensor(sensor::decode(&f)?),

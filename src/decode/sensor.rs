@@ -28,7 +28,7 @@ pub struct SensorReading {
 }
 
 pub(super) fn decode(f: &Fields<'_>) -> Result<SensorReading, DecodeError> {
-    let status = match f.opt_str("status")?.as_deref() {
+    let status = match f.opt_str_ref("status")? {
         None | Some("ok") => SensorStatus::Ok,
         Some("fault") => SensorStatus::Fault,
         Some(other) => {

@@ -3,14 +3,21 @@
 //! Each key holds a fixed-size `S` plus the event time it was last touched. A sweep at
 //! most once per `ttl / 4` of event time drops keys idle for longer than `ttl`; the sweep
 //! is driven by the watermark, never by the wall clock.
+//!
+//! Hashing: keys are short strings, some attacker-controlled (fraud suspects' phones,
+//! accounts, URLs), so the hasher must stay keyed per process (HashDoS), but std's SipHash
+//! costs more than the probe itself: aHash with a random per-map seed instead. The map is
+//! hashbrown's, whose `entry_ref` hashes the key once and allocates it only on insert.
 
-use std::collections::HashMap;
+use ahash::RandomState;
+use hashbrown::hash_map::EntryRef;
+use hashbrown::HashMap;
 
 use chrono::{DateTime, FixedOffset};
 
 #[derive(Debug)]
 pub struct KeyedState<S> {
-    map: HashMap<Box<str>, Entry<S>>,
+    map: HashMap<Box<str>, Entry<S>, RandomState>,
     ttl_secs: i64,
     last_sweep: i64,
 }
@@ -24,7 +31,7 @@ struct Entry<S> {
 impl<S: Default> KeyedState<S> {
     pub fn new(ttl: std::time::Duration) -> Self {
         Self {
-            map: HashMap::new(),
+            map: HashMap::with_hasher(RandomState::new()),
             ttl_secs: ttl.as_secs().max(1) as i64,
             last_sweep: i64::MIN,
         }
@@ -33,17 +40,17 @@ impl<S: Default> KeyedState<S> {
     /// The state of `key`, created empty on first sight; marks it seen at `ts`.
     pub fn touch(&mut self, key: &str, ts: DateTime<FixedOffset>) -> &mut S {
         let t = ts.timestamp();
-        // Lookup by &str first: no allocation for keys we already hold (the hot path).
-        if !self.map.contains_key(key) {
-            self.map.insert(
+        // One hash and probe; the key is copied only for a key never seen before.
+        let e = match self.map.entry_ref(key) {
+            EntryRef::Occupied(o) => o.into_mut(),
+            EntryRef::Vacant(v) => v.insert_with_key(
                 key.into(),
                 Entry {
                     state: S::default(),
                     last_seen: t,
                 },
-            );
-        }
-        let e = self.map.get_mut(key).expect("inserted above");
+            ),
+        };
         e.last_seen = e.last_seen.max(t);
         &mut e.state
     }
