@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Reads alert JSON lines (one per line) on stdin; prints one readable, coloured line each."""
 import json
+import signal
 import sys
 
 COLOUR = {"blue": 34, "yellow": 33, "orange": 35, "red": 31}
+
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # `| head` is fine
 
 for line in sys.stdin:
     try:
@@ -13,6 +16,8 @@ for line in sys.stdin:
     level = a.get("level", "?")
     ev = a.get("evidence", {})
     observed = ev.get("observed")
+    if isinstance(observed, float):
+        observed = round(observed, 3)
     expected = round(ev.get("expected", 0.0), 2)
     route = ",".join(a.get("route", []))
     print(
