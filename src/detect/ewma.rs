@@ -14,9 +14,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
+use super::sensor_signal;
 use super::{
-    fmt_duration, kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction,
-    Evidence, KeyedState, Signal, SignalKind,
+    fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
+    KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
 
@@ -263,16 +264,7 @@ impl Detector for EwmaZ {
         } else {
             return s;
         };
-        out.push(Signal {
-            stream: Stream::Sensors,
-            detector: NAME,
-            key: r.sensor_id.clone(),
-            subject: sensor_subject(r),
-            region: r.region,
-            ts: r.ts,
-            event_id: Some(ev.id()),
-            kind,
-        });
+        out.push(sensor_signal(NAME, r, ev.id(), kind));
         s
     }
 

@@ -23,9 +23,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
+use super::sensor_signal;
 use super::{
-    fmt_duration, kind_label, score, sensor_subject, BuildCtx, Detector, DetectorSpec, Evidence,
-    KeyedState, Signal, SignalKind,
+    fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState,
+    Signal, SignalKind,
 };
 use crate::alert::Level;
 use crate::decode::{Event, SensorStatus, Stream};
@@ -224,16 +225,7 @@ impl Detector for Flatline {
             SignalKind::Anomalous { score, .. } => *score,
             SignalKind::Clear => 0.0,
         };
-        out.push(Signal {
-            stream: Stream::Sensors,
-            detector: NAME,
-            key: r.sensor_id.clone(),
-            subject: sensor_subject(r),
-            region: r.region,
-            ts: r.ts,
-            event_id: Some(ev.id()),
-            kind,
-        });
+        out.push(sensor_signal(NAME, r, ev.id(), kind));
         s
     }
 

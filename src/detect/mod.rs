@@ -314,6 +314,25 @@ pub fn kind_label(kind: &str) -> String {
     }
 }
 
+/// The signal a per-sensor value detector emits for reading `r` (key: the sensor id).
+pub(crate) fn sensor_signal(
+    detector: &'static str,
+    r: &crate::decode::SensorReading,
+    event_id: String,
+    kind: SignalKind,
+) -> Signal {
+    Signal {
+        stream: Stream::Sensors,
+        detector,
+        key: r.sensor_id.clone(),
+        subject: sensor_subject(r),
+        region: r.region,
+        ts: r.ts,
+        event_id: Some(event_id),
+        kind,
+    }
+}
+
 pub(crate) fn sensor_subject(
     r: &crate::decode::SensorReading,
 ) -> serde_json::Map<String, serde_json::Value> {

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::sensor_signal;
 use super::{
-    kind_label, sensor_subject, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState,
-    Signal, SignalKind,
+    kind_label, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
+    SignalKind,
 };
 use crate::alert::Level;
 use crate::decode::{Event, SensorStatus, Stream};
@@ -247,16 +248,7 @@ impl Detector for Threshold {
                 }
             }
         };
-        out.push(Signal {
-            stream: Stream::Sensors,
-            detector: NAME,
-            key: r.sensor_id.clone(),
-            subject: sensor_subject(r),
-            region: r.region,
-            ts: r.ts,
-            event_id: Some(ev.id()),
-            kind,
-        });
+        out.push(sensor_signal(NAME, r, ev.id(), kind));
         s
     }
 
