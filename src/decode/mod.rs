@@ -34,6 +34,15 @@ pub enum Stream {
 impl Stream {
     pub const ALL: [Stream; 3] = [Stream::Incidents, Stream::Sensors, Stream::Fraud];
 
+    /// Position in [`Stream::ALL`], for per-stream arrays.
+    pub fn index(self) -> usize {
+        match self {
+            Stream::Incidents => 0,
+            Stream::Sensors => 1,
+            Stream::Fraud => 2,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             Stream::Incidents => "incidents",

@@ -28,6 +28,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
 use super::sensor_signal;
+use super::transition;
 use super::{
     kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
@@ -250,8 +251,7 @@ impl Detector for Cusum {
             st.mean += w * d;
             st.var = (1.0 - w) * (st.var + w * d * d);
         }
-        let kind = if firing {
-            st.alerting = true;
+        let Some(kind) = transition(firing, &mut st.alerting, || {
             let shift = sd * (k + c / f64::from(run.max(1)));
             let (word, est) = if up {
                 ("up", mu + shift)
@@ -271,10 +271,7 @@ impl Detector for Cusum {
                     p_value: None,
                 },
             }
-        } else if st.alerting {
-            st.alerting = false;
-            SignalKind::Clear
-        } else {
+        }) else {
             return s;
         };
         out.push(sensor_signal(NAME, r, ev.id(), kind));

@@ -15,6 +15,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
 use super::sensor_signal;
+use super::transition;
 use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
     KeyedState, Signal, SignalKind,
@@ -242,8 +243,7 @@ impl Detector for EwmaZ {
         }
         st.last_ts = st.last_ts.max(t);
         let firing = warm && counted > k;
-        let kind = if firing {
-            st.alerting = true;
+        let Some(kind) = transition(firing, &mut st.alerting, || {
             let dir = if z >= 0.0 { "rising" } else { "falling" };
             SignalKind::Anomalous {
                 score: s,
@@ -258,10 +258,7 @@ impl Detector for EwmaZ {
                     p_value: None,
                 },
             }
-        } else if st.alerting {
-            st.alerting = false;
-            SignalKind::Clear
-        } else {
+        }) else {
             return s;
         };
         out.push(sensor_signal(NAME, r, ev.id(), kind));

@@ -168,14 +168,6 @@ pub struct Observed {
     pub watermark: Option<DateTime<FixedOffset>>,
 }
 
-fn idx(s: Stream) -> usize {
-    match s {
-        Stream::Incidents => 0,
-        Stream::Sensors => 1,
-        Stream::Fraud => 2,
-    }
-}
-
 impl DetectorSet {
     pub fn new(
         configs: &[(Stream, Vec<DetectorConfig>)],
@@ -185,7 +177,7 @@ impl DetectorSet {
         let mut by_stream: [Vec<Box<dyn Detector>>; 3] = Default::default();
         for (stream, list) in configs {
             for c in list {
-                by_stream[idx(*stream)].push(c.build(*stream, ctx));
+                by_stream[stream.index()].push(c.build(*stream, ctx));
             }
         }
         let lateness =
@@ -215,7 +207,7 @@ impl DetectorSet {
         received: std::time::Instant,
         out: &mut Vec<Signal>,
     ) -> Observed {
-        let i = idx(ev.stream());
+        let i = ev.stream().index();
         let wm = &mut self.watermarks[i];
         let late = wm.is_late(ev.ts());
         let mut score: f64 = 0.0;
@@ -237,7 +229,7 @@ impl DetectorSet {
 
     /// The current watermark of a stream, if it has seen an event.
     pub fn watermark(&self, s: Stream) -> Option<DateTime<FixedOffset>> {
-        self.watermarks[idx(s)].current()
+        self.watermarks[s.index()].current()
     }
 
     /// End of a finite input: event time jumps to the last event seen (no more lateness
@@ -245,7 +237,7 @@ impl DetectorSet {
     pub fn flush(&mut self, out: &mut Vec<Signal>) -> Vec<(Stream, DateTime<FixedOffset>)> {
         let mut moved = Vec::new();
         for s in Stream::ALL {
-            let i = idx(s);
+            let i = s.index();
             if let Some(w) = self.watermarks[i].flush() {
                 for d in &mut self.by_stream[i] {
                     d.advance(w, out);
@@ -261,7 +253,7 @@ impl DetectorSet {
     }
 
     pub fn detectors(&self, s: Stream) -> impl Iterator<Item = &str> {
-        self.by_stream[idx(s)].iter().map(|d| d.name())
+        self.by_stream[s.index()].iter().map(|d| d.name())
     }
 }
 
@@ -311,6 +303,24 @@ pub fn kind_label(kind: &str) -> String {
         "pressure" => "Pressure".into(),
         "tank_level" => "Tank level".into(),
         other => other.replace('_', " "),
+    }
+}
+
+/// The one rule every per-key detector follows: `Anomalous` (built by `anomalous`) on
+/// every firing observation, one `Clear` when the key stops firing, nothing otherwise.
+/// `alerting` is the key's flag, kept in its state.
+pub(crate) fn transition(
+    firing: bool,
+    alerting: &mut bool,
+    anomalous: impl FnOnce() -> SignalKind,
+) -> Option<SignalKind> {
+    if firing {
+        *alerting = true;
+        Some(anomalous())
+    } else if std::mem::take(alerting) {
+        Some(SignalKind::Clear)
+    } else {
+        None
     }
 }
 

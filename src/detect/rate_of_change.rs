@@ -23,6 +23,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
 use super::sensor_signal;
+use super::transition;
 use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
     KeyedState, Signal, SignalKind,
@@ -193,8 +194,7 @@ impl Detector for RateOfChange {
         };
         let counted = self.cfg.direction.counted(rate);
         let s = score::from_ratio(counted, limit);
-        let kind = if counted > limit {
-            st.alerting = true;
+        let Some(kind) = transition(counted > limit, &mut st.alerting, || {
             let dir = if rate >= 0.0 { "rising" } else { "falling" };
             let unit = r
                 .unit
@@ -219,10 +219,7 @@ impl Detector for RateOfChange {
                     p_value: None,
                 },
             }
-        } else if st.alerting {
-            st.alerting = false;
-            SignalKind::Clear
-        } else {
+        }) else {
             return s;
         };
         out.push(sensor_signal(NAME, r, ev.id(), kind));

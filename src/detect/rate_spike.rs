@@ -542,10 +542,8 @@ impl RateSpike {
     }
 
     /// Closes every window of `key` that ends at or before `wm` (empty ones included).
-    fn close_until(&mut self, key: &str, wm: i64, out: &mut Vec<Signal>) {
-        let Some(mut st) = self.state.get(key).copied() else {
-            return;
-        };
+    /// Closes every window of `st` (the state of `key`) that ends at or before `wm`.
+    fn close_until(&self, key: &str, st: &mut RegionWindows, wm: i64, out: &mut Vec<Signal>) {
         // Catch-up is capped: after a long gap only the last week of windows is replayed.
         let max_catch_up = (7 * 24 * 3600 / self.len).max(1);
         loop {
@@ -579,15 +577,7 @@ impl RateSpike {
                     *slot = (EMPTY, 0);
                 }
             }
-            self.close(key, &mut st, start, count, out);
-        }
-        if let Some(s) = self
-            .state
-            .iter_mut()
-            .find(|(k, _)| *k == key)
-            .map(|(_, s)| s)
-        {
-            *s = st;
+            self.close(key, st, start, count, out);
         }
     }
 }
@@ -647,8 +637,10 @@ impl Detector for RateSpike {
                     None => {
                         // Both slots busy with older windows: close the oldest now.
                         let oldest = st.open.iter().map(|s| s.0).min().unwrap_or(start);
-                        self.close_until(&key, oldest + self.len, out);
+                        let mut copy = *st;
+                        self.close_until(&key, &mut copy, oldest + self.len, out);
                         let st = self.state.touch(&key, ev.ts());
+                        *st = copy;
                         let i = st.open.iter().position(|s| s.0 == EMPTY).unwrap_or(0);
                         st.open[i] = (start, 0);
                         i
@@ -668,10 +660,13 @@ impl Detector for RateSpike {
 
     fn advance(&mut self, watermark: DateTime<FixedOffset>, out: &mut Vec<Signal>) {
         let wm = watermark.timestamp();
-        let keys: Vec<String> = self.state.iter_mut().map(|(k, _)| k.to_string()).collect();
-        for k in keys {
-            self.close_until(&k, wm, out);
+        // One pass over the regions: the map is moved out while `close_until` borrows
+        // the detector's settings (no key copies, no lookups per region).
+        let mut state = std::mem::replace(&mut self.state, KeyedState::new(Duration::from_secs(1)));
+        for (k, st) in state.iter_mut() {
+            self.close_until(k, st, wm, out);
         }
+        self.state = state;
         self.state.evict_idle(watermark);
         let ttl = self.cfg.ttl.as_secs() as i64;
         self.values.retain(|_, last| wm - *last <= ttl);

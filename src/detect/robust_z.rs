@@ -22,6 +22,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::Deserialize;
 
 use super::sensor_signal;
+use super::transition;
 use super::{
     kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
@@ -247,8 +248,7 @@ impl Detector for RobustZ {
         st.push(r.value, self.cap);
         let counted = self.cfg.direction.counted(z);
         let s = score::from_ratio(counted, k);
-        let kind = if counted > k {
-            st.alerting = true;
+        let Some(kind) = transition(counted > k, &mut st.alerting, || {
             let dir = if z >= 0.0 { "above" } else { "below" };
             SignalKind::Anomalous {
                 score: s,
@@ -267,10 +267,7 @@ impl Detector for RobustZ {
                     p_value: None,
                 },
             }
-        } else if st.alerting {
-            st.alerting = false;
-            SignalKind::Clear
-        } else {
+        }) else {
             return s;
         };
         out.push(sensor_signal(NAME, r, ev.id(), kind));

@@ -39,6 +39,10 @@ pub fn sink_dropped() -> &'static IntCounterVec {
 
 pub struct Metrics {
     registry: Registry,
+    /// The per-stream children of the per-event counters, resolved once: a label lookup
+    /// hashes the label values on every call, and these run for every input.
+    consumed_by_stream: [prometheus::IntCounter; 3],
+    late_by_stream: [prometheus::IntCounter; 3],
     pub events_consumed: IntCounterVec,
     pub events_invalid: IntCounterVec,
     pub events_late: IntCounterVec,
@@ -222,7 +226,10 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(console_clients.clone()))
             .expect("unique");
+        let by_stream = |v: &IntCounterVec| Stream::ALL.map(|s| v.with_label_values(&[s.as_str()]));
         let m = Self {
+            consumed_by_stream: by_stream(&events_consumed),
+            late_by_stream: by_stream(&events_late),
             registry: r,
             console_time_to_ack,
             console_acks,
@@ -246,16 +253,12 @@ impl Metrics {
             watermark,
             build_info,
         };
-        // Pre-create the per-stream series so dashboards see zeros, not gaps.
-        for s in Stream::ALL {
-            m.events_consumed.with_label_values(&[s.as_str()]);
-            m.events_late.with_label_values(&[s.as_str()]);
-        }
+        // The per-stream children above also pre-create the series: dashboards see zeros.
         m
     }
 
     pub fn consumed(&self, s: Stream) {
-        self.events_consumed.with_label_values(&[s.as_str()]).inc();
+        self.consumed_by_stream[s.index()].inc();
     }
 
     pub fn invalid(&self, s: Stream, r: InvalidReason) {
@@ -265,7 +268,7 @@ impl Metrics {
     }
 
     pub fn late(&self, s: Stream) {
-        self.events_late.with_label_values(&[s.as_str()]).inc();
+        self.late_by_stream[s.index()].inc();
     }
 
     pub fn unknown_region(&self, s: Stream) {
