@@ -31,6 +31,7 @@ pub mod shutdown;
 pub mod simulate;
 pub mod sink;
 pub mod source;
+pub mod state;
 pub mod telemetry;
 
 pub use decode::{Event, Stream};

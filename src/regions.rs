@@ -67,8 +67,9 @@ pub struct Center {
     pub parent: Option<String>,
 }
 
-/// A resolved region: indexes into the hierarchy, cheap to copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// A resolved region: indexes into the hierarchy, cheap to copy. Durable state stores the
+/// indexes: a changed regions file means a fresh start for the state (see docs/STATE.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RegionRef {
     /// Index of the township, when the code named a listed one.
     pub township: Option<u32>,

@@ -16,13 +16,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, SecondsFormat};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Alert, Level, LevelBands, RoutePolicy, Status};
 use crate::clock::Clock;
 use crate::decode::Stream;
 use crate::detect::{Signal, SignalKind};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, Change, StateError};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -80,7 +81,7 @@ impl AlertPolicyConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Open {
         clear_since: Option<i64>,
@@ -93,7 +94,7 @@ enum Phase {
     },
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct Episode {
     phase: Phase,
     /// The episode's last message, the template for the next one.
@@ -113,6 +114,9 @@ pub struct AlertPolicy {
     episodes: HashMap<String, Episode>,
     /// Episodes in the Open phase, kept on every transition: the gauge reads it per event.
     open: usize,
+    /// Durable state: episode keys changed since the last `changes`, per stream.
+    tracking: bool,
+    dirty: [Vec<String>; 3],
 }
 
 fn rfc3339(t: DateTime<FixedOffset>) -> String {
@@ -127,7 +131,52 @@ impl AlertPolicy {
             clock,
             episodes: HashMap::new(),
             open: 0,
+            tracking: false,
+            dirty: Default::default(),
         }
+    }
+
+    /// Durable state from now on: remember changed episodes for [`Self::changes`].
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+    }
+
+    fn mark(&mut self, stream: Stream, key: &str) {
+        if self.tracking {
+            self.dirty[stream.index()].push(key.to_string());
+        }
+    }
+
+    /// The changelog records (`e:<episode key>`) of `stream`'s episodes changed since the
+    /// last call; a forgotten episode is a tombstone.
+    pub fn changes(&mut self, stream: Stream, out: &mut Vec<Change>) {
+        let mut keys = std::mem::take(&mut self.dirty[stream.index()]);
+        keys.sort_unstable();
+        keys.dedup();
+        for k in keys {
+            let value = self.episodes.get(&k).map(codec::encode);
+            out.push(Change {
+                key: format!("e:{k}"),
+                value,
+            });
+        }
+    }
+
+    /// Puts back one `e:` record from the changelog.
+    pub fn restore(&mut self, key: &str, value: Option<&[u8]>) -> Result<(), StateError> {
+        let Some(k) = key.strip_prefix("e:") else {
+            return Err(StateError::corrupt(key, "not an episode record"));
+        };
+        let old = match value {
+            Some(v) => self
+                .episodes
+                .insert(k.to_string(), codec::decode::<Episode>(key, v)?),
+            None => self.episodes.remove(k),
+        };
+        let is_open = |e: &Episode| matches!(e.phase, Phase::Open { .. });
+        self.open -= old.as_ref().is_some_and(is_open) as usize;
+        self.open += self.episodes.get(k).is_some_and(is_open) as usize;
+        Ok(())
     }
 
     fn bands(&self, stream: Stream, detector: &str) -> LevelBands {
@@ -173,6 +222,7 @@ impl AlertPolicy {
                 {
                     clear_since.get_or_insert(t);
                     *last_signal = (*last_signal).max(t);
+                    self.mark(sig.stream, &ekey);
                 }
                 return None;
             }
@@ -184,6 +234,7 @@ impl AlertPolicy {
             } => (score, level, title, evidence),
         };
         let level = level_hint.or_else(|| self.bands(sig.stream, sig.detector).level(score))?;
+        self.mark(sig.stream, &ekey);
         let max_ids = self.cfg.max_event_ids;
         let now = self.now();
         match self.episodes.get_mut(&ekey) {
@@ -292,7 +343,9 @@ impl AlertPolicy {
         let cool = self.cfg.cooldown.as_secs() as i64;
         let mut now = None;
         let mut forget = Vec::new();
+        let mut changed = Vec::new();
         for (k, ep) in self.episodes.iter_mut().filter(|(_, e)| e.stream == stream) {
+            let before = (ep.last.seq, escalation_count(&ep.phase));
             match &mut ep.phase {
                 Phase::Cooldown { until } => {
                     if w >= *until {
@@ -343,10 +396,25 @@ impl AlertPolicy {
                     }
                 }
             }
+            // An escalation step can move without a message (the level was already higher).
+            if self.tracking && before != (ep.last.seq, escalation_count(&ep.phase)) {
+                changed.push(k.clone());
+            }
         }
         for k in forget {
             self.episodes.remove(&k);
+            self.mark(stream, &k);
         }
+        for k in changed {
+            self.mark(stream, &k);
+        }
+    }
+}
+
+fn escalation_count(p: &Phase) -> u32 {
+    match p {
+        Phase::Open { escalations, .. } => *escalations,
+        Phase::Cooldown { .. } => u32::MAX,
     }
 }
 

@@ -4,6 +4,10 @@
 //! most once per `ttl / 4` of event time drops keys idle for longer than `ttl`; the sweep
 //! is driven by the watermark, never by the wall clock.
 //!
+//! Durable state (src/state): once `track_changes` is on, every key touched (or evicted)
+//! is remembered until `take_dirty`, so a flush writes each changed key once however
+//! often it changed; `save`/`restore` encode one key's entry for the changelog.
+//!
 //! Hashing: keys are short strings, some attacker-controlled (fraud suspects' phones,
 //! accounts, URLs), so the hasher must stay keyed per process (HashDoS), but std's SipHash
 //! costs more than the probe itself: aHash with a random per-map seed instead. The map is
@@ -14,18 +18,27 @@ use hashbrown::hash_map::EntryRef;
 use hashbrown::HashMap;
 
 use chrono::{DateTime, FixedOffset};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::state::{codec, StateError};
 
 #[derive(Debug)]
 pub struct KeyedState<S> {
     map: HashMap<Box<str>, Entry<S>, RandomState>,
     ttl_secs: i64,
     last_sweep: i64,
+    tracking: bool,
+    /// Keys changed or evicted since the last `take_dirty` (when tracking).
+    dirty: Vec<Box<str>>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Entry<S> {
     state: S,
     last_seen: i64,
+    #[serde(skip)]
+    dirty: bool,
 }
 
 impl<S: Default> KeyedState<S> {
@@ -34,7 +47,14 @@ impl<S: Default> KeyedState<S> {
             map: HashMap::with_hasher(RandomState::new()),
             ttl_secs: ttl.as_secs().max(1) as i64,
             last_sweep: i64::MIN,
+            tracking: false,
+            dirty: Vec::new(),
         }
+    }
+
+    /// Remembers changed keys from now on (durable state only: it costs a flag per touch).
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
     }
 
     /// The state of `key`, created empty on first sight; marks it seen at `ts`.
@@ -48,11 +68,50 @@ impl<S: Default> KeyedState<S> {
                 Entry {
                     state: S::default(),
                     last_seen: t,
+                    dirty: false,
                 },
             ),
         };
         e.last_seen = e.last_seen.max(t);
+        if self.tracking && !e.dirty {
+            e.dirty = true;
+            self.dirty.push(key.into());
+        }
         &mut e.state
+    }
+
+    /// Records that `key`'s state changed outside `touch` (window closes, scans).
+    pub fn mark_dirty(&mut self, key: &str) {
+        if !self.tracking {
+            return;
+        }
+        if let Some(e) = self.map.get_mut(key) {
+            if !e.dirty {
+                e.dirty = true;
+                self.dirty.push(key.into());
+            }
+        }
+    }
+
+    /// Visits every key; `f` returns whether it changed the state (then it is dirty).
+    pub fn for_each_mut(&mut self, mut f: impl FnMut(&str, &mut S) -> bool) {
+        let tracking = self.tracking;
+        for (k, e) in self.map.iter_mut() {
+            if f(k, &mut e.state) && tracking && !e.dirty {
+                e.dirty = true;
+                self.dirty.push(k.clone());
+            }
+        }
+    }
+
+    /// Appends the keys changed or evicted since the last call and forgets them.
+    pub fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+        for k in self.dirty.drain(..) {
+            if let Some(e) = self.map.get_mut(&k) {
+                e.dirty = false;
+            }
+            out.push(k);
+        }
     }
 
     pub fn get(&self, key: &str) -> Option<&S> {
@@ -68,7 +127,14 @@ impl<S: Default> KeyedState<S> {
         self.last_sweep = now;
         let before = self.map.len();
         let ttl = self.ttl_secs;
-        self.map.retain(|_, e| now - e.last_seen <= ttl);
+        let (tracking, dirty) = (self.tracking, &mut self.dirty);
+        self.map.retain(|k, e| {
+            let keep = now - e.last_seen <= ttl;
+            if !keep && tracking && !e.dirty {
+                dirty.push(k.clone()); // absent at the flush: written as a tombstone
+            }
+            keep
+        });
         before - self.map.len()
     }
 
@@ -80,8 +146,28 @@ impl<S: Default> KeyedState<S> {
         self.map.is_empty()
     }
 
+    /// Every key; changes made through it are not tracked (see `for_each_mut`).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut S)> {
         self.map.iter_mut().map(|(k, e)| (&**k, &mut e.state))
+    }
+}
+
+impl<S: Default + Serialize + DeserializeOwned> KeyedState<S> {
+    /// The changelog encoding of `key`'s entry, if held.
+    pub fn save(&self, key: &str) -> Option<Vec<u8>> {
+        self.map.get(key).map(codec::encode)
+    }
+
+    /// Puts back an entry `save` produced.
+    pub fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let e: Entry<S> = codec::decode(key, bytes)?;
+        self.map.insert(key.into(), e);
+        Ok(())
+    }
+
+    /// Drops `key` (a tombstone in the changelog).
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(key);
     }
 }
 
@@ -112,5 +198,35 @@ mod tests {
         }
         // At most ttl + ttl/4 seconds of one-key-per-second churn remain.
         assert!(k.len() <= 76, "{}", k.len());
+    }
+
+    #[test]
+    fn tracked_changes_and_evictions_come_out_once_and_round_trip() {
+        let mut k: KeyedState<(u32, f64)> = KeyedState::new(std::time::Duration::from_secs(60));
+        k.track_changes();
+        let t0 = ts("2026-11-26T00:00:00Z");
+        k.touch("a", t0).0 += 1;
+        k.touch("a", t0).1 = 0.1 + 0.2;
+        k.touch("b", t0).0 = 7;
+        let mut d = Vec::new();
+        k.take_dirty(&mut d);
+        d.sort();
+        assert_eq!(d, vec!["a".into(), "b".into()]);
+        d.clear();
+        k.take_dirty(&mut d);
+        assert!(d.is_empty(), "a flush forgets what it wrote");
+
+        let mut back: KeyedState<(u32, f64)> = KeyedState::new(std::time::Duration::from_secs(60));
+        back.restore("a", &k.save("a").unwrap()).unwrap();
+        assert_eq!(back.get("a"), Some(&(1, 0.1 + 0.2)));
+        assert!(k.save("zz").is_none());
+
+        // "b" idles out: it comes back as a dirty key that is no longer held.
+        k.touch("a", t0 + chrono::Duration::seconds(100));
+        k.take_dirty(&mut Vec::new());
+        k.evict_idle(t0 + chrono::Duration::seconds(100));
+        k.take_dirty(&mut d);
+        assert_eq!(d, vec![Box::<str>::from("b")]);
+        assert!(k.save("b").is_none());
     }
 }

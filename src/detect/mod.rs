@@ -31,6 +31,7 @@ pub use watermark::Watermark;
 use crate::alert::Level;
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, Change, StateError};
 
 /// What an alert's `evidence` shows: enough for an operator to judge it without a query.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
@@ -98,6 +99,23 @@ pub trait Detector: Send {
 
     /// Keys currently held (for the memory bound and metrics).
     fn keys(&self) -> usize;
+
+    /// Durable state (src/state) from now on: remember which keys change.
+    fn track_changes(&mut self) {}
+
+    /// Appends the keys whose state changed since the last call, including keys dropped
+    /// since (their `save` then returns `None`: a tombstone).
+    fn take_dirty(&mut self, _out: &mut Vec<Box<str>>) {}
+
+    /// This detector's encoded state under `key`, if it holds any.
+    fn save(&self, _key: &str) -> Option<Vec<u8>> {
+        None
+    }
+
+    /// Puts back what `save` returned for `key` (on start, from the changelog).
+    fn restore(&mut self, _key: &str, _bytes: &[u8]) -> Result<(), StateError> {
+        Ok(())
+    }
 }
 
 /// Implemented by each detector's config struct.
@@ -155,7 +173,14 @@ detectors! {
 pub struct DetectorSet {
     by_stream: [Vec<Box<dyn Detector>>; 3],
     watermarks: [Watermark; 3],
+    /// Changelog bookkeeping: on once `track_changes` is called.
+    tracking: bool,
+    watermark_dirty: [bool; 3],
 }
+
+/// One changelog value of detector state: each detector holding the key, by its
+/// position in the stream's list and its name (a changed config skips what no longer fits).
+type KeyRecord<'a> = Vec<(u16, std::borrow::Cow<'a, str>, Vec<u8>)>;
 
 /// What observing one event produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -189,7 +214,88 @@ impl DetectorSet {
                 Watermark::new(lateness),
                 Watermark::new(lateness),
             ],
+            tracking: false,
+            watermark_dirty: [false; 3],
         }
+    }
+
+    /// Durable state from now on: detectors remember changed keys for [`Self::changes`].
+    pub fn track_changes(&mut self) {
+        self.tracking = true;
+        for d in self.by_stream.iter_mut().flatten() {
+            d.track_changes();
+        }
+    }
+
+    /// The changelog records of `stream` since the last call: one per changed state key
+    /// (every detector's state under it, or a tombstone when none holds it any more),
+    /// and the watermark when it moved.
+    pub fn changes(&mut self, stream: Stream, out: &mut Vec<Change>) {
+        let i = stream.index();
+        let dets = &mut self.by_stream[i];
+        let mut keys = Vec::new();
+        for d in dets.iter_mut() {
+            d.take_dirty(&mut keys);
+        }
+        let mut seen =
+            hashbrown::HashSet::with_capacity_and_hasher(keys.len(), ahash::RandomState::new());
+        for k in keys {
+            if !seen.insert(k.clone()) {
+                continue;
+            }
+            let rec: KeyRecord = dets
+                .iter()
+                .enumerate()
+                .filter_map(|(n, d)| Some((n as u16, d.name().into(), d.save(&k)?)))
+                .collect();
+            out.push(Change {
+                key: format!("k:{k}"),
+                value: (!rec.is_empty()).then(|| codec::encode(&rec)),
+            });
+        }
+        if std::mem::take(&mut self.watermark_dirty[i]) {
+            out.push(Change {
+                key: "w".into(),
+                value: Some(codec::encode(&self.watermarks[i].snapshot())),
+            });
+        }
+    }
+
+    /// Puts back one changelog record of `stream` (its key without the `k:` prefix, or
+    /// `w`). Returns how many detector states it restored.
+    pub fn restore(
+        &mut self,
+        stream: Stream,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<usize, StateError> {
+        let i = stream.index();
+        if key == "w" {
+            if let Some(v) = value {
+                self.watermarks[i].restore(codec::decode(key, v)?);
+            }
+            return Ok(0);
+        }
+        let Some(k) = key.strip_prefix("k:") else {
+            return Err(StateError::corrupt(key, "unknown record kind"));
+        };
+        let Some(v) = value else {
+            return Ok(0); // a tombstone: nothing to put back
+        };
+        let rec: KeyRecord = codec::decode(key, v)?;
+        let dets = &mut self.by_stream[i];
+        let mut n = 0;
+        for (idx, name, bytes) in rec {
+            match dets.get_mut(idx as usize) {
+                Some(d) if d.name() == name => {
+                    d.restore(k, &bytes)?;
+                    n += 1;
+                }
+                // The config changed since: that detector starts fresh for this key.
+                _ => tracing::debug!(key, idx, %name, "state for a detector no longer configured"),
+            }
+        }
+        Ok(n)
     }
 
     /// Feeds one event to its stream's detectors, then lets event time advance.
@@ -215,6 +321,7 @@ impl DetectorSet {
             score = score.max(d.observe(ev, late, out));
         }
         let watermark = wm.observe_part(ev.ts(), partition, received);
+        self.watermark_dirty[i] |= self.tracking;
         if let Some(w) = watermark {
             for d in &mut self.by_stream[i] {
                 d.advance(w, out);

@@ -23,6 +23,15 @@ struct Part {
     last_seen: Instant,
 }
 
+/// What the changelog keeps of a watermark: each partition's newest event time, the
+/// watermark and the last second handed to detectors (idleness restarts on restore).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WatermarkState {
+    parts: Vec<(i32, DateTime<FixedOffset>)>,
+    current: Option<DateTime<FixedOffset>>,
+    emitted: Option<i64>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Watermark {
     lateness: Duration,
@@ -46,6 +55,29 @@ impl Watermark {
             current: None,
             emitted: None,
         }
+    }
+
+    pub fn snapshot(&self) -> WatermarkState {
+        WatermarkState {
+            parts: self.parts.iter().map(|p| (p.id, p.max_ts)).collect(),
+            current: self.current,
+            emitted: self.emitted,
+        }
+    }
+
+    pub fn restore(&mut self, s: WatermarkState) {
+        let now = Instant::now();
+        self.parts = s
+            .parts
+            .into_iter()
+            .map(|(id, max_ts)| Part {
+                id,
+                max_ts,
+                last_seen: now,
+            })
+            .collect();
+        self.current = s.current;
+        self.emitted = s.emitted;
     }
 
     pub fn current(&self) -> Option<DateTime<FixedOffset>> {

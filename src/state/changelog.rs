@@ -1,0 +1,1 @@
+//! The Kafka side of durable state: topic names, creation, writing and restoring.

@@ -1,0 +1,71 @@
+//! The changelog value encoding: postcard (serde, varints, floats bit-exact), so a
+//! restored baseline is the same number the detector held, not a decimal round trip.
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::StateError;
+
+pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    postcard::to_stdvec(v).expect("state types serialize")
+}
+
+pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateError> {
+    postcard::from_bytes(bytes).map_err(|e| StateError::corrupt(key, e))
+}
+
+/// Serde for fixed arrays longer than serde's built-in 32 (ring buffers, seasonal slots).
+pub mod array {
+    use serde::de::Error;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
+        a: &[T; N],
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        a.as_slice().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
+        d: D,
+    ) -> Result<[T; N], D::Error> {
+        let v = Vec::<T>::deserialize(d)?;
+        let len = v.len();
+        v.try_into()
+            .map_err(|_| D::Error::custom(format!("expected {N} elements, found {len}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+    struct Ring {
+        #[serde(with = "array")]
+        buf: [f32; 64],
+        x: f64,
+    }
+
+    #[test]
+    fn floats_and_long_arrays_round_trip_exactly() {
+        let mut buf = [0f32; 64];
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (i as f32).sqrt() * 0.1;
+        }
+        let r = Ring {
+            buf,
+            x: 0.1 + 0.2, // not representable in short decimal form
+        };
+        let back: Ring = decode("k", &encode(&r)).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.x.to_bits(), (0.1f64 + 0.2).to_bits());
+    }
+
+    #[test]
+    fn truncated_records_are_an_error_naming_the_key() {
+        let bytes = encode(&(1u32, 2.5f64));
+        let e = decode::<(u32, f64)>("k:S-1", &bytes[..3]).unwrap_err();
+        assert!(e.to_string().contains("k:S-1"), "{e}");
+    }
+}
