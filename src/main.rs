@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use rdkafka::producer::FutureProducer;
 
 use riskstream::clock::SystemClock;
-use riskstream::config::{self, Config};
+use riskstream::config::{self, Config, Guarantee};
 use riskstream::decode::{Decoder, Stream};
 use riskstream::detect::{BuildCtx, DetectorSet};
 use riskstream::pipeline::{build_sinks, Pipeline};
@@ -20,6 +20,7 @@ use riskstream::sink::{KafkaDeadLetters, LogDeadLetters, SinkConfig, SinkCtx};
 use riskstream::source::kafka::{client_config, KafkaSource, Readiness};
 use riskstream::source::replay::ReplaySource;
 use riskstream::source::Source;
+use riskstream::state::changelog::ChangelogWriter;
 use riskstream::telemetry::{logging, metrics::Metrics, server};
 
 /// Risk early-warning stream processor: reads incidents, industrial sensor readings and
@@ -174,14 +175,27 @@ fn load(path: &std::path::Path) -> Result<Config, ExitCode> {
 }
 
 fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
+    producer_with(cfg, None)
+}
+
+/// The pipeline's producer; `transactional_id` makes it transactional (exactly-once).
+fn producer_with(cfg: &Config, transactional_id: Option<&str>) -> anyhow::Result<FutureProducer> {
     let mut c = client_config(cfg);
+    let message_timeout = if let Some(id) = transactional_id {
+        // A delivery may not outlive its transaction (librdkafka refuses the config).
+        c.set("transactional.id", id)
+            .set("transaction.timeout.ms", "60000");
+        "55000"
+    } else {
+        "120000"
+    };
     c.set("enable.idempotence", "true")
         .set("acks", "all")
         // Alerts and dead letters are few and each holds back an input's offset and the
         // event-to-alert latency: wait 1 ms, not 5, for a batch to fill (issue 6).
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", message_timeout);
     c.create().context("creating the Kafka producer")
 }
 
@@ -393,7 +407,9 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the metrics server on {addr}"))?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics, health on /healthz and /readyz");
-    let p = producer(&cfg)?;
+    let exactly_once = cfg.processing.guarantee == Guarantee::ExactlyOnce;
+    let txn_id = format!("{}-{}", cfg.kafka.group_id, cfg.processing.instance_id);
+    let p = producer_with(&cfg, exactly_once.then_some(txn_id.as_str()))?;
     let sinks = build_sinks(
         &cfg,
         &SinkCtx {
@@ -406,7 +422,13 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     });
     let clock: Arc<dyn riskstream::clock::Clock> = Arc::new(SystemClock);
     let console = if cfg.console.enabled {
-        Some(start_console(&cfg, p.clone(), metrics.clone(), clock.clone(), &trigger).await?)
+        // Operators' actions are written outside the pipeline's transactions.
+        let cp = if exactly_once {
+            producer(&cfg)?
+        } else {
+            p.clone()
+        };
+        Some(start_console(&cfg, cp, metrics.clone(), clock.clone(), &trigger).await?)
     } else {
         None
     };
@@ -416,7 +438,22 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some((state, _)) = &console {
         pipeline = pipeline.with_console(state.clone());
     }
-    let result = pipeline.run(source, trigger.clone()).await;
+    if cfg.state.changelog {
+        riskstream::state::changelog::ensure_topics(&cfg)
+            .await
+            .context("creating the state changelog topics")?;
+        pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, p.clone()));
+    }
+    let result = if exactly_once {
+        tracing::info!(transactional_id = %txn_id, "exactly-once: Kafka transactions");
+        pipeline.run_exactly_once(source, p, trigger.clone()).await
+    } else {
+        if cfg.state.changelog {
+            tokio::task::block_in_place(|| pipeline.restore(Duration::from_secs(300)))
+                .context("restoring state from the changelog")?;
+        }
+        pipeline.run(source, trigger.clone()).await
+    };
     trigger.trigger();
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     if let Some((_, tasks)) = console {

@@ -80,8 +80,11 @@ impl TopicsConfig {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Guarantee {
+    /// Offsets committed after the outputs are acknowledged; a crash may repeat alerts.
     #[default]
     AtLeastOnce,
+    /// Kafka transactions: alerts, dead letters, state and offsets commit together.
+    ExactlyOnce,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -96,6 +99,60 @@ pub struct ProcessingConfig {
     /// Longest wait for in-flight work on shutdown before giving up (offsets not committed).
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// Exactly-once: how long one transaction collects inputs before it commits (the
+    /// latency floor of an alert; Kafka Streams uses 100 ms too).
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
+    /// Exactly-once: most inputs in one transaction.
+    pub max_batch: usize,
+    /// This instance's stable name: the transactional id (`<group>-<instance_id>`, which
+    /// fences a zombie of the same instance) and the static group membership, so a
+    /// restarted instance takes its partitions back at once. Default: the host name
+    /// (env `RISKSTREAM_INSTANCE_ID` overrides).
+    pub instance_id: String,
+}
+
+/// `[state]`: durable detector state and alert episodes in compacted changelog topics.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Write state to the changelog and restore it on start. Exactly-once requires it.
+    pub changelog: bool,
+    /// Topics are `<topic_prefix><group_id>.<stream>`, so two groups never share state.
+    pub topic_prefix: String,
+    /// Partitions of a changelog topic riskstream creates (compacted, replication as the
+    /// broker's default).
+    pub partitions: i32,
+    /// At-least-once: how often changed keys are written (each at most once per interval).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            changelog: true,
+            topic_prefix: "riskstream.state.".into(),
+            partitions: 6,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+impl StateConfig {
+    /// The changelog topic of `stream` for consumer group `group`.
+    pub fn topic(&self, group: &str, stream: Stream) -> String {
+        format!("{}{group}.{}", self.topic_prefix, stream.as_str())
+    }
+}
+
+fn default_instance_id() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "riskstream".into())
 }
 
 impl Default for ProcessingConfig {
@@ -105,6 +162,9 @@ impl Default for ProcessingConfig {
             allowed_lateness: Duration::from_secs(30),
             max_in_flight: 20_000,
             drain_timeout: Duration::from_secs(8),
+            commit_interval: Duration::from_millis(100),
+            max_batch: 10_000,
+            instance_id: default_instance_id(),
         }
     }
 }
@@ -172,6 +232,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub topics: TopicsConfig,
     pub processing: ProcessingConfig,
+    pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub regions: Arc<Regions>,
     pub detectors: DetectorsConfig,
@@ -191,6 +252,7 @@ const SECTIONS: &[&str] = &[
     "kafka",
     "topics",
     "processing",
+    "state",
     "metrics",
     "regions",
     "detectors",
@@ -226,10 +288,14 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         problems: vec![format!("{}: cannot read: {e}", path.display())],
     })?;
-    let env: Vec<(String, String)> = ["RISKSTREAM_BROKERS", "RISKSTREAM_METRICS_ADDR"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
+    let env: Vec<(String, String)> = [
+        "RISKSTREAM_BROKERS",
+        "RISKSTREAM_METRICS_ADDR",
+        "RISKSTREAM_INSTANCE_ID",
+    ]
+    .iter()
+    .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+    .collect();
     from_str(&text, path.parent().unwrap_or(Path::new(".")), &env)
 }
 
@@ -249,8 +315,9 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     }
     let mut kafka: KafkaConfig = section(table.get("kafka"), "kafka", &mut problems);
     let topics: TopicsConfig = section(table.get("topics"), "topics", &mut problems);
-    let processing: ProcessingConfig =
+    let mut processing: ProcessingConfig =
         section(table.get("processing"), "processing", &mut problems);
+    let state: StateConfig = section(table.get("state"), "state", &mut problems);
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
@@ -375,6 +442,34 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     if processing.max_in_flight == 0 {
         problems.push("processing.max_in_flight: must be >= 1".into());
     }
+    if processing.max_batch == 0 {
+        problems.push("processing.max_batch: must be >= 1".into());
+    }
+    if processing.commit_interval.is_zero() {
+        problems.push("processing.commit_interval: must be > 0".into());
+    }
+    if let Some((_, v)) = env.iter().find(|(k, _)| k == "RISKSTREAM_INSTANCE_ID") {
+        processing.instance_id = v.clone();
+    }
+    if processing.instance_id.trim().is_empty() {
+        problems.push("processing.instance_id: must not be empty".into());
+    }
+    if processing.guarantee == Guarantee::ExactlyOnce && !state.changelog {
+        problems.push(
+            "state.changelog: must be true with processing.guarantee = \"exactly_once\" \
+             (state must roll back with an aborted transaction)"
+                .into(),
+        );
+    }
+    if state.topic_prefix.trim().is_empty() {
+        problems.push("state.topic_prefix: must not be empty".into());
+    }
+    if state.partitions < 1 {
+        problems.push("state.partitions: must be >= 1".into());
+    }
+    if state.flush_interval.is_zero() {
+        problems.push("state.flush_interval: must be > 0".into());
+    }
     if metrics.addr.parse::<std::net::SocketAddr>().is_err() {
         problems.push(format!(
             "metrics.addr: `{}` is not an address like 127.0.0.1:9464",
@@ -423,6 +518,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             kafka,
             topics,
             processing,
+            state,
             metrics,
             regions,
             detectors,

@@ -19,6 +19,7 @@ use serde::Deserialize;
 
 pub use collect::CollectSink;
 pub use dead_letter::{DeadLetters, KafkaDeadLetters, LogDeadLetters};
+pub(crate) use kafka::{ack as kafka_ack, kafka_error};
 
 use crate::alert::{Alert, Level};
 use crate::decode::Stream;
@@ -40,6 +41,17 @@ pub enum SinkError {
     },
     #[error("sink `{sink}` cannot be built: {message}")]
     Build { sink: String, message: String },
+}
+
+impl SinkError {
+    /// The sink that failed.
+    pub fn sink(&self) -> &str {
+        match self {
+            SinkError::Delivery { sink, .. }
+            | SinkError::Full(sink)
+            | SinkError::Build { sink, .. } => sink,
+        }
+    }
 }
 
 /// Which alerts a sink takes.

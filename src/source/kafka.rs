@@ -16,7 +16,7 @@ use rdkafka::message::Message;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
 
 use super::{Envelope, OffsetStore, Origin, Source, SourceError};
-use crate::config::Config;
+use crate::config::{Config, Guarantee};
 use crate::telemetry::metrics::Metrics;
 
 /// What /readyz reports.
@@ -93,6 +93,8 @@ pub type Consumer_ = StreamConsumer<SourceContext>;
 pub struct KafkaSource {
     consumer: Arc<Consumer_>,
     topics: crate::config::TopicsConfig,
+    /// Where a partition without a committed offset starts (`auto_offset_reset`).
+    reset_to_end: bool,
 }
 
 /// librdkafka properties shared by the consumer and the producer: the user's pass-through
@@ -114,12 +116,22 @@ impl KafkaSource {
     ) -> Result<Self, SourceError> {
         let mut c = client_config(cfg);
         c.set("group.id", &cfg.kafka.group_id)
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "1000")
-            .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
             .set("statistics.interval.ms", "1000")
-            .set("enable.partition.eof", "false");
+            .set("enable.partition.eof", "false")
+            // Static membership: a restarted instance takes its partitions back at once
+            // instead of after the dead member's session timeout (a crash-looping or
+            // rolling-updated instance does not make the whole group rebalance).
+            .set("group.instance.id", &cfg.processing.instance_id);
+        if cfg.processing.guarantee == Guarantee::ExactlyOnce {
+            // Offsets go into the producer's transaction (send_offsets_to_transaction).
+            c.set("enable.auto.commit", "false")
+                .set("isolation.level", "read_committed");
+        } else {
+            c.set("enable.auto.commit", "true")
+                .set("auto.commit.interval.ms", "1000")
+                .set("enable.auto.offset.store", "false");
+        }
         let consumer: Consumer_ = c.create_with_context(SourceContext { metrics, ready })?;
         let topics: Vec<&str> = crate::decode::Stream::ALL
             .iter()
@@ -130,7 +142,38 @@ impl KafkaSource {
         Ok(Self {
             consumer: Arc::new(consumer),
             topics: cfg.topics.clone(),
+            reset_to_end: matches!(
+                cfg.kafka.auto_offset_reset.as_str(),
+                "latest" | "end" | "largest"
+            ),
         })
+    }
+}
+
+impl KafkaSource {
+    /// The group's generation and member id, for `send_offsets_to_transaction`: the
+    /// broker refuses offsets from a member fenced by a newer generation (EOS v2).
+    pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.consumer.group_metadata()
+    }
+
+    /// Seeks every assigned partition back to its committed offset (exactly-once rewind
+    /// after an aborted transaction).
+    pub fn rewind(&self, timeout: std::time::Duration) -> Result<(), SourceError> {
+        let committed = self.consumer.committed(timeout)?;
+        let mut tpl = TopicPartitionList::new();
+        for e in committed.elements() {
+            let o = match e.offset() {
+                rdkafka::Offset::Offset(o) => rdkafka::Offset::Offset(o),
+                _ if self.reset_to_end => rdkafka::Offset::End,
+                _ => rdkafka::Offset::Beginning,
+            };
+            tpl.add_partition_offset(e.topic(), e.partition(), o)?;
+        }
+        if tpl.count() > 0 {
+            self.consumer.seek_partitions(tpl, timeout)?;
+        }
+        Ok(())
     }
 }
 

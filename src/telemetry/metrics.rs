@@ -64,6 +64,10 @@ pub struct Metrics {
     pub console_false_alarms: IntCounterVec,
     pub console_denied: IntCounterVec,
     pub console_clients: IntGauge,
+    pub state_writes: IntCounterVec,
+    pub state_restore_seconds: Gauge,
+    pub state_restored_records: IntGauge,
+    pub transactions: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -226,8 +230,41 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(console_clients.clone()))
             .expect("unique");
+        let state_writes = counter(
+            &r,
+            "riskstream_state_writes_total",
+            "Changelog records written (changed state keys and tombstones) per stream.",
+            &["stream"],
+        );
+        let state_restore_seconds = Gauge::new(
+            "riskstream_state_restore_seconds",
+            "How long the last restore of durable state from the changelog took.",
+        )
+        .expect("valid");
+        r.register(Box::new(state_restore_seconds.clone()))
+            .expect("unique");
+        let state_restored_records = IntGauge::new(
+            "riskstream_state_restored_records",
+            "Changelog records read by the last restore.",
+        )
+        .expect("valid");
+        r.register(Box::new(state_restored_records.clone()))
+            .expect("unique");
+        let transactions = counter(
+            &r,
+            "riskstream_transactions_total",
+            "Exactly-once transactions by outcome (committed, aborted).",
+            &["outcome"],
+        );
+        for o in ["committed", "aborted"] {
+            transactions.with_label_values(&[o]);
+        }
         let by_stream = |v: &IntCounterVec| Stream::ALL.map(|s| v.with_label_values(&[s.as_str()]));
         let m = Self {
+            state_writes,
+            state_restore_seconds,
+            state_restored_records,
+            transactions,
             consumed_by_stream: by_stream(&events_consumed),
             late_by_stream: by_stream(&events_late),
             registry: r,

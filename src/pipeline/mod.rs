@@ -9,14 +9,21 @@
 //!                         committer: awaits acks in input order, then stores the offset
 //! ```
 //!
-//! Delivery guarantee: at-least-once. An input's offset is stored only after every alert
-//! and dead letter it caused is acknowledged; acks are awaited in input order, so a stored
-//! offset never passes an unacknowledged one. A failed delivery stops the pipeline
-//! without storing that offset (exit 1: restart re-processes it). On shutdown the source
-//! stops, in-flight acks drain (up to `drain_timeout`), then offsets are committed.
+//! Delivery guarantee (default): at-least-once. An input's offset is stored only after
+//! every alert and dead letter it caused is acknowledged; acks are awaited in input order,
+//! so a stored offset never passes an unacknowledged one. A failed delivery stops the
+//! pipeline without storing that offset (exit 1: restart re-processes it). On shutdown the
+//! source stops, in-flight acks drain (up to `drain_timeout`), then offsets are committed.
+//! Durable state is written every `state.flush_interval` through the same queue, so an
+//! offset is stored only after the state written before it is acknowledged.
+//!
+//! `processing.guarantee = "exactly_once"` runs [`exactly_once`] instead: the same
+//! per-input steps inside Kafka transactions.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+pub mod exactly_once;
 
 use futures::future::try_join_all;
 use tokio::sync::mpsc;
@@ -30,6 +37,8 @@ use crate::detect::{BuildCtx, DetectorSet, Signal};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
 use crate::sink::{Ack, DeadLetters, Sink, SinkCtx, SinkError};
 use crate::source::{Envelope, OffsetStore, Origin, Source, SourceError};
+use crate::state::changelog::{ChangelogWriter, RestoreStats};
+use crate::state::{Change, StateError};
 use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +49,10 @@ pub enum PipelineError {
     Sink(#[from] SinkError),
     #[error("in-flight work did not drain within {0:?}; offsets of unacknowledged inputs were not committed")]
     DrainTimeout(Duration),
+    #[error("state: {0}")]
+    State(#[from] StateError),
+    #[error("transaction: {0}")]
+    Transaction(String),
 }
 
 /// Counts of one run, for the closing log line and for tests.
@@ -77,6 +90,14 @@ pub struct Pipeline {
     /// messages (a level drop, its resolve) reach that sink too, so a `min_level` sink
     /// never keeps an episode open for ever.
     admitted: Vec<crate::sink::Admitted>,
+    /// Durable state: where changed keys go, how often (at-least-once), and what is
+    /// needed to start the state over (exactly-once rewind).
+    changelog: Option<ChangelogWriter>,
+    flush_interval: Duration,
+    last_flush: Instant,
+    changes: Vec<Change>,
+    cfg: Config,
+    clock: Arc<dyn Clock>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -95,17 +116,11 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let ctx = BuildCtx {
-            regions: cfg.regions.clone(),
-        };
+        let (detectors, policy) = fresh_state(cfg, &clock);
         Self {
             decoder: Decoder::new(cfg.regions.clone()),
-            detectors: DetectorSet::new(
-                &cfg.detectors.per_stream(),
-                cfg.processing.allowed_lateness,
-                &ctx,
-            ),
-            policy: AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock),
+            detectors,
+            policy,
             sinks,
             dead_letters,
             metrics,
@@ -115,7 +130,91 @@ impl Pipeline {
             alerts: Vec::new(),
             console: None,
             admitted: Vec::new(),
+            changelog: None,
+            flush_interval: cfg.state.flush_interval,
+            last_flush: Instant::now(),
+            changes: Vec::new(),
+            cfg: cfg.clone(),
+            clock,
         }
+    }
+
+    /// Makes state durable: changed keys go to the changelog from now on. Restore first.
+    pub fn with_changelog(mut self, writer: ChangelogWriter) -> Self {
+        self.detectors.track_changes();
+        self.policy.track_changes();
+        self.changelog = Some(writer);
+        self
+    }
+
+    /// Puts back durable state from the changelog (blocking; before the first input).
+    pub fn restore(&mut self, timeout: Duration) -> Result<RestoreStats, StateError> {
+        let (detectors, policy) = (&mut self.detectors, &mut self.policy);
+        let stats = crate::state::changelog::restore(&self.cfg, timeout, |stream, key, v| {
+            if key.starts_with("e:") {
+                policy.restore(key, v)
+            } else {
+                detectors.restore(stream, key, v).map(|_| ())
+            }
+        })?;
+        self.metrics
+            .state_restore_seconds
+            .set(stats.elapsed.as_secs_f64());
+        self.metrics
+            .state_restored_records
+            .set(stats.records as i64);
+        self.metrics.detector_keys.set(self.detectors.keys() as i64);
+        self.metrics
+            .open_episodes
+            .set(self.policy.open_count() as i64);
+        tracing::info!(
+            records = stats.records,
+            bytes = stats.bytes,
+            skipped = stats.skipped,
+            keys = self.detectors.keys(),
+            open_episodes = self.policy.open_count(),
+            seconds = stats.elapsed.as_secs_f64(),
+            "state restored"
+        );
+        Ok(stats)
+    }
+
+    /// Drops every detector key and episode (exactly-once rewind; restore follows).
+    fn reset_state(&mut self) {
+        let (mut d, mut p) = fresh_state(&self.cfg, &self.clock);
+        if self.changelog.is_some() {
+            d.track_changes();
+            p.track_changes();
+        }
+        self.detectors = d;
+        self.policy = p;
+        self.signals.clear();
+        self.alerts.clear();
+    }
+
+    /// Writes every state key changed since the last flush; returns their acks.
+    async fn flush_state(&mut self) -> Vec<Ack> {
+        self.last_flush = Instant::now();
+        let Some(w) = &self.changelog else {
+            return Vec::new();
+        };
+        let mut acks = Vec::new();
+        for s in crate::decode::Stream::ALL {
+            self.detectors.changes(s, &mut self.changes);
+            self.policy.changes(s, &mut self.changes);
+            self.metrics
+                .state_writes
+                .with_label_values(&[s.as_str()])
+                .inc_by(self.changes.len() as u64);
+            for c in self.changes.drain(..) {
+                acks.push(send_with_backpressure(|| w.send(s, &c)).await);
+            }
+        }
+        acks
+    }
+
+    fn flush_due(&self) -> bool {
+        self.changelog.is_some() && self.last_flush.elapsed() >= self.flush_interval
     }
 
     /// Shows every alert on the console and stamps it with the operators' actions.
@@ -164,20 +263,27 @@ impl Pipeline {
             if tx.send(pending).await.is_err() {
                 break; // the committer stopped on a failed delivery
             }
+            if self.flush_due() {
+                let acks = self.flush_state().await;
+                self.metrics.in_flight.inc();
+                if tx.send(Pending::internal(acks)).await.is_err() {
+                    break;
+                }
+            }
         }
         if ended {
             // Finite input: close the windows the data covers.
             let moved = self.detectors.flush(&mut self.signals);
             self.policy_step(&moved);
             let acks = self.publish_all(&mut summary).await;
-            let _ = tx
-                .send(Pending {
-                    origin: None,
-                    acks,
-                    received: Instant::now(),
-                    alerted: false,
-                })
-                .await;
+            self.metrics.in_flight.inc();
+            let _ = tx.send(Pending::internal(acks)).await;
+        }
+        // The state as of the last input, so a clean restart repeats nothing.
+        if self.changelog.is_some() {
+            let acks = self.flush_state().await;
+            self.metrics.in_flight.inc();
+            let _ = tx.send(Pending::internal(acks)).await;
         }
         drop(tx);
         for s in &self.sinks {
@@ -319,6 +425,33 @@ impl Pipeline {
     }
 }
 
+impl Pending {
+    /// Outputs not caused by one input (window closes at the end, state flushes).
+    fn internal(acks: Vec<Ack>) -> Self {
+        Pending {
+            origin: None,
+            acks,
+            received: Instant::now(),
+            alerted: false,
+        }
+    }
+}
+
+/// A new, empty detector set and alert policy for `cfg`.
+fn fresh_state(cfg: &Config, clock: &Arc<dyn Clock>) -> (DetectorSet, AlertPolicy) {
+    let ctx = BuildCtx {
+        regions: cfg.regions.clone(),
+    };
+    (
+        DetectorSet::new(
+            &cfg.detectors.per_stream(),
+            cfg.processing.allowed_lateness,
+            &ctx,
+        ),
+        AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock.clone()),
+    )
+}
+
 /// Enqueues, waiting while the sink's local queue is full (backpressure, never a drop).
 async fn send_with_backpressure(mut f: impl FnMut() -> Result<Ack, SinkError>) -> Ack {
     loop {
@@ -338,12 +471,7 @@ async fn commit_loop(
 ) -> Result<(), SinkError> {
     while let Some(p) = rx.recv().await {
         if let Err(e) = try_join_all(p.acks).await {
-            let sink = match &e {
-                SinkError::Delivery { sink, .. }
-                | SinkError::Full(sink)
-                | SinkError::Build { sink, .. } => sink.clone(),
-            };
-            metrics.sink_error(&sink);
+            metrics.sink_error(e.sink());
             tracing::error!(error = %e, origin = ?p.origin, "delivery failed; stopping without committing this input");
             shutdown.trigger();
             return Err(e);

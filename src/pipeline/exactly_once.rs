@@ -1,0 +1,202 @@
+//! Exactly-once: consume -> process -> produce in Kafka transactions, as Kafka Streams'
+//! `exactly_once_v2` does.
+//!
+//! ```text
+//! begin ─► inputs for up to commit_interval / max_batch ─► handle each (alerts and dead
+//!          letters produced into the transaction) ─► changed state keys into the changelog
+//!       ─► every output acknowledged ─► input offsets into the transaction
+//!          (send_offsets_to_transaction, with the group's generation) ─► commit
+//! ```
+//!
+//! Alerts, dead letters, state and offsets become visible together or not at all; readers
+//! use `isolation.level=read_committed`. Fencing: the transactional id is
+//! `<group>-<instance_id>`, so a restarted instance fences its zombie and aborts its open
+//! transaction at `init_transactions`; offsets carry the consumer group metadata, so a
+//! member that lost its partitions in a rebalance cannot commit for them. On an abortable
+//! error the transaction is aborted and the instance rewinds: state back to the last
+//! committed changelog, inputs back to the last committed offsets, then it goes on. A
+//! fatal error (fenced) stops the process with exit 1.
+//!
+//! Sinks outside Kafka (alertmanager, webhook, CAP to a URL) cannot take part in a
+//! transaction: they stay at-least-once (a rewind may repeat their messages).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use futures::future::try_join_all;
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use super::{Pipeline, PipelineError, RunSummary};
+use crate::shutdown::ShutdownTrigger;
+use crate::source::kafka::KafkaSource;
+use crate::source::{Origin, Source};
+
+/// Longest wait for one transactional call (init, offsets, commit, abort).
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest restore (start and rewind).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// How a transaction failed.
+enum TxnFailure {
+    /// Abort, rewind and go on.
+    Abortable(String),
+    /// Fenced or otherwise unusable producer: stop.
+    Fatal(String),
+}
+
+fn classify(e: &KafkaError) -> TxnFailure {
+    match e {
+        KafkaError::Transaction(r) if r.is_fatal() => TxnFailure::Fatal(e.to_string()),
+        _ => TxnFailure::Abortable(e.to_string()),
+    }
+}
+
+impl Pipeline {
+    /// Runs in transactions until shutdown; `producer` is the transactional producer every
+    /// Kafka sink, the dead letters and the changelog share.
+    pub async fn run_exactly_once(
+        mut self,
+        mut source: KafkaSource,
+        producer: FutureProducer,
+        shutdown: ShutdownTrigger,
+    ) -> Result<RunSummary, PipelineError> {
+        let commit_interval = self.cfg.processing.commit_interval;
+        let max_batch = self.cfg.processing.max_batch;
+        blocking(|| producer.init_transactions(TXN_TIMEOUT))
+            .map_err(|e| PipelineError::Transaction(format!("init_transactions: {e}")))?;
+        // After init: the zombie's open transaction is aborted, so the changelog's
+        // committed end is final.
+        blocking(|| self.restore(RESTORE_TIMEOUT))?;
+        let mut stop = shutdown.subscribe();
+        let mut summary = RunSummary::default();
+        let mut committed_txns = 0u64;
+        'run: loop {
+            let first = tokio::select! {
+                biased;
+                _ = stop.recv() => break 'run,
+                r = source.next() => r?,
+            };
+            let Some(first) = first else { break };
+            producer
+                .begin_transaction()
+                .map_err(|e| PipelineError::Transaction(format!("begin_transaction: {e}")))?;
+            let deadline = tokio::time::Instant::now() + commit_interval;
+            let mut acks = Vec::new();
+            let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+            let mut alerted: Vec<Instant> = Vec::new();
+            let mut stopping = false;
+            let mut next = Some(first);
+            let mut n = 0usize;
+            while let Some(env) = next.take() {
+                if let Origin::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                } = &env.origin
+                {
+                    offsets.insert((topic.clone(), *partition), offset + 1);
+                }
+                let p = self.handle(env, &mut summary).await;
+                if p.alerted {
+                    alerted.push(p.received);
+                }
+                acks.extend(p.acks);
+                n += 1;
+                if n >= max_batch {
+                    break;
+                }
+                next = tokio::select! {
+                    biased;
+                    _ = stop.recv() => { stopping = true; None }
+                    r = tokio::time::timeout_at(deadline, source.next()) => match r {
+                        Err(_) | Ok(Ok(None)) => None,
+                        Ok(Ok(Some(e))) => Some(e),
+                        Ok(Err(e)) => {
+                            tracing::warn!(error = %e, "source failed inside a transaction; aborting it");
+                            None
+                        }
+                    },
+                };
+            }
+            acks.extend(self.flush_state().await);
+            match self.commit(&producer, &source, acks, &offsets).await {
+                Ok(()) => {
+                    committed_txns += 1;
+                    self.metrics
+                        .transactions
+                        .with_label_values(&["committed"])
+                        .inc();
+                    for r in alerted {
+                        self.metrics
+                            .event_to_alert
+                            .observe(r.elapsed().as_secs_f64());
+                    }
+                }
+                Err(TxnFailure::Abortable(why)) => {
+                    tracing::warn!(error = %why, inputs = n, "transaction failed; aborting and rewinding");
+                    self.metrics
+                        .transactions
+                        .with_label_values(&["aborted"])
+                        .inc();
+                    if let Err(e) = blocking(|| producer.abort_transaction(TXN_TIMEOUT)) {
+                        return Err(PipelineError::Transaction(format!(
+                            "abort_transaction: {e}"
+                        )));
+                    }
+                    self.reset_state();
+                    blocking(|| self.restore(RESTORE_TIMEOUT))?;
+                    source.rewind(TXN_TIMEOUT)?;
+                }
+                Err(TxnFailure::Fatal(why)) => {
+                    tracing::error!(error = %why, "transactional producer failed (fenced?); stopping");
+                    return Err(PipelineError::Transaction(why));
+                }
+            }
+            if stopping {
+                break;
+            }
+        }
+        tracing::info!(
+            consumed = summary.consumed,
+            invalid = summary.invalid,
+            alerts = summary.alerts,
+            late = summary.late,
+            transactions = committed_txns,
+            open_episodes = self.policy.open_count(),
+            "pipeline stopped (exactly-once)"
+        );
+        Ok(summary)
+    }
+
+    /// Waits for every output of the transaction, adds the input offsets, commits.
+    async fn commit(
+        &self,
+        producer: &FutureProducer,
+        source: &KafkaSource,
+        acks: Vec<crate::sink::Ack>,
+        offsets: &HashMap<(String, i32), i64>,
+    ) -> Result<(), TxnFailure> {
+        if let Err(e) = try_join_all(acks).await {
+            self.metrics.sink_error(e.sink());
+            return Err(TxnFailure::Abortable(e.to_string()));
+        }
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
+                .map_err(|e| TxnFailure::Abortable(e.to_string()))?;
+        }
+        let meta = source
+            .group_metadata()
+            .ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
+        blocking(|| producer.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT))
+            .map_err(|e| classify(&e))?;
+        blocking(|| producer.commit_transaction(TXN_TIMEOUT)).map_err(|e| classify(&e))
+    }
+}
+
+/// Runs a blocking client call without stalling the runtime's other tasks.
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    tokio::task::block_in_place(f)
+}
