@@ -146,6 +146,39 @@ impl<S: Default> KeyedState<S> {
         self.map.is_empty()
     }
 
+    /// Drops `key` (a tombstone in the changelog).
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
+    /// Like `save` with the state first mapped to what the changelog keeps of it (e.g.
+    /// interned ids as names, which a fresh process can resolve).
+    pub fn save_with<T: Serialize>(&self, key: &str, f: impl FnOnce(&S) -> T) -> Option<Vec<u8>> {
+        let e = self.map.get(key)?;
+        Some(codec::encode(&Entry {
+            state: f(&e.state),
+            last_seen: e.last_seen,
+            dirty: false,
+        }))
+    }
+
+    /// Puts back an entry `save_with` produced, mapped back by `f`.
+    pub fn restore_with<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        bytes: &[u8],
+        f: impl FnOnce(T) -> S,
+    ) -> Result<(), StateError> {
+        let e: Entry<T> = codec::decode(key, bytes)?;
+        let e = Entry {
+            state: f(e.state),
+            last_seen: e.last_seen,
+            dirty: false,
+        };
+        self.map.insert(key.into(), e);
+        Ok(())
+    }
+
     /// Every key; changes made through it are not tracked (see `for_each_mut`).
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut S)> {
         self.map.iter_mut().map(|(k, e)| (&**k, &mut e.state))
@@ -163,11 +196,6 @@ impl<S: Default + Serialize + DeserializeOwned> KeyedState<S> {
         let e: Entry<S> = codec::decode(key, bytes)?;
         self.map.insert(key.into(), e);
         Ok(())
-    }
-
-    /// Drops `key` (a tombstone in the changelog).
-    pub fn remove(&mut self, key: &str) {
-        self.map.remove(key);
     }
 }
 

@@ -36,11 +36,16 @@
 //! 168 f32 seasonal factors). Regions are bounded by the hierarchy (the demo city: about
 //! 70 townships, 5 counties and the city, so ~57 KB per detector instance); unlisted
 //! township codes count only for their county and the city.
+//!
+//! Durable state: each key's [`RegionWindows`], and under the reserved
+//! [`DETECTOR_KEY`](super::DETECTOR_KEY) what the detector keeps beside them (the first
+//! window, the UTC offset, the tracked `group_by` values with their last-seen times), all
+//! of which decide future windows, warm-up and which key a value counts under.
 
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
 use super::{
@@ -48,6 +53,7 @@ use super::{
 };
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, StateError};
 
 pub const NAME: &str = "rate_spike";
 
@@ -270,6 +276,7 @@ impl DetectorSpec for RateSpikeConfig {
             values: std::collections::HashMap::new(),
             first_window: None,
             offset_secs: 8 * 3600,
+            scalars_dirty: false,
         }
     }
 }
@@ -284,7 +291,7 @@ const SEASON_MAX: f32 = 20.0;
 /// Window counts and seasonal baseline of one region. 752 bytes: open windows (32), last
 /// close (8), level (8), closes (4), flag (1), region (20), 168 × f32 factors (672),
 /// padding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RegionWindows {
     open: [(i64, u32); 2],
     last_closed: i64,
@@ -293,6 +300,7 @@ pub struct RegionWindows {
     closes: u32,
     alerting: bool,
     region: Option<RegionRef>,
+    #[serde(with = "crate::state::codec::array")]
     season: [f32; SLOTS],
 }
 
@@ -366,7 +374,13 @@ pub struct RateSpike {
     first_window: Option<i64>,
     /// The city's UTC offset, from the events' own timestamps (for the seasonal slot).
     offset_secs: i32,
+    /// `values`, `first_window` or `offset_secs` changed since the last `take_dirty`.
+    scalars_dirty: bool,
 }
+
+/// What the changelog keeps under [`DETECTOR_KEY`](super::DETECTOR_KEY): `first_window`,
+/// `offset_secs`, `values`.
+type Scalars = (Option<i64>, i32, std::collections::HashMap<String, i64>);
 
 impl RateSpike {
     /// P(X >= count) under the configured model at baseline `lambda`.
@@ -404,11 +418,15 @@ impl RateSpike {
         }
         let v = &v[..end];
         if let Some(last) = self.values.get_mut(v) {
-            *last = (*last).max(t);
+            if t > *last {
+                *last = t;
+                self.scalars_dirty = true;
+            }
             return v.to_string();
         }
         if self.values.len() < self.cfg.max_values as usize {
             self.values.insert(v.to_string(), t);
+            self.scalars_dirty = true;
             return v.to_string();
         }
         OTHER.to_string()
@@ -599,7 +617,11 @@ impl Detector for RateSpike {
             return 0.0;
         }
         let t = ev.ts().timestamp();
-        self.offset_secs = ev.ts().offset().local_minus_utc();
+        let offset = ev.ts().offset().local_minus_utc();
+        if offset != self.offset_secs {
+            self.offset_secs = offset;
+            self.scalars_dirty = true;
+        }
         let start = t.div_euclid(self.len) * self.len;
         let group = match self.cfg.group_by {
             Some(g) => match g.value(ev) {
@@ -608,7 +630,13 @@ impl Detector for RateSpike {
             },
             None => None,
         };
-        let first = *self.first_window.get_or_insert(start);
+        let first = match self.first_window {
+            Some(f) => f,
+            None => {
+                self.scalars_dirty = true;
+                *self.first_window.insert(start)
+            }
+        };
         let mut best: f64 = 0.0;
         for (key, region, _level) in self.keys(ev.region()) {
             let Some(key) = key else { continue };
@@ -663,17 +691,62 @@ impl Detector for RateSpike {
         // One pass over the regions: the map is moved out while `close_until` borrows
         // the detector's settings (no key copies, no lookups per region).
         let mut state = std::mem::replace(&mut self.state, KeyedState::new(Duration::from_secs(1)));
-        for (k, st) in state.iter_mut() {
+        state.for_each_mut(|k, st| {
+            // Every close moves `last_closed`; a catch-up cap moves it too.
+            let before = (st.last_closed, st.open);
             self.close_until(k, st, wm, out);
-        }
+            before != (st.last_closed, st.open)
+        });
         self.state = state;
         self.state.evict_idle(watermark);
         let ttl = self.cfg.ttl.as_secs() as i64;
+        let n = self.values.len();
         self.values.retain(|_, last| wm - *last <= ttl);
+        self.scalars_dirty |= self.values.len() != n;
     }
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn track_changes(&mut self) {
+        self.state.track_changes();
+    }
+
+    fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+        self.state.take_dirty(out);
+        if std::mem::take(&mut self.scalars_dirty) {
+            out.push(super::DETECTOR_KEY.into());
+        }
+    }
+
+    fn save(&self, key: &str) -> Option<Vec<u8>> {
+        if key == super::DETECTOR_KEY {
+            return Some(codec::encode(&(
+                self.first_window,
+                self.offset_secs,
+                &self.values,
+            )));
+        }
+        self.state.save(key)
+    }
+
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        if key == super::DETECTOR_KEY {
+            (self.first_window, self.offset_secs, self.values) =
+                codec::decode::<Scalars>(key, bytes)?;
+            return Ok(());
+        }
+        self.state.restore(key, bytes)
+    }
+
+    fn forget(&mut self, key: &str) {
+        if key == super::DETECTOR_KEY {
+            self.first_window = None;
+            self.values.clear();
+        } else {
+            self.state.remove(key);
+        }
     }
 }
 

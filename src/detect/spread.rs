@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
@@ -102,7 +102,7 @@ impl DetectorSpec for SpreadConfig {
 
 /// The counties that reported one suspect. 88 bytes: 8 × county index (u16) + 8 × last
 /// report time (i64), slots used, flag, padding.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Counties {
     county: [u16; SLOTS],
     ts: [i64; SLOTS],
@@ -229,27 +229,31 @@ impl Detector for Spread {
         // A spread whose reports aged out of the window clears even if the suspect goes quiet.
         let from = watermark.timestamp() - self.window_secs;
         let min = self.cfg.min_counties as usize;
-        for (key, st) in self.state.iter_mut() {
-            if st.alerting && st.since(from).count() < min {
-                st.alerting = false;
-                out.push(Signal {
-                    stream: Stream::Fraud,
-                    detector: NAME,
-                    key: key.to_string(),
-                    subject: serde_json::Map::new(),
-                    region: CITY,
-                    ts: watermark,
-                    event_id: None,
-                    kind: SignalKind::Clear,
-                });
+        self.state.for_each_mut(|key, st| {
+            if !(st.alerting && st.since(from).count() < min) {
+                return false;
             }
-        }
+            st.alerting = false;
+            out.push(Signal {
+                stream: Stream::Fraud,
+                detector: NAME,
+                key: key.to_string(),
+                subject: serde_json::Map::new(),
+                region: CITY,
+                ts: watermark,
+                event_id: None,
+                kind: SignalKind::Clear,
+            });
+            true
+        });
         self.state.evict_idle(watermark);
     }
 
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]
