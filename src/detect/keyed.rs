@@ -2,7 +2,10 @@
 //!
 //! Each key holds a fixed-size `S` plus the event time it was last touched. A sweep at
 //! most once per `ttl / 4` of event time drops keys idle for longer than `ttl`; the sweep
-//! is driven by the watermark, never by the wall clock.
+//! is driven by the watermark, never by the wall clock. Sweeps are aligned to periods of
+//! `ttl / 4` since the epoch and judge idleness at the period's start, so what a sweep
+//! drops does not depend on when in the period it runs: a set restored from the changelog
+//! (which does not hold the sweep clock) evicts exactly what the original does.
 //!
 //! Durable state (src/state): once `track_changes` is on, every key touched (or evicted)
 //! is remembered until `take_dirty`, so a flush writes each changed key once however
@@ -27,6 +30,8 @@ use crate::state::{codec, StateError};
 pub struct KeyedState<S> {
     map: HashMap<Box<str>, Entry<S>, RandomState>,
     ttl_secs: i64,
+    /// The sweep period (`ttl / 4`, at least 1 s) and the last one swept (`i64::MIN`: none).
+    sweep_secs: i64,
     last_sweep: i64,
     tracking: bool,
     /// Keys changed or evicted since the last `take_dirty` (when tracking).
@@ -46,6 +51,7 @@ impl<S: Default> KeyedState<S> {
         Self {
             map: HashMap::with_hasher(RandomState::new()),
             ttl_secs: ttl.as_secs().max(1) as i64,
+            sweep_secs: (ttl.as_secs() as i64 / 4).max(1),
             last_sweep: i64::MIN,
             tracking: false,
             dirty: Vec::new(),
@@ -120,11 +126,12 @@ impl<S: Default> KeyedState<S> {
 
     /// Drops keys idle past the TTL; returns how many went.
     pub fn evict_idle(&mut self, watermark: DateTime<FixedOffset>) -> usize {
-        let now = watermark.timestamp();
-        if self.last_sweep != i64::MIN && now - self.last_sweep < (self.ttl_secs / 4).max(1) {
+        let period = watermark.timestamp().div_euclid(self.sweep_secs);
+        if period == self.last_sweep {
             return 0;
         }
-        self.last_sweep = now;
+        self.last_sweep = period;
+        let now = period * self.sweep_secs;
         let before = self.map.len();
         let ttl = self.ttl_secs;
         let (tracking, dirty) = (self.tracking, &mut self.dirty);
