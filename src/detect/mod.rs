@@ -511,6 +511,9 @@ pub(crate) fn sensor_subject(
 }
 
 #[cfg(test)]
+mod durable_tests;
+
+#[cfg(test)]
 pub(crate) mod testutil {
     use crate::decode::{test_decoder, Event, Stream};
 

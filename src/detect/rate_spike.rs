@@ -380,7 +380,7 @@ pub struct RateSpike {
 
 /// What the changelog keeps under [`DETECTOR_KEY`](super::DETECTOR_KEY): `first_window`,
 /// `offset_secs`, `values`.
-type Scalars = (Option<i64>, i32, std::collections::HashMap<String, i64>);
+type Scalars = (Option<i64>, i32, Vec<(String, i64)>);
 
 impl RateSpike {
     /// P(X >= count) under the configured model at baseline `lambda`.
@@ -722,10 +722,13 @@ impl Detector for RateSpike {
 
     fn save(&self, key: &str) -> Option<Vec<u8>> {
         if key == super::DETECTOR_KEY {
+            // Sorted: the same state always encodes to the same bytes.
+            let mut values: Vec<(&String, &i64)> = self.values.iter().collect();
+            values.sort_unstable();
             return Some(codec::encode(&(
                 self.first_window,
                 self.offset_secs,
-                &self.values,
+                values,
             )));
         }
         self.state.save(key)
@@ -733,8 +736,9 @@ impl Detector for RateSpike {
 
     fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
         if key == super::DETECTOR_KEY {
-            (self.first_window, self.offset_secs, self.values) =
-                codec::decode::<Scalars>(key, bytes)?;
+            let (first, offset, values) = codec::decode::<Scalars>(key, bytes)?;
+            (self.first_window, self.offset_secs) = (first, offset);
+            self.values = values.into_iter().collect();
             return Ok(());
         }
         self.state.restore(key, bytes)
