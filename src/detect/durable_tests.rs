@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::*;
 use crate::decode::Decoder;
-use crate::simulate::{generate, SimConfig};
+use crate::simulate::{generate, Label, SimConfig};
 
 /// Events between two changelog flushes.
 const FLUSH: usize = 500;
@@ -84,7 +84,7 @@ fn setup() -> Setup {
 
 /// A simulated city in arrival order, decoded; every 250th event is followed by a copy
 /// 10 minutes older (late: behind the watermark), so late decisions are compared too.
-fn events(regions: &Arc<crate::regions::Regions>) -> (Vec<Event>, usize) {
+fn events(regions: &Arc<crate::regions::Regions>) -> (Vec<Event>, usize, Vec<Label>) {
     let city = generate(
         &SimConfig {
             hours: 7.0,
@@ -107,7 +107,7 @@ fn events(regions: &Arc<crate::regions::Regions>) -> (Vec<Event>, usize) {
             late += 1;
         }
     }
-    (evs, late)
+    (evs, late, city.labels)
 }
 
 /// Restores `records` into a fresh set.
@@ -123,10 +123,14 @@ fn restore<'a>(
     set
 }
 
+fn parse(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(s).unwrap()
+}
+
 #[test]
 fn a_restored_set_emits_exactly_what_the_original_would() {
     let setup = setup();
-    let (evs, late_copies) = events(&setup.ctx.regions);
+    let (evs, late_copies, labels) = events(&setup.ctx.regions);
     let n = evs.len();
 
     // The original run: per-event results, the compacted log and the full log per flush.
@@ -173,16 +177,27 @@ fn a_restored_set_emits_exactly_what_the_original_would() {
     }
     assert!(late >= late_copies, "late events: {late}");
 
-    // Split points: about a quarter, half, three quarters and nine tenths in.
-    let splits: Vec<usize> = [(1, 4), (1, 2), (3, 4), (9, 10)]
-        .iter()
-        .map(|(m, d)| (points.len() * m / d).max(1) - 1)
-        .collect();
+    // Split points: a quarter of the way in (before most anomalies), then the first flush
+    // point past the middle of each injected anomaly (its episode open, windows half
+    // full, an outage refreshed a few times), then nine tenths in.
+    let mut splits: Vec<usize> = vec![points.len() / 4];
+    for l in &labels {
+        let (a, b) = (parse(&l.start), parse(&l.end));
+        let mid = a + (b - a) / 2;
+        let i = evs.partition_point(|e| e.ts() < mid);
+        if let Some(p) = points.iter().position(|pt| pt.0 >= i) {
+            splits.push(p);
+        }
+    }
+    splits.push(points.len() * 9 / 10);
+    splits[1..].sort_unstable();
+    splits.dedup();
     for (round, &p) in splits.iter().enumerate() {
         let (at, ref snap, full_len, keys) = points[p];
-        // Round 1 replays the whole uncompacted log in order (older values, then
-        // tombstones), as a restart before compaction would; the others the compacted one.
-        let mut set = if round == 1 {
+        // Odd rounds replay the whole uncompacted log in order (older values, then
+        // tombstones), as a restart before compaction would; even ones the compacted log.
+        let full = round % 2 == 1;
+        let mut set = if full {
             restore(
                 &setup,
                 all[..full_len]
@@ -238,8 +253,8 @@ fn a_restored_set_emits_exactly_what_the_original_would() {
         }
         eprintln!(
             "split at event {at} ({} records, {}): signals compared per detector {compared:?}",
-            if round == 1 { full_len } else { snap.len() },
-            if round == 1 { "full log" } else { "compacted" },
+            if full { full_len } else { snap.len() },
+            if full { "full log" } else { "compacted" },
         );
         if round == 0 {
             for d in DETECTOR_NAMES {
