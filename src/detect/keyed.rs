@@ -264,4 +264,25 @@ mod tests {
         assert_eq!(d, vec![Box::<str>::from("b")]);
         assert!(k.save("b").is_none());
     }
+
+    #[test]
+    fn a_restored_copy_evicts_what_the_original_does() {
+        // The sweep clock is not in the changelog: a restored copy sweeps at its first
+        // chance, the original may have swept moments before. Both must drop the same keys.
+        let t0 = ts("2026-11-26T00:00:00Z");
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut a: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
+        *a.touch("x", at(0)) = 1;
+        *a.touch("y", at(1000)) = 2;
+        assert_eq!(a.evict_idle(at(3500)), 0);
+        let mut b: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
+        for k in ["x", "y"] {
+            b.restore(k, &a.save(k).unwrap()).unwrap();
+        }
+        for s in [3700, 3800, 4550, 4700, 5500] {
+            assert_eq!(a.evict_idle(at(s)), b.evict_idle(at(s)), "at {s}");
+            assert_eq!((a.get("x"), a.get("y")), (b.get("x"), b.get("y")), "at {s}");
+        }
+        assert!(a.is_empty());
+    }
 }

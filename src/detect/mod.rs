@@ -521,6 +521,53 @@ pub(crate) mod testutil {
         chrono::DateTime::parse_from_rfc3339(s).unwrap()
     }
 
+    /// One detector's changelog, compacted: latest value per key, `None` a tombstone.
+    pub type Log = std::collections::HashMap<String, Option<Vec<u8>>>;
+
+    /// Writes `d`'s changes since the last call into `log`; returns how many.
+    pub fn flush(d: &mut dyn super::Detector, log: &mut Log) -> usize {
+        let mut keys = Vec::new();
+        d.take_dirty(&mut keys);
+        keys.sort();
+        keys.dedup();
+        for k in &keys {
+            log.insert(k.to_string(), d.save(k));
+        }
+        keys.len()
+    }
+
+    /// `d` (fresh) tracking changes, with every record of `log` put back.
+    pub fn restored<D: super::Detector>(mut d: D, log: &Log) -> D {
+        d.track_changes();
+        for (k, v) in log {
+            match v {
+                Some(b) => d.restore(k, b).unwrap(),
+                None => d.forget(k),
+            }
+        }
+        d
+    }
+
+    /// Feeds `evs` the way `DetectorSet` does (late flags from `wm`, advance on each
+    /// move); returns each event's score and signals, the signals in a canonical order.
+    pub fn drive(
+        d: &mut dyn super::Detector,
+        wm: &mut super::Watermark,
+        evs: &[Event],
+    ) -> Vec<(f64, Vec<super::Signal>)> {
+        evs.iter()
+            .map(|ev| {
+                let mut out = Vec::new();
+                let s = d.observe(ev, wm.is_late(ev.ts()), &mut out);
+                if let Some(w) = wm.observe(ev.ts()) {
+                    d.advance(w, &mut out);
+                }
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                (s, out)
+            })
+            .collect()
+    }
+
     /// A gas reading of sensor `id` at `secs` after 2026-11-26T00:00:00+08:00.
     pub fn reading(id: &str, kind: &str, secs: i64, value: f64) -> Event {
         let t = ts("2026-11-26T00:00:00+08:00") + chrono::Duration::seconds(secs);

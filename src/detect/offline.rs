@@ -614,4 +614,70 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn restore_keeps_names_not_interned_ids_and_the_scan_clock() {
+        use crate::detect::testutil::{flush, restored, ts, Log};
+        let build =
+            || OfflineConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
+        let at = |id: &str, site: &str, kind: &str, secs: i64| {
+            let mut ev = reading(id, kind, secs, 1.0);
+            if let Event::Sensor(r) = &mut ev {
+                r.site_id = site.into();
+            }
+            ev
+        };
+        let mut d = build();
+        d.track_changes();
+        let mut out = Vec::new();
+        for i in 0..20 {
+            d.observe(&at("A", "SITE-A", "gas_lel", i * 10), false, &mut out);
+            d.observe(&at("B", "SITE-B", "h2s_ppm", i * 10), false, &mut out);
+        }
+        let t0 = ts("2026-11-26T00:00:00+08:00");
+        let wm = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        // A scan at 485 s: 295 s of silence, not yet past the 300 s limit.
+        d.advance(wm(485), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let mut log = Log::new();
+        flush(&mut d, &mut log);
+        assert!(
+            log.contains_key(crate::detect::DETECTOR_KEY),
+            "the scan clock is saved"
+        );
+
+        // A fresh process whose interner already gave ids 0 and 1 to other names.
+        let mut fresh = build();
+        fresh.observe(&at("Z", "SITE-Z", "pressure", 0), false, &mut out);
+        fresh.forget("Z");
+        let mut r = restored(fresh, &log);
+        assert_eq!(Detector::keys(&r), 2);
+        // 492 s: past the limit, but the next scan is due at 495 s, in both.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(wm(492), &mut a);
+        r.advance(wm(492), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "scanned early: {b:?}");
+        d.advance(wm(495), &mut a);
+        r.advance(wm(495), &mut b);
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        b.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a, b);
+        assert_eq!(b[0].subject["site_id"], "SITE-A");
+        assert_eq!(b[1].subject["kind"], "h2s_ppm");
+        // The outage's refresh count carries over too (scan changes are flushed).
+        flush(&mut d, &mut log);
+        let mut r2 = restored(build(), &log);
+        a.clear();
+        b.clear();
+        d.advance(wm(700), &mut a);
+        r2.advance(wm(700), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "refreshed too early: {b:?}");
+        d.advance(wm(800), &mut a);
+        r2.advance(wm(800), &mut b);
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        b.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
+    }
 }

@@ -1107,4 +1107,76 @@ mod tests {
             "no township alone: {fired:?}"
         );
     }
+
+    #[test]
+    fn restore_keeps_windows_seasons_first_window_and_group_values() {
+        use crate::detect::testutil::{drive, flush, restored, Log};
+        let build = || {
+            RateSpikeConfig {
+                group_by: Some(GroupField::Scheme),
+                max_values: 2,
+                warmup_windows: 3,
+                min_count: 4,
+                ..Default::default()
+            }
+            .build(Stream::Fraud, &crate::pipeline::test_ctx())
+        };
+        // Values a and b take the two places, c counts as "other"; 1-2 reports a window.
+        let mut evs = Vec::new();
+        for w in 0..10i64 {
+            for (k, s) in ["a", "b", "c"].iter().enumerate() {
+                for i in 0..(1 + (w + k as i64) % 2) {
+                    let t = w * 900 + 100 + k as i64 * 200 + i * 50;
+                    evs.push(fraud_of(&format!("F{w}-{k}-{i}"), s, "330502001", t));
+                }
+            }
+        }
+        // Then: a spike of a, a new value d (still "other"), and a township first seen
+        // now (its warm-up credits the windows since the detector's first).
+        for i in 0..12i64 {
+            let t = 10 * 900 + 30 + i * 20;
+            evs.push(fraud_of(&format!("S{i}"), "a", "330502001", t));
+            evs.push(fraud_of(&format!("D{i}"), "d", "330503101", t + 5));
+        }
+        for w in 11..14i64 {
+            evs.push(fraud_of(&format!("E{w}"), "b", "330502001", w * 900 + 10));
+        }
+        evs.sort_by_key(|e| e.ts());
+
+        // The split: mid-window, two open windows' counts and a warm baseline in state.
+        let cut = evs[0].ts() + chrono::Duration::seconds(7 * 900 + 450);
+        let split = evs.partition_point(|e| e.ts() < cut);
+        let mut d = build();
+        d.track_changes();
+        let mut wm = crate::detect::Watermark::new(chrono::Duration::seconds(60));
+        let before = drive(&mut d, &mut wm, &evs[..split]);
+        assert!(before.iter().all(|(_, s)| s.is_empty()), "{before:?}");
+        let mut log = Log::new();
+        flush(&mut d, &mut log);
+        assert!(log.contains_key(crate::detect::DETECTOR_KEY));
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let after = drive(&mut d, &mut wm.clone(), &evs[split..]);
+        let again = drive(&mut r, &mut wm, &evs[split..]);
+        let fired: Vec<&str> = after
+            .iter()
+            .flat_map(|(_, s)| s)
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .map(|s| s.key.as_str())
+            .collect();
+        assert!(fired.contains(&"330502001/a"), "{fired:?}");
+        assert!(
+            !fired.iter().any(|k| k.ends_with("/d")),
+            "d counts as other: {fired:?}"
+        );
+        for (i, (x, y)) in after.iter().zip(&again).enumerate() {
+            assert_eq!(
+                x.0.to_bits(),
+                y.0.to_bits(),
+                "score of event {i} after the split"
+            );
+            assert_eq!(x.1, y.1, "signals of event {i} after the split");
+        }
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+    }
 }

@@ -563,4 +563,58 @@ mod tests {
             }
         }
     }
+
+    #[test]
+    fn both_maps_round_trip_even_under_one_key_and_a_watermark_clear_sticks() {
+        use crate::detect::testutil::{flush, restored, Log};
+        let build = || {
+            SiteCorrelationConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx())
+        };
+        let mut d = build();
+        d.track_changes();
+        let mut log = Log::new();
+        let mut out = Vec::new();
+        warm(&mut d, &mut out);
+        // A sensor named like its site: one state key held in both maps.
+        const SITE: &str = "SITE-330503-0042";
+        for i in 0..40 {
+            d.observe(
+                &reading(SITE, "pressure", i * 30, 1.0 + (i % 2) as f64 * 0.01),
+                false,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        d.observe(&reading("GAS", "gas_lel", 1200, 9.0), false, &mut out);
+        d.observe(&reading("H2S", "h2s_ppm", 1320, 8.0), false, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        flush(&mut d, &mut log);
+        assert!(d.sensors.get(SITE).is_some() && d.sites.get(SITE).is_some());
+        // The watermark clears the site; only `advance` touched it.
+        out.clear();
+        d.advance(ts("2026-11-26T00:28:00+08:00"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, SignalKind::Clear);
+        assert_eq!(flush(&mut d, &mut log), 1, "the clear changed the site");
+
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(ts("2026-11-26T00:29:00+08:00"), &mut a);
+        r.advance(ts("2026-11-26T00:29:00+08:00"), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "no second clear: {b:?}");
+        // Baselines and rings carry over: the same readings, the same signals and scores.
+        for (id, kind, t, v) in [
+            (SITE, "pressure", 1800, 1.5),
+            ("GAS", "gas_lel", 1810, 9.5),
+            ("TMP", "temperature", 1820, 70.0),
+            (SITE, "pressure", 1830, 1.005),
+        ] {
+            let ev = reading(id, kind, t, v);
+            let (sa, sb) = (d.observe(&ev, false, &mut a), r.observe(&ev, false, &mut b));
+            assert_eq!(sa.to_bits(), sb.to_bits(), "{id} at {t}");
+        }
+        assert!(a.len() >= 2, "{a:?}");
+        assert_eq!(a, b);
+    }
 }

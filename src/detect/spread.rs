@@ -368,4 +368,42 @@ mod tests {
             prop_assert!(st.len as usize <= SLOTS && st.since(i64::MIN).count() <= 5);
         }
     }
+
+    #[test]
+    fn a_spread_cleared_by_the_watermark_stays_cleared_after_a_restore() {
+        use crate::detect::testutil::{flush, restored, Log};
+        let build = || SpreadConfig::default().build(Stream::Fraud, &crate::pipeline::test_ctx());
+        let mut d = build();
+        d.track_changes();
+        let mut log = Log::new();
+        let mut out = Vec::new();
+        for (i, town) in ["330502001", "330503101", "330521102"].iter().enumerate() {
+            d.observe(
+                &fraud(&format!("F{i}"), PHONE, town, i as i64 * 600),
+                false,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        flush(&mut d, &mut log);
+        // The window passes: the clear comes from `advance`, with no event for the key.
+        out.clear();
+        d.advance(ts("2026-11-27T00:05:00+08:00"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, SignalKind::Clear);
+        assert_eq!(flush(&mut d, &mut log), 1, "the clear changed the key");
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(ts("2026-11-27T00:10:00+08:00"), &mut a);
+        r.advance(ts("2026-11-27T00:10:00+08:00"), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "no second clear: {b:?}");
+        // And the suspect's counties carry over: two more fire again in both.
+        for (i, town) in ["330502001", "330503101"].iter().enumerate() {
+            let ev = fraud(&format!("G{i}"), PHONE, town, 86_400 + i as i64 * 60);
+            d.observe(&ev, false, &mut a);
+            r.observe(&ev, false, &mut b);
+        }
+        assert_eq!(a, b);
+    }
 }
