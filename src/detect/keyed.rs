@@ -272,14 +272,14 @@ mod tests {
         let t0 = ts("2026-11-26T00:00:00Z");
         let at = |s: i64| t0 + chrono::Duration::seconds(s);
         let mut a: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
-        *a.touch("x", at(0)) = 1;
+        *a.touch("x", at(100)) = 1;
         *a.touch("y", at(1000)) = 2;
-        assert_eq!(a.evict_idle(at(3500)), 0);
+        assert_eq!(a.evict_idle(at(3650)), 0);
         let mut b: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
         for k in ["x", "y"] {
             b.restore(k, &a.save(k).unwrap()).unwrap();
         }
-        for s in [3700, 3800, 4550, 4700, 5500] {
+        for s in [3750, 3800, 4550, 4700, 5500] {
             assert_eq!(a.evict_idle(at(s)), b.evict_idle(at(s)), "at {s}");
             assert_eq!((a.get("x"), a.get("y")), (b.get("x"), b.get("y")), "at {s}");
         }
