@@ -185,11 +185,6 @@ impl<S: Default> KeyedState<S> {
         self.map.insert(key.into(), e);
         Ok(())
     }
-
-    /// Every key; changes made through it are not tracked (see `for_each_mut`).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut S)> {
-        self.map.iter_mut().map(|(k, e)| (&**k, &mut e.state))
-    }
 }
 
 impl<S: Default + Serialize + DeserializeOwned> KeyedState<S> {
