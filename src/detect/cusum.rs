@@ -25,7 +25,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::transition;
@@ -160,7 +160,7 @@ impl DetectorSpec for CusumConfig {
 }
 
 /// The sums and the target of one series. 48 bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Welford mean during warm-up, then μ0.
     mean: f64,
@@ -285,6 +285,8 @@ impl Detector for Cusum {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -7,11 +7,10 @@
 //! `background_per_window` reports naming an ordinary number. Suspects idle past `ttl`
 //! are evicted: the stream brings new suspects without end.
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::rate_spike::poisson_tail;
 use super::{
@@ -95,7 +94,7 @@ impl DetectorSpec for EntityBurstConfig {
 }
 
 /// The last distinct reports naming one suspect. 136 bytes.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Ring {
     ids: [u64; RING],
     ts: [i64; RING],
@@ -126,12 +125,6 @@ impl Ring {
     }
 }
 
-fn hash_id(s: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
-}
-
 pub struct EntityBurst {
     cfg: EntityBurstConfig,
     window_secs: i64,
@@ -150,7 +143,7 @@ impl Detector for EntityBurst {
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
         let Event::Fraud(r) = ev else { return 0.0 };
         let t = r.ts.timestamp();
-        let id = hash_id(&r.id);
+        let id = super::stable_hash(&r.id);
         let mut best: f64 = 0.0;
         for (kind, value) in r.suspects() {
             self.key_buf.clear();
@@ -208,31 +201,36 @@ impl Detector for EntityBurst {
     fn advance(&mut self, watermark: DateTime<FixedOffset>, out: &mut Vec<Signal>) {
         // Bursts that have aged out of the window clear even if the suspect goes quiet.
         let from = watermark.timestamp() - self.window_secs;
-        for (key, ring) in self.state.iter_mut() {
-            if ring.alerting && ring.count_since(from) < self.cfg.min_reports {
-                ring.alerting = false;
-                out.push(Signal {
-                    stream: Stream::Fraud,
-                    detector: NAME,
-                    key: key.to_string(),
-                    subject: serde_json::Map::new(),
-                    region: crate::regions::RegionRef {
-                        township: None,
-                        county: None,
-                        unlisted: false,
-                    },
-                    ts: watermark,
-                    event_id: None,
-                    kind: SignalKind::Clear,
-                });
+        let min = self.cfg.min_reports;
+        self.state.for_each_mut(|key, ring| {
+            if !(ring.alerting && ring.count_since(from) < min) {
+                return false;
             }
-        }
+            ring.alerting = false;
+            out.push(Signal {
+                stream: Stream::Fraud,
+                detector: NAME,
+                key: key.to_string(),
+                subject: serde_json::Map::new(),
+                region: crate::regions::RegionRef {
+                    township: None,
+                    county: None,
+                    unlisted: false,
+                },
+                ts: watermark,
+                event_id: None,
+                kind: SignalKind::Clear,
+            });
+            true
+        });
         self.state.evict_idle(watermark);
     }
 
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::transition;
@@ -145,7 +145,7 @@ impl DetectorSpec for EwmaZConfig {
 }
 
 /// The baseline of one series. 40 bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EwmaState {
     pub mean: f64,
     pub var: f64,
@@ -272,6 +272,8 @@ impl Detector for EwmaZ {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::{
@@ -127,7 +127,7 @@ impl DetectorSpec for FlatlineConfig {
 }
 
 /// The current run of one sensor. 32 bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FlatState {
     anchor: f64,
     /// Event time of the anchor (the run's start) and of the newest reading.
@@ -236,6 +236,8 @@ impl Detector for Flatline {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //!
 //! Each key holds a fixed-size `S` plus the event time it was last touched. A sweep at
 //! most once per `ttl / 4` of event time drops keys idle for longer than `ttl`; the sweep
-//! is driven by the watermark, never by the wall clock.
+//! is driven by the watermark, never by the wall clock. Sweeps are aligned to periods of
+//! `ttl / 4` since the epoch and judge idleness at the period's start, so what a sweep
+//! drops does not depend on when in the period it runs: a set restored from the changelog
+//! (which does not hold the sweep clock) evicts exactly what the original does.
 //!
 //! Durable state (src/state): once `track_changes` is on, every key touched (or evicted)
 //! is remembered until `take_dirty`, so a flush writes each changed key once however
@@ -27,6 +30,8 @@ use crate::state::{codec, StateError};
 pub struct KeyedState<S> {
     map: HashMap<Box<str>, Entry<S>, RandomState>,
     ttl_secs: i64,
+    /// The sweep period (`ttl / 4`, at least 1 s) and the last one swept (`i64::MIN`: none).
+    sweep_secs: i64,
     last_sweep: i64,
     tracking: bool,
     /// Keys changed or evicted since the last `take_dirty` (when tracking).
@@ -46,6 +51,7 @@ impl<S: Default> KeyedState<S> {
         Self {
             map: HashMap::with_hasher(RandomState::new()),
             ttl_secs: ttl.as_secs().max(1) as i64,
+            sweep_secs: (ttl.as_secs() as i64 / 4).max(1),
             last_sweep: i64::MIN,
             tracking: false,
             dirty: Vec::new(),
@@ -120,11 +126,12 @@ impl<S: Default> KeyedState<S> {
 
     /// Drops keys idle past the TTL; returns how many went.
     pub fn evict_idle(&mut self, watermark: DateTime<FixedOffset>) -> usize {
-        let now = watermark.timestamp();
-        if self.last_sweep != i64::MIN && now - self.last_sweep < (self.ttl_secs / 4).max(1) {
+        let period = watermark.timestamp().div_euclid(self.sweep_secs);
+        if period == self.last_sweep {
             return 0;
         }
-        self.last_sweep = now;
+        self.last_sweep = period;
+        let now = period * self.sweep_secs;
         let before = self.map.len();
         let ttl = self.ttl_secs;
         let (tracking, dirty) = (self.tracking, &mut self.dirty);
@@ -146,9 +153,37 @@ impl<S: Default> KeyedState<S> {
         self.map.is_empty()
     }
 
-    /// Every key; changes made through it are not tracked (see `for_each_mut`).
-    pub fn iter_mut(&mut self) -> impl Iterator<Item = (&str, &mut S)> {
-        self.map.iter_mut().map(|(k, e)| (&**k, &mut e.state))
+    /// Drops `key` (a tombstone in the changelog).
+    pub fn remove(&mut self, key: &str) {
+        self.map.remove(key);
+    }
+
+    /// Like `save` with the state first mapped to what the changelog keeps of it (e.g.
+    /// interned ids as names, which a fresh process can resolve).
+    pub fn save_with<T: Serialize>(&self, key: &str, f: impl FnOnce(&S) -> T) -> Option<Vec<u8>> {
+        let e = self.map.get(key)?;
+        Some(codec::encode(&Entry {
+            state: f(&e.state),
+            last_seen: e.last_seen,
+            dirty: false,
+        }))
+    }
+
+    /// Puts back an entry `save_with` produced, mapped back by `f`.
+    pub fn restore_with<T: DeserializeOwned>(
+        &mut self,
+        key: &str,
+        bytes: &[u8],
+        f: impl FnOnce(T) -> S,
+    ) -> Result<(), StateError> {
+        let e: Entry<T> = codec::decode(key, bytes)?;
+        let e = Entry {
+            state: f(e.state),
+            last_seen: e.last_seen,
+            dirty: false,
+        };
+        self.map.insert(key.into(), e);
+        Ok(())
     }
 }
 
@@ -163,11 +198,6 @@ impl<S: Default + Serialize + DeserializeOwned> KeyedState<S> {
         let e: Entry<S> = codec::decode(key, bytes)?;
         self.map.insert(key.into(), e);
         Ok(())
-    }
-
-    /// Drops `key` (a tombstone in the changelog).
-    pub fn remove(&mut self, key: &str) {
-        self.map.remove(key);
     }
 }
 
@@ -228,5 +258,26 @@ mod tests {
         k.take_dirty(&mut d);
         assert_eq!(d, vec![Box::<str>::from("b")]);
         assert!(k.save("b").is_none());
+    }
+
+    #[test]
+    fn a_restored_copy_evicts_what_the_original_does() {
+        // The sweep clock is not in the changelog: a restored copy sweeps at its first
+        // chance, the original may have swept moments before. Both must drop the same keys.
+        let t0 = ts("2026-11-26T00:00:00Z");
+        let at = |s: i64| t0 + chrono::Duration::seconds(s);
+        let mut a: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
+        *a.touch("x", at(100)) = 1;
+        *a.touch("y", at(1000)) = 2;
+        assert_eq!(a.evict_idle(at(3650)), 0);
+        let mut b: KeyedState<u32> = KeyedState::new(std::time::Duration::from_secs(3600));
+        for k in ["x", "y"] {
+            b.restore(k, &a.save(k).unwrap()).unwrap();
+        }
+        for s in [3750, 3800, 4550, 4700, 5500] {
+            assert_eq!(a.evict_idle(at(s)), b.evict_idle(at(s)), "at {s}");
+            assert_eq!((a.get("x"), a.get("y")), (b.get("x"), b.get("y")), "at {s}");
+        }
+        assert!(a.is_empty());
     }
 }

@@ -101,22 +101,63 @@ pub trait Detector: Send {
     fn keys(&self) -> usize;
 
     /// Durable state (src/state) from now on: remember which keys change.
-    fn track_changes(&mut self) {}
+    fn track_changes(&mut self);
 
     /// Appends the keys whose state changed since the last call, including keys dropped
     /// since (their `save` then returns `None`: a tombstone).
-    fn take_dirty(&mut self, _out: &mut Vec<Box<str>>) {}
+    fn take_dirty(&mut self, out: &mut Vec<Box<str>>);
 
     /// This detector's encoded state under `key`, if it holds any.
-    fn save(&self, _key: &str) -> Option<Vec<u8>> {
-        None
-    }
+    fn save(&self, key: &str) -> Option<Vec<u8>>;
 
     /// Puts back what `save` returned for `key` (on start, from the changelog).
-    fn restore(&mut self, _key: &str, _bytes: &[u8]) -> Result<(), StateError> {
-        Ok(())
-    }
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError>;
+
+    /// Drops whatever is held under `key`: on restore, a later record of the key that
+    /// holds nothing of this detector (a changelog is only compacted eventually, so a
+    /// replay can meet an older value of a key before its tombstone).
+    fn forget(&mut self, key: &str);
 }
+
+/// The reserved state key of detector-level state (not per key: `offline`'s scan clock,
+/// `rate_spike`'s tracked group values). Empty because the decoder rejects empty ids,
+/// codes and suspects, so no event can ever name a state key that collides with it; one
+/// record per stream then carries every detector's scalars, like any other key.
+pub(crate) const DETECTOR_KEY: &str = "";
+
+/// A 64-bit FNV-1a hash for ids kept in durable state (report ids, sensor ids in rings):
+/// stable across processes and Rust versions, unlike `DefaultHasher`, so a restored ring
+/// still recognizes the ids it holds.
+pub(crate) fn stable_hash(s: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// The durable-state methods of a detector whose whole state is one [`KeyedState`] field.
+macro_rules! keyed_persistence {
+    ($field:ident) => {
+        fn track_changes(&mut self) {
+            self.$field.track_changes();
+        }
+        fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+            self.$field.take_dirty(out);
+        }
+        fn save(&self, key: &str) -> Option<Vec<u8>> {
+            self.$field.save(key)
+        }
+        fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), crate::state::StateError> {
+            self.$field.restore(key, bytes)
+        }
+        fn forget(&mut self, key: &str) {
+            self.$field.remove(key);
+        }
+    };
+}
+use keyed_persistence;
 
 /// Implemented by each detector's config struct.
 pub trait DetectorSpec {
@@ -279,21 +320,29 @@ impl DetectorSet {
         let Some(k) = key.strip_prefix("k:") else {
             return Err(StateError::corrupt(key, "unknown record kind"));
         };
-        let Some(v) = value else {
-            return Ok(0); // a tombstone: nothing to put back
-        };
-        let rec: KeyRecord = codec::decode(key, v)?;
         let dets = &mut self.by_stream[i];
+        // The record is the key's whole state: a detector it does not name holds nothing
+        // (an older record of the key may have given it some), and a tombstone names none.
+        let mut named = vec![false; dets.len()];
         let mut n = 0;
-        for (idx, name, bytes) in rec {
-            match dets.get_mut(idx as usize) {
-                Some(d) if d.name() == name => {
-                    d.restore(k, &bytes)?;
-                    n += 1;
+        if let Some(v) = value {
+            let rec: KeyRecord = codec::decode(key, v)?;
+            for (idx, name, bytes) in rec {
+                match dets.get_mut(idx as usize) {
+                    Some(d) if d.name() == name => {
+                        d.restore(k, &bytes)?;
+                        named[idx as usize] = true;
+                        n += 1;
+                    }
+                    // The config changed since: that detector starts fresh for this key.
+                    _ => {
+                        tracing::debug!(key, idx, %name, "state for a detector no longer configured")
+                    }
                 }
-                // The config changed since: that detector starts fresh for this key.
-                _ => tracing::debug!(key, idx, %name, "state for a detector no longer configured"),
             }
+        }
+        for (d, _) in dets.iter_mut().zip(named).filter(|(_, named)| !named) {
+            d.forget(k);
         }
         Ok(n)
     }
@@ -462,11 +511,61 @@ pub(crate) fn sensor_subject(
 }
 
 #[cfg(test)]
+mod durable_tests;
+
+#[cfg(test)]
 pub(crate) mod testutil {
     use crate::decode::{test_decoder, Event, Stream};
 
     pub fn ts(s: &str) -> chrono::DateTime<chrono::FixedOffset> {
         chrono::DateTime::parse_from_rfc3339(s).unwrap()
+    }
+
+    /// One detector's changelog, compacted: latest value per key, `None` a tombstone.
+    pub type Log = std::collections::HashMap<String, Option<Vec<u8>>>;
+
+    /// Writes `d`'s changes since the last call into `log`; returns how many.
+    pub fn flush(d: &mut dyn super::Detector, log: &mut Log) -> usize {
+        let mut keys = Vec::new();
+        d.take_dirty(&mut keys);
+        keys.sort();
+        keys.dedup();
+        for k in &keys {
+            log.insert(k.to_string(), d.save(k));
+        }
+        keys.len()
+    }
+
+    /// `d` (fresh) tracking changes, with every record of `log` put back.
+    pub fn restored<D: super::Detector>(mut d: D, log: &Log) -> D {
+        d.track_changes();
+        for (k, v) in log {
+            match v {
+                Some(b) => d.restore(k, b).unwrap(),
+                None => d.forget(k),
+            }
+        }
+        d
+    }
+
+    /// Feeds `evs` the way `DetectorSet` does (late flags from `wm`, advance on each
+    /// move); returns each event's score and signals, the signals in a canonical order.
+    pub fn drive(
+        d: &mut dyn super::Detector,
+        wm: &mut super::Watermark,
+        evs: &[Event],
+    ) -> Vec<(f64, Vec<super::Signal>)> {
+        evs.iter()
+            .map(|ev| {
+                let mut out = Vec::new();
+                let s = d.observe(ev, wm.is_late(ev.ts()), &mut out);
+                if let Some(w) = wm.observe(ev.ts()) {
+                    d.advance(w, &mut out);
+                }
+                out.sort_by(|a, b| a.key.cmp(&b.key));
+                (s, out)
+            })
+            .collect()
     }
 
     /// A gas reading of sensor `id` at `secs` after 2026-11-26T00:00:00+08:00.

@@ -22,13 +22,18 @@
 //! installations, so the table is bounded by the plant, not by traffic). Sensors silent
 //! past `ttl` are forgotten; an offline episode still open then receives no more signals
 //! and the policy's `stale_after` resolves it.
+//!
+//! Durable state: each sensor's clock with its site and kind as names (interned ids mean
+//! nothing to another process), and the time of the last scan under the reserved
+//! [`DETECTOR_KEY`](super::DETECTOR_KEY), so a restart scans on the same schedule.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState,
@@ -37,6 +42,7 @@ use super::{
 use crate::alert::Level;
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, StateError};
 
 pub const NAME: &str = "offline";
 
@@ -130,6 +136,7 @@ impl DetectorSpec for OfflineConfig {
             // the default 5 m): a scan is O(sensors), the watermark moves every second.
             scan_every: (self.min_silence.as_secs() as i64 / 30).max(1),
             last_scan: i64::MIN,
+            scan_dirty: false,
             regions: ctx.regions.clone(),
             names: Interner::default(),
             state: KeyedState::new(self.ttl),
@@ -196,11 +203,26 @@ impl Default for SensorClock {
     }
 }
 
+/// What the changelog keeps of a [`SensorClock`]: the same, with names for the ids.
+#[derive(Serialize, Deserialize)]
+struct SavedClock<'a> {
+    last_ts: i64,
+    interval: f32,
+    site: Cow<'a, str>,
+    kind: Cow<'a, str>,
+    region: RegionRef,
+    samples: u16,
+    refreshes: u16,
+    alerting: bool,
+}
+
 pub struct Offline {
     cfg: OfflineConfig,
     min_silence: i64,
     scan_every: i64,
     last_scan: i64,
+    /// `last_scan` moved since the last `take_dirty`.
+    scan_dirty: bool,
     regions: Arc<Regions>,
     names: Interner,
     state: KeyedState<SensorClock>,
@@ -288,22 +310,25 @@ impl Detector for Offline {
         let wm = watermark.timestamp();
         if self.last_scan == i64::MIN || wm - self.last_scan >= self.scan_every {
             self.last_scan = wm;
+            self.scan_dirty = true;
             let min_samples = self.cfg.min_samples;
             let mut fired: Vec<(String, SensorClock, f64, f64)> = Vec::new();
             let (min_silence, factor) = (self.min_silence as f64, self.cfg.factor);
-            for (key, st) in self.state.iter_mut() {
+            self.state.for_each_mut(|key, st| {
                 if u32::from(st.samples) < min_samples || st.last_ts == i64::MIN {
-                    continue;
+                    return false;
                 }
                 let silence = (wm - st.last_ts) as f64;
                 let limit = min_silence.max(factor * f64::from(st.interval));
                 // First signal past one limit, then one more per further limit of silence.
-                if silence > limit * (f64::from(st.refreshes) + 1.0) {
-                    st.alerting = true;
-                    st.refreshes = st.refreshes.saturating_add(1);
-                    fired.push((key.to_string(), *st, silence, limit));
+                if silence <= limit * (f64::from(st.refreshes) + 1.0) {
+                    return false;
                 }
-            }
+                st.alerting = true;
+                st.refreshes = st.refreshes.saturating_add(1);
+                fired.push((key.to_string(), *st, silence, limit));
+                true
+            });
             for (key, st, silence, limit) in fired {
                 debug_assert!((limit - self.limit(&st)).abs() < 1e-9);
                 let expected = f64::from(st.interval);
@@ -343,6 +368,60 @@ impl Detector for Offline {
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn track_changes(&mut self) {
+        self.state.track_changes();
+    }
+
+    fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+        self.state.take_dirty(out);
+        if std::mem::take(&mut self.scan_dirty) {
+            out.push(super::DETECTOR_KEY.into());
+        }
+    }
+
+    fn save(&self, key: &str) -> Option<Vec<u8>> {
+        if key == super::DETECTOR_KEY {
+            return Some(codec::encode(&self.last_scan));
+        }
+        self.state.save_with(key, |st| SavedClock {
+            last_ts: st.last_ts,
+            interval: st.interval,
+            site: Cow::Borrowed(self.names.name(st.site)),
+            kind: Cow::Borrowed(self.names.name(st.kind)),
+            region: st.region,
+            samples: st.samples,
+            refreshes: st.refreshes,
+            alerting: st.alerting,
+        })
+    }
+
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        if key == super::DETECTOR_KEY {
+            self.last_scan = codec::decode(key, bytes)?;
+            return Ok(());
+        }
+        let names = &mut self.names;
+        self.state
+            .restore_with(key, bytes, |c: SavedClock<'static>| SensorClock {
+                last_ts: c.last_ts,
+                interval: c.interval,
+                site: names.intern(&c.site),
+                kind: names.intern(&c.kind),
+                region: c.region,
+                samples: c.samples,
+                refreshes: c.refreshes,
+                alerting: c.alerting,
+            })
+    }
+
+    fn forget(&mut self, key: &str) {
+        if key == super::DETECTOR_KEY {
+            self.last_scan = i64::MIN;
+        } else {
+            self.state.remove(key);
+        }
     }
 }
 
@@ -534,5 +613,71 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn restore_keeps_names_not_interned_ids_and_the_scan_clock() {
+        use crate::detect::testutil::{flush, restored, ts, Log};
+        let build =
+            || OfflineConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
+        let at = |id: &str, site: &str, kind: &str, secs: i64| {
+            let mut ev = reading(id, kind, secs, 1.0);
+            if let Event::Sensor(r) = &mut ev {
+                r.site_id = site.into();
+            }
+            ev
+        };
+        let mut d = build();
+        d.track_changes();
+        let mut out = Vec::new();
+        for i in 0..20 {
+            d.observe(&at("A", "SITE-A", "gas_lel", i * 10), false, &mut out);
+            d.observe(&at("B", "SITE-B", "h2s_ppm", i * 10), false, &mut out);
+        }
+        let t0 = ts("2026-11-26T00:00:00+08:00");
+        let wm = |secs: i64| t0 + chrono::Duration::seconds(secs);
+        // A scan at 485 s: 295 s of silence, not yet past the 300 s limit.
+        d.advance(wm(485), &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        let mut log = Log::new();
+        flush(&mut d, &mut log);
+        assert!(
+            log.contains_key(crate::detect::DETECTOR_KEY),
+            "the scan clock is saved"
+        );
+
+        // A fresh process whose interner already gave ids 0 and 1 to other names.
+        let mut fresh = build();
+        fresh.observe(&at("Z", "SITE-Z", "pressure", 0), false, &mut out);
+        fresh.forget("Z");
+        let mut r = restored(fresh, &log);
+        assert_eq!(Detector::keys(&r), 2);
+        // 492 s: past the limit, but the next scan is due at 495 s, in both.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(wm(492), &mut a);
+        r.advance(wm(492), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "scanned early: {b:?}");
+        d.advance(wm(495), &mut a);
+        r.advance(wm(495), &mut b);
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        b.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a.len(), 2, "{a:?}");
+        assert_eq!(a, b);
+        assert_eq!(b[0].subject["site_id"], "SITE-A");
+        assert_eq!(b[1].subject["kind"], "h2s_ppm");
+        // The outage's refresh count carries over too (scan changes are flushed).
+        flush(&mut d, &mut log);
+        let mut r2 = restored(build(), &log);
+        a.clear();
+        b.clear();
+        d.advance(wm(700), &mut a);
+        r2.advance(wm(700), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "refreshed too early: {b:?}");
+        d.advance(wm(800), &mut a);
+        r2.advance(wm(800), &mut b);
+        a.sort_by(|x, y| x.key.cmp(&y.key));
+        b.sort_by(|x, y| x.key.cmp(&y.key));
+        assert_eq!(a.len(), 2);
+        assert_eq!(a, b);
     }
 }

@@ -20,7 +20,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::transition;
@@ -123,7 +123,7 @@ impl DetectorSpec for RateOfChangeConfig {
 }
 
 /// The two reference slots of one sensor. 48 bytes.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RocState {
     anchor_v: f64,
     anchor_t: i64,
@@ -233,6 +233,8 @@ impl Detector for RateOfChange {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -36,11 +36,16 @@
 //! 168 f32 seasonal factors). Regions are bounded by the hierarchy (the demo city: about
 //! 70 townships, 5 counties and the city, so ~57 KB per detector instance); unlisted
 //! township codes count only for their county and the city.
+//!
+//! Durable state: each key's [`RegionWindows`], and under the reserved
+//! [`DETECTOR_KEY`](super::DETECTOR_KEY) what the detector keeps beside them (the first
+//! window, the UTC offset, the tracked `group_by` values with their last-seen times), all
+//! of which decide future windows, warm-up and which key a value counts under.
 
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset, TimeZone};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use statrs::distribution::{DiscreteCDF, NegativeBinomial, Poisson};
 
 use super::{
@@ -48,6 +53,7 @@ use super::{
 };
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, StateError};
 
 pub const NAME: &str = "rate_spike";
 
@@ -270,6 +276,7 @@ impl DetectorSpec for RateSpikeConfig {
             values: std::collections::HashMap::new(),
             first_window: None,
             offset_secs: 8 * 3600,
+            scalars_dirty: false,
         }
     }
 }
@@ -284,7 +291,7 @@ const SEASON_MAX: f32 = 20.0;
 /// Window counts and seasonal baseline of one region. 752 bytes: open windows (32), last
 /// close (8), level (8), closes (4), flag (1), region (20), 168 × f32 factors (672),
 /// padding.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct RegionWindows {
     open: [(i64, u32); 2],
     last_closed: i64,
@@ -293,6 +300,7 @@ pub struct RegionWindows {
     closes: u32,
     alerting: bool,
     region: Option<RegionRef>,
+    #[serde(with = "crate::state::codec::array")]
     season: [f32; SLOTS],
 }
 
@@ -366,7 +374,13 @@ pub struct RateSpike {
     first_window: Option<i64>,
     /// The city's UTC offset, from the events' own timestamps (for the seasonal slot).
     offset_secs: i32,
+    /// `values`, `first_window` or `offset_secs` changed since the last `take_dirty`.
+    scalars_dirty: bool,
 }
+
+/// What the changelog keeps under [`DETECTOR_KEY`](super::DETECTOR_KEY): `first_window`,
+/// `offset_secs`, `values`.
+type Scalars = (Option<i64>, i32, Vec<(String, i64)>);
 
 impl RateSpike {
     /// P(X >= count) under the configured model at baseline `lambda`.
@@ -404,11 +418,15 @@ impl RateSpike {
         }
         let v = &v[..end];
         if let Some(last) = self.values.get_mut(v) {
-            *last = (*last).max(t);
+            if t > *last {
+                *last = t;
+                self.scalars_dirty = true;
+            }
             return v.to_string();
         }
         if self.values.len() < self.cfg.max_values as usize {
             self.values.insert(v.to_string(), t);
+            self.scalars_dirty = true;
             return v.to_string();
         }
         OTHER.to_string()
@@ -599,7 +617,11 @@ impl Detector for RateSpike {
             return 0.0;
         }
         let t = ev.ts().timestamp();
-        self.offset_secs = ev.ts().offset().local_minus_utc();
+        let offset = ev.ts().offset().local_minus_utc();
+        if offset != self.offset_secs {
+            self.offset_secs = offset;
+            self.scalars_dirty = true;
+        }
         let start = t.div_euclid(self.len) * self.len;
         let group = match self.cfg.group_by {
             Some(g) => match g.value(ev) {
@@ -608,7 +630,13 @@ impl Detector for RateSpike {
             },
             None => None,
         };
-        let first = *self.first_window.get_or_insert(start);
+        let first = match self.first_window {
+            Some(f) => f,
+            None => {
+                self.scalars_dirty = true;
+                *self.first_window.insert(start)
+            }
+        };
         let mut best: f64 = 0.0;
         for (key, region, _level) in self.keys(ev.region()) {
             let Some(key) = key else { continue };
@@ -663,17 +691,66 @@ impl Detector for RateSpike {
         // One pass over the regions: the map is moved out while `close_until` borrows
         // the detector's settings (no key copies, no lookups per region).
         let mut state = std::mem::replace(&mut self.state, KeyedState::new(Duration::from_secs(1)));
-        for (k, st) in state.iter_mut() {
+        state.for_each_mut(|k, st| {
+            // Every close moves `last_closed`; a catch-up cap moves it too.
+            let before = (st.last_closed, st.open);
             self.close_until(k, st, wm, out);
-        }
+            before != (st.last_closed, st.open)
+        });
         self.state = state;
         self.state.evict_idle(watermark);
         let ttl = self.cfg.ttl.as_secs() as i64;
+        let n = self.values.len();
         self.values.retain(|_, last| wm - *last <= ttl);
+        self.scalars_dirty |= self.values.len() != n;
     }
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn track_changes(&mut self) {
+        self.state.track_changes();
+    }
+
+    fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+        self.state.take_dirty(out);
+        if std::mem::take(&mut self.scalars_dirty) {
+            out.push(super::DETECTOR_KEY.into());
+        }
+    }
+
+    fn save(&self, key: &str) -> Option<Vec<u8>> {
+        if key == super::DETECTOR_KEY {
+            // Sorted: the same state always encodes to the same bytes.
+            let mut values: Vec<(&String, &i64)> = self.values.iter().collect();
+            values.sort_unstable();
+            return Some(codec::encode(&(
+                self.first_window,
+                self.offset_secs,
+                values,
+            )));
+        }
+        self.state.save(key)
+    }
+
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        if key == super::DETECTOR_KEY {
+            let (first, offset, values) = codec::decode::<Scalars>(key, bytes)?;
+            (self.first_window, self.offset_secs) = (first, offset);
+            self.values = values.into_iter().collect();
+            return Ok(());
+        }
+        self.state.restore(key, bytes)
+    }
+
+    fn forget(&mut self, key: &str) {
+        if key == super::DETECTOR_KEY {
+            self.first_window = None;
+            self.values.clear();
+        } else {
+            self.state.remove(key);
+        }
     }
 }
 
@@ -1029,5 +1106,80 @@ mod tests {
             !fired.iter().any(|k| k.len() == 9),
             "no township alone: {fired:?}"
         );
+    }
+
+    #[test]
+    fn restore_keeps_windows_seasons_first_window_and_group_values() {
+        use crate::detect::testutil::{drive, flush, restored, Log};
+        let build = || {
+            RateSpikeConfig {
+                group_by: Some(GroupField::Scheme),
+                max_values: 2,
+                // 5: a region first seen 3 windows after the split is warm only if the
+                // detector's first window (before the split) was restored.
+                warmup_windows: 5,
+                min_count: 4,
+                ..Default::default()
+            }
+            .build(Stream::Fraud, &crate::pipeline::test_ctx())
+        };
+        // Values a and b take the two places, c counts as "other"; 1-2 reports a window.
+        let mut evs = Vec::new();
+        for w in 0..10i64 {
+            for (k, s) in ["a", "b", "c"].iter().enumerate() {
+                for i in 0..(1 + (w + k as i64) % 2) {
+                    let t = w * 900 + 100 + k as i64 * 200 + i * 50;
+                    evs.push(fraud_of(&format!("F{w}-{k}-{i}"), s, "330502001", t));
+                }
+            }
+        }
+        // Then: a spike of a, a new value d (still "other"), and a township first seen
+        // now (its warm-up credits the windows since the detector's first).
+        for i in 0..12i64 {
+            let t = 10 * 900 + 30 + i * 20;
+            evs.push(fraud_of(&format!("S{i}"), "a", "330502001", t));
+            evs.push(fraud_of(&format!("D{i}"), "d", "330503101", t + 5));
+        }
+        for w in 11..14i64 {
+            evs.push(fraud_of(&format!("E{w}"), "b", "330502001", w * 900 + 10));
+        }
+        evs.sort_by_key(|e| e.ts());
+
+        // The split: mid-window, two open windows' counts and a warm baseline in state.
+        let cut = evs[0].ts() + chrono::Duration::seconds(7 * 900 + 450);
+        let split = evs.partition_point(|e| e.ts() < cut);
+        let mut d = build();
+        d.track_changes();
+        let mut wm = crate::detect::Watermark::new(chrono::Duration::seconds(60));
+        let before = drive(&mut d, &mut wm, &evs[..split]);
+        assert!(before.iter().all(|(_, s)| s.is_empty()), "{before:?}");
+        let mut log = Log::new();
+        flush(&mut d, &mut log);
+        assert!(log.contains_key(crate::detect::DETECTOR_KEY));
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let after = drive(&mut d, &mut wm.clone(), &evs[split..]);
+        let again = drive(&mut r, &mut wm, &evs[split..]);
+        let fired: Vec<&str> = after
+            .iter()
+            .flat_map(|(_, s)| s)
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .map(|s| s.key.as_str())
+            .collect();
+        assert!(fired.contains(&"330502001/a"), "{fired:?}");
+        assert!(
+            !fired.iter().any(|k| k.ends_with("/d")),
+            "d counts as other: {fired:?}"
+        );
+        assert!(fired.contains(&"330503101/other"), "{fired:?}");
+        for (i, (x, y)) in after.iter().zip(&again).enumerate() {
+            assert_eq!(
+                x.0.to_bits(),
+                y.0.to_bits(),
+                "score of event {i} after the split"
+            );
+            assert_eq!(x.1, y.1, "signals of event {i} after the split");
+        }
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
     }
 }

@@ -19,7 +19,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::transition;
@@ -132,8 +132,9 @@ impl DetectorSpec for RobustZConfig {
 }
 
 /// The last readings of one series, a ring buffer. 260 bytes.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
+    #[serde(with = "crate::state::codec::array")]
     buf: [f32; MAX_WINDOW],
     /// Next slot to write.
     head: u8,
@@ -281,6 +282,8 @@ impl Detector for RobustZ {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]

@@ -15,13 +15,13 @@
 //! `min_sensors` (by a reading, or by the watermark in `advance()`).
 //!
 //! State: per sensor 40 bytes ([`EwmaState`]) under the sensor id; per site 152 bytes
-//! ([`SiteRing`]) under the site id. Both evicted after `ttl` idle.
+//! ([`SiteRing`]) under the site id. Both evicted after `ttl` idle. Durable state: one
+//! changelog entry per key holding either or both (see [`Saved`]).
 
-use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::ewma::{weight, EwmaState};
 use super::{
@@ -31,6 +31,7 @@ use super::{
 use crate::alert::Level;
 use crate::decode::{Event, SensorStatus, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::state::{codec, StateError};
 
 pub const NAME: &str = "site_correlation";
 const RING: usize = 8;
@@ -169,7 +170,7 @@ impl DetectorSpec for SiteCorrelationConfig {
 
 /// The last distinct anomalous sensors of one site. 152 bytes: 8 × (hash 8 + time 8),
 /// region (20), length, cursor, flag (3), padding (1).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 pub struct SiteRing {
     sensors: [u64; RING],
     ts: [i64; RING],
@@ -220,10 +221,13 @@ impl SiteRing {
     }
 }
 
-fn hash_id(s: &str) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
+/// This detector's changelog entry under one key. Sensor ids and site ids share the
+/// stream's key space and nothing stops a site being named like a sensor, so the entry
+/// carries each map's own encoding of the key, either or both.
+#[derive(Serialize, Deserialize)]
+struct Saved {
+    sensor: Option<Vec<u8>>,
+    site: Option<Vec<u8>>,
 }
 
 pub struct SiteCorrelation {
@@ -300,7 +304,7 @@ impl Detector for SiteCorrelation {
         let ring = self.sites.touch(&r.site_id, r.ts);
         ring.region = r.region;
         if anomalous {
-            ring.mark(hash_id(&r.sensor_id), t);
+            ring.mark(super::stable_hash(&r.sensor_id), t);
         }
         let n = ring.count_since(t - self.window_secs);
         let firing = n >= min;
@@ -356,12 +360,14 @@ impl Detector for SiteCorrelation {
         let from = watermark.timestamp() - self.window_secs;
         let min = self.cfg.min_sensors;
         let mut cleared = Vec::new();
-        for (site, ring) in self.sites.iter_mut() {
-            if ring.alerting && ring.count_since(from) < min {
-                ring.alerting = false;
-                cleared.push((site.to_string(), ring.region));
+        self.sites.for_each_mut(|site, ring| {
+            if !(ring.alerting && ring.count_since(from) < min) {
+                return false;
             }
-        }
+            ring.alerting = false;
+            cleared.push((site.to_string(), ring.region));
+            true
+        });
         for (site, region) in cleared {
             out.push(Signal {
                 stream: Stream::Sensors,
@@ -380,6 +386,43 @@ impl Detector for SiteCorrelation {
 
     fn keys(&self) -> usize {
         self.sensors.len() + self.sites.len()
+    }
+
+    fn track_changes(&mut self) {
+        self.sensors.track_changes();
+        self.sites.track_changes();
+    }
+
+    fn take_dirty(&mut self, out: &mut Vec<Box<str>>) {
+        // A key in both maps comes out twice; the set writes it once.
+        self.sensors.take_dirty(out);
+        self.sites.take_dirty(out);
+    }
+
+    fn save(&self, key: &str) -> Option<Vec<u8>> {
+        let saved = Saved {
+            sensor: self.sensors.save(key),
+            site: self.sites.save(key),
+        };
+        (saved.sensor.is_some() || saved.site.is_some()).then(|| codec::encode(&saved))
+    }
+
+    fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
+        let saved: Saved = codec::decode(key, bytes)?;
+        match saved.sensor {
+            Some(b) => self.sensors.restore(key, &b)?,
+            None => self.sensors.remove(key),
+        }
+        match saved.site {
+            Some(b) => self.sites.restore(key, &b)?,
+            None => self.sites.remove(key),
+        }
+        Ok(())
+    }
+
+    fn forget(&mut self, key: &str) {
+        self.sensors.remove(key);
+        self.sites.remove(key);
     }
 }
 
@@ -519,5 +562,59 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn both_maps_round_trip_even_under_one_key_and_a_watermark_clear_sticks() {
+        use crate::detect::testutil::{flush, restored, Log};
+        let build = || {
+            SiteCorrelationConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx())
+        };
+        let mut d = build();
+        d.track_changes();
+        let mut log = Log::new();
+        let mut out = Vec::new();
+        warm(&mut d, &mut out);
+        // A sensor named like its site: one state key held in both maps.
+        const SITE: &str = "SITE-330503-0042";
+        for i in 0..40 {
+            d.observe(
+                &reading(SITE, "pressure", i * 30, 1.0 + (i % 2) as f64 * 0.01),
+                false,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        d.observe(&reading("GAS", "gas_lel", 1200, 9.0), false, &mut out);
+        d.observe(&reading("H2S", "h2s_ppm", 1320, 8.0), false, &mut out);
+        assert_eq!(out.len(), 1, "{out:?}");
+        flush(&mut d, &mut log);
+        assert!(d.sensors.get(SITE).is_some() && d.sites.get(SITE).is_some());
+        // The watermark clears the site; only `advance` touched it.
+        out.clear();
+        d.advance(ts("2026-11-26T00:28:00+08:00"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, SignalKind::Clear);
+        assert_eq!(flush(&mut d, &mut log), 1, "the clear changed the site");
+
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(ts("2026-11-26T00:29:00+08:00"), &mut a);
+        r.advance(ts("2026-11-26T00:29:00+08:00"), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "no second clear: {b:?}");
+        // Baselines and rings carry over: the same readings, the same signals and scores.
+        for (id, kind, t, v) in [
+            (SITE, "pressure", 1800, 1.5),
+            ("GAS", "gas_lel", 1810, 9.5),
+            ("TMP", "temperature", 1820, 70.0),
+            (SITE, "pressure", 1830, 1.005),
+        ] {
+            let ev = reading(id, kind, t, v);
+            let (sa, sb) = (d.observe(&ev, false, &mut a), r.observe(&ev, false, &mut b));
+            assert_eq!(sa.to_bits(), sb.to_bits(), "{id} at {t}");
+        }
+        assert!(a.len() >= 2, "{a:?}");
+        assert_eq!(a, b);
     }
 }

@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
@@ -102,7 +102,7 @@ impl DetectorSpec for SpreadConfig {
 
 /// The counties that reported one suspect. 88 bytes: 8 × county index (u16) + 8 × last
 /// report time (i64), slots used, flag, padding.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize)]
 pub struct Counties {
     county: [u16; SLOTS],
     ts: [i64; SLOTS],
@@ -229,27 +229,31 @@ impl Detector for Spread {
         // A spread whose reports aged out of the window clears even if the suspect goes quiet.
         let from = watermark.timestamp() - self.window_secs;
         let min = self.cfg.min_counties as usize;
-        for (key, st) in self.state.iter_mut() {
-            if st.alerting && st.since(from).count() < min {
-                st.alerting = false;
-                out.push(Signal {
-                    stream: Stream::Fraud,
-                    detector: NAME,
-                    key: key.to_string(),
-                    subject: serde_json::Map::new(),
-                    region: CITY,
-                    ts: watermark,
-                    event_id: None,
-                    kind: SignalKind::Clear,
-                });
+        self.state.for_each_mut(|key, st| {
+            if !(st.alerting && st.since(from).count() < min) {
+                return false;
             }
-        }
+            st.alerting = false;
+            out.push(Signal {
+                stream: Stream::Fraud,
+                detector: NAME,
+                key: key.to_string(),
+                subject: serde_json::Map::new(),
+                region: CITY,
+                ts: watermark,
+                event_id: None,
+                kind: SignalKind::Clear,
+            });
+            true
+        });
         self.state.evict_idle(watermark);
     }
 
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]
@@ -363,5 +367,43 @@ mod tests {
             let st = d.state.get("phone:+8613800000000").unwrap();
             prop_assert!(st.len as usize <= SLOTS && st.since(i64::MIN).count() <= 5);
         }
+    }
+
+    #[test]
+    fn a_spread_cleared_by_the_watermark_stays_cleared_after_a_restore() {
+        use crate::detect::testutil::{flush, restored, Log};
+        let build = || SpreadConfig::default().build(Stream::Fraud, &crate::pipeline::test_ctx());
+        let mut d = build();
+        d.track_changes();
+        let mut log = Log::new();
+        let mut out = Vec::new();
+        for (i, town) in ["330502001", "330503101", "330521102"].iter().enumerate() {
+            d.observe(
+                &fraud(&format!("F{i}"), PHONE, town, i as i64 * 600),
+                false,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1, "{out:?}");
+        flush(&mut d, &mut log);
+        // The window passes: the clear comes from `advance`, with no event for the key.
+        out.clear();
+        d.advance(ts("2026-11-27T00:05:00+08:00"), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].kind, SignalKind::Clear);
+        assert_eq!(flush(&mut d, &mut log), 1, "the clear changed the key");
+        let mut r = restored(build(), &log);
+        assert_eq!(Detector::keys(&r), Detector::keys(&d));
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        d.advance(ts("2026-11-27T00:10:00+08:00"), &mut a);
+        r.advance(ts("2026-11-27T00:10:00+08:00"), &mut b);
+        assert!(a.is_empty() && b.is_empty(), "no second clear: {b:?}");
+        // And the suspect's counties carry over: two more fire again in both.
+        for (i, town) in ["330502001", "330503101"].iter().enumerate() {
+            let ev = fraud(&format!("G{i}"), PHONE, town, 86_400 + i as i64 * 60);
+            d.observe(&ev, false, &mut a);
+            r.observe(&ev, false, &mut b);
+        }
+        assert_eq!(a, b);
     }
 }

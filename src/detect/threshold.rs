@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::{
@@ -154,7 +154,7 @@ impl DetectorSpec for ThresholdConfig {
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 enum Band {
     #[default]
     Normal,
@@ -263,6 +263,8 @@ impl Detector for Threshold {
     fn keys(&self) -> usize {
         self.state.len()
     }
+
+    super::keyed_persistence!(state);
 }
 
 #[cfg(test)]
