@@ -115,27 +115,42 @@ pub fn restore(
         .set("auto.offset.reset", "earliest")
         // Restore is a bulk read: big fetches, deep prefetch.
         .set("fetch.max.bytes", "52428800")
-        .set("queued.min.messages", "200000");
+        .set("queued.min.messages", "200000")
+        // An empty fetch at the end answers at once: the end is what restore waits for.
+        .set("fetch.wait.max.ms", "10");
     let consumer: BaseConsumer = c.create()?;
     let mut stats = RestoreStats::default();
     let deadline = Instant::now() + timeout;
-    // One topic at a time: an end-of-partition event names only the partition number.
-    for (i, topic) in topics(cfg).iter().enumerate() {
-        let mut tpl = TopicPartitionList::new();
-        let mut pending: HashSet<i32> = HashSet::new();
+    // The partitions with data, all looked up before any is assigned: metadata and
+    // offset requests queue behind an assigned consumer's fetches (seconds each).
+    let names = topics(cfg);
+    let mut plan: Vec<(usize, Vec<i32>)> = Vec::new();
+    for (i, topic) in names.iter().enumerate() {
         let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut parts = Vec::new();
         for mt in md.topics() {
             for p in mt.partitions() {
                 let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
                 if hi > lo {
-                    tpl.add_partition_offset(topic, p.id(), Offset::Beginning)?;
-                    pending.insert(p.id());
+                    parts.push(p.id());
                 }
             }
+        }
+        plan.push((i, parts));
+    }
+    // One topic at a time: an end-of-partition event names only the partition number.
+    for (i, parts) in plan {
+        let topic = &names[i];
+        let mut tpl = TopicPartitionList::new();
+        let mut pending: HashSet<i32> = HashSet::new();
+        for p in parts {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)?;
+            pending.insert(p);
         }
         if pending.is_empty() {
             continue;
         }
+        tracing::debug!(topic, partitions = pending.len(), elapsed = ?started.elapsed(), "restoring changelog");
         consumer.assign(&tpl)?;
         while !pending.is_empty() {
             if Instant::now() > deadline {
@@ -152,6 +167,7 @@ pub fn restore(
             };
             match m {
                 Err(KafkaError::PartitionEOF(p)) => {
+                    tracing::debug!(topic, partition = p, elapsed = ?started.elapsed(), "changelog partition restored");
                     pending.remove(&p);
                 }
                 Err(e) => return Err(e.into()),

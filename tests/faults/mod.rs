@@ -162,7 +162,10 @@ impl Run {
         Command::new(env!("CARGO_BIN_EXE_riskstream"))
             .args(["run", "--config"])
             .arg(&self.config)
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .env("RISKSTREAM_INSTANCE_ID", instance)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
