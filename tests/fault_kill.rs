@@ -31,7 +31,7 @@ async fn kill_test(name: &str, processing: &str, exact: bool) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let inputs = Inputs::new(name).await;
     let faulty = inputs.run(&format!("{name}-faulty"), processing).await;
-    let mut loader = inputs.load(&faulty, 1500);
+    let mut loader = inputs.load(&faulty, 900);
     let mut progress = Vec::new();
     for _ in 0..KILLS {
         let mut child = faulty.spawn("faulty-0");
