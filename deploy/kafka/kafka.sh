@@ -17,7 +17,9 @@
 #   9093  CONTROLLER      KRaft controller (internal)
 #   9094  SASL_PLAINTEXT  mechanism PLAIN, user `riskstream`, password `riskstream-secret` (test only)
 #   9095  SSL             TLS with a throwaway CA made on first start: $RISKSTREAM_KAFKA_HOME/tls/ca.pem
-#                         is what a client's `ssl.ca.location` needs (no client certificate asked)
+#                         is what a client's `ssl.ca.location` needs. A client certificate is optional
+#                         (mTLS) and checked against the same CA when given: tls/client.p12 is one
+#                         (PKCS#12, password `riskstream-local`, CN=riskstream)
 # server.properties is rewritten on every start, so an existing cache gets new listeners too.
 # Needs `mvn` only for the first fetch, and the JDK's `keytool` for the first TLS start.
 set -euo pipefail
@@ -159,11 +161,15 @@ log.dirs=$DATA
 listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
 listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
 
-# TLS on $SSL_PORT with the throwaway certificate from make_tls (server authentication only).
+# TLS on $SSL_PORT with the throwaway certificates from make_tls. A client certificate is
+# optional (requested) and must chain to the same CA when given (mTLS).
 listener.name.ssl.ssl.keystore.type=PKCS12
 listener.name.ssl.ssl.keystore.location=$TLS/broker.p12
 listener.name.ssl.ssl.keystore.password=$TLS_STOREPASS
-listener.name.ssl.ssl.client.auth=none
+listener.name.ssl.ssl.truststore.type=PKCS12
+listener.name.ssl.ssl.truststore.location=$TLS/truststore.p12
+listener.name.ssl.ssl.truststore.password=$TLS_STOREPASS
+listener.name.ssl.ssl.client.auth=requested
 
 # Topic defaults
 num.partitions=1
@@ -236,18 +242,19 @@ EOF
 EOF
 }
 
-# A throwaway CA and a broker certificate for 127.0.0.1/localhost, made once per cache with
-# the JDK's keytool (no openssl needed). ca.pem is the PEM a client's `ssl.ca.location` takes.
-# Built in a temporary dir and moved into place, so a half-made set never looks complete.
+# A throwaway CA, a broker certificate for 127.0.0.1/localhost and a client certificate
+# (CN=riskstream, for mTLS), made once per cache with the JDK's keytool (no openssl needed).
+# ca.pem is the PEM a client's `ssl.ca.location` takes; client.p12 what `ssl.keystore.location`
+# takes. Built in a temporary dir and moved into place, so a half-made set never looks complete.
 make_tls() {
-  if [[ -f "$TLS/broker.p12" && -f "$TLS/ca.pem" ]]; then
+  if [[ -f "$TLS/client.p12" ]]; then # the last file made
     return 0
   fi
   command -v "$KEYTOOL" >/dev/null || die "keytool (from the JDK) not found; needed once to make the TLS certificates"
-  log "making a throwaway CA and broker certificate in $TLS"
+  log "making a throwaway CA, broker and client certificates in $TLS"
   local tmp="$KHOME/tls.tmp.$$" pw=$TLS_STOREPASS
   rm -rf "$tmp"
-  mkdir -p "$tmp"
+  mkdir -p -m 700 "$tmp" # private keys inside, even if throwaway
   kt() { "$KEYTOOL" -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@" >>"$tmp/keytool.log" 2>&1; }
   if ! {
     kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 \
@@ -261,13 +268,22 @@ make_tls() {
         -infile "$tmp/broker.csr" -outfile "$tmp/broker.pem" \
         -ext san=ip:$HOST,dns:localhost -ext ku:c=digitalSignature,keyEncipherment -ext eku=serverAuth &&
       kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/broker.p12" -storepass "$pw" &&
-      kt -importcert -noprompt -alias broker -file "$tmp/broker.pem" -keystore "$tmp/broker.p12" -storepass "$pw"
+      kt -importcert -noprompt -alias broker -file "$tmp/broker.pem" -keystore "$tmp/broker.p12" -storepass "$pw" &&
+      kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/truststore.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -genkeypair -alias client -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=riskstream" \
+        -keystore "$tmp/client.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -certreq -alias client -keystore "$tmp/client.p12" -storepass "$pw" -file "$tmp/client.csr" &&
+      kt -gencert -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -rfc -validity 3650 \
+        -infile "$tmp/client.csr" -outfile "$tmp/client.pem" \
+        -ext ku:c=digitalSignature,keyEncipherment -ext eku=clientAuth &&
+      kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/client.p12" -storepass "$pw" &&
+      kt -importcert -noprompt -alias client -file "$tmp/client.pem" -keystore "$tmp/client.p12" -storepass "$pw"
   }; then
     cat "$tmp/keytool.log" >&2 || true
     rm -rf "$tmp"
     die "keytool failed to make the TLS certificates"
   fi
-  rm -f "$tmp/keytool.log" "$tmp/broker.csr"
+  rm -f "$tmp/keytool.log" "$tmp/broker.csr" "$tmp/client.csr"
   rm -rf "$TLS"
   mv "$tmp" "$TLS"
 }
