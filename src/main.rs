@@ -214,6 +214,13 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 c.sinks.len(),
                 c.regions.county_count()
             );
+            // What reaches librdkafka besides the brokers; secret values redacted.
+            if !c.kafka.properties.is_empty() {
+                println!(
+                    "  kafka.properties: {}",
+                    config::redact::Properties(&c.kafka.properties)
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Run { config } => {

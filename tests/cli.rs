@@ -46,6 +46,77 @@ fn check_config_lists_every_problem_and_exits_2() {
     );
 }
 
+/// check-config lists the librdkafka properties but never a secret's value: not when the
+/// config is valid, not in a problem about it, not in a TOML syntax error quoting its line.
+#[test]
+fn check_config_never_prints_secret_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = root().join("config/regions.toml");
+    let secrets = [
+        ("sasl.password", "pw-sasl-1"),
+        ("ssl.key.password", "pw-key-2"),
+        ("ssl.keystore.password", "pw-keystore-3"),
+        ("sasl.oauthbearer.client.secret", "pw-oauth-4"),
+        ("sasl.oauthbearer.config", "principal=x pw-oauthcfg-5"),
+    ];
+    let mut props = String::from(
+        "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanisms\" = \"SCRAM-SHA-512\"\n\"sasl.username\" = \"riskstream\"\n",
+    );
+    for (k, v) in secrets {
+        props.push_str(&format!("{k:?} = {v:?}\n"));
+    }
+    let check = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        let out = bin().args(["check-config"]).arg(&p).output().unwrap();
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (_, v) in secrets {
+            assert!(!all.contains(v), "{name}: `{v}` printed:\n{all}");
+        }
+        (out.status.code(), all)
+    };
+    let base = format!("[regions]\nfile = {:?}\n", regions.display().to_string());
+
+    let (code, all) = check("ok.toml", format!("{base}[kafka.properties]\n{props}"));
+    assert_eq!(code, Some(0), "{all}");
+    for want in [
+        "security.protocol=SASL_SSL",
+        "sasl.username=riskstream",
+        "sasl.password=<redacted>",
+        "sasl.oauthbearer.client.secret=<redacted>",
+    ] {
+        assert!(all.contains(want), "missing {want}:\n{all}");
+    }
+
+    // A problem elsewhere: the file is still reported, the secrets still not printed.
+    let (code, all) = check(
+        "bad.toml",
+        format!("{base}[processing]\nmax_in_flight = 0\n[kafka.properties]\n{props}"),
+    );
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("max_in_flight"), "{all}");
+
+    // A secret of the wrong type: serde would quote the value.
+    let (code, all) = check(
+        "typed.toml",
+        format!("{base}[kafka.properties]\n\"sasl.password\" = [\"pw-sasl-1\"]\n"),
+    );
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("kafka.properties.sasl.password"), "{all}");
+
+    // A TOML syntax error on the secret's line: the parser quotes the line.
+    let (code, all) = check(
+        "syntax.toml",
+        format!("{base}[kafka.properties]\n\"sasl.password\" = \"pw-sasl-1\n"),
+    );
+    assert_eq!(code, Some(2), "{all}");
+    assert!(all.contains("not valid TOML"), "{all}");
+}
+
 #[test]
 fn simulate_then_replay_finds_the_injected_hazards() {
     let dir = tempfile::tempdir().unwrap();

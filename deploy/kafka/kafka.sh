@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Local single-node Apache Kafka 4.1.1 (KRaft, combined broker+controller) for riskstream.
 #
-#   deploy/kafka/kafka.sh start    # fetch jars (first use), format storage (first use), start, create topics
+#   deploy/kafka/kafka.sh start    # fetch jars, format storage, make the TLS certificates (each on first use), start, create topics
 #   deploy/kafka/kafka.sh stop     # SIGTERM, wait up to 30 s, then SIGKILL
 #   deploy/kafka/kafka.sh status   # exit 0 = running and answering, 3 = stopped, 1 = process up but not answering
 #
@@ -12,7 +12,16 @@
 #                           with it, topics are ensured by one cached Admin-client JVM instead of
 #                           one TopicCommand JVM per topic.
 #
-# Broker: PLAINTEXT://127.0.0.1:9092, controller: 127.0.0.1:9093. Needs `mvn` only for the first fetch.
+# Listeners (all on 127.0.0.1):
+#   9092  PLAINTEXT       what everything uses by default
+#   9093  CONTROLLER      KRaft controller (internal)
+#   9094  SASL_PLAINTEXT  mechanism PLAIN, user `riskstream`, password `riskstream-secret` (test only)
+#   9095  SSL             TLS with a throwaway CA made on first start: $RISKSTREAM_KAFKA_HOME/tls/ca.pem
+#                         is what a client's `ssl.ca.location` needs. A client certificate is optional
+#                         (mTLS) and checked against the same CA when given: tls/client.p12 is one
+#                         (PKCS#12, password `riskstream-local`, CN=riskstream)
+# server.properties is rewritten on every start, so an existing cache gets new listeners too.
+# Needs `mvn` only for the first fetch, and the JDK's `keytool` for the first TLS start.
 set -euo pipefail
 
 readonly KAFKA_VERSION=4.1.1
@@ -30,6 +39,14 @@ readonly LOCKFILE="$KHOME/.kafka.lock"
 readonly HOST=127.0.0.1
 readonly PORT=9092
 readonly CONTROLLER_PORT=9093
+readonly SASL_PORT=9094
+readonly SSL_PORT=9095
+# Test credentials of the SASL/PLAIN listener; a local throwaway broker, not a secret.
+readonly SASL_USER=riskstream
+readonly SASL_PASSWORD=riskstream-secret
+readonly TLS="$KHOME/tls"
+# Keystore password of the throwaway broker certificate (it guards nothing but this cache).
+readonly TLS_STOREPASS=riskstream-local
 readonly BOOTSTRAP="$HOST:$PORT"
 readonly START_TIMEOUT_S=60
 readonly STOP_TIMEOUT_S=30
@@ -39,10 +56,12 @@ readonly MARKER="-Driskstream.kafka.home=$KHOME"
 if [[ -n "${JAVA_HOME:-}" && -x "$JAVA_HOME/bin/java" ]]; then
   JAVA="$JAVA_HOME/bin/java"
   JAVAC="$JAVA_HOME/bin/javac"
+  KEYTOOL="$JAVA_HOME/bin/keytool"
   [[ -x "$JAVAC" ]] || JAVAC=""
 else
   JAVA=java
   JAVAC=$(command -v javac || true) # optional: speeds up topic creation (see ensure_topics)
+  KEYTOOL=keytool
 fi
 
 # name:partitions (replication factor is always 1)
@@ -130,12 +149,27 @@ write_configs() {
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
-listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://$HOST:$PORT
+listeners=PLAINTEXT://$HOST:$PORT,CONTROLLER://$HOST:$CONTROLLER_PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SSL://$HOST:$SSL_PORT
+advertised.listeners=PLAINTEXT://$HOST:$PORT,SASL_PLAINTEXT://$HOST:$SASL_PORT,SSL://$HOST:$SSL_PORT
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL
 log.dirs=$DATA
+
+# SASL/PLAIN on $SASL_PORT (riskstream's security tests). No authorizer: an authenticated
+# user may do anything, as on the PLAINTEXT listener.
+listener.name.sasl_plaintext.sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_$SASL_USER="$SASL_PASSWORD";
+
+# TLS on $SSL_PORT with the throwaway certificates from make_tls. A client certificate is
+# optional (requested) and must chain to the same CA when given (mTLS).
+listener.name.ssl.ssl.keystore.type=PKCS12
+listener.name.ssl.ssl.keystore.location=$TLS/broker.p12
+listener.name.ssl.ssl.keystore.password=$TLS_STOREPASS
+listener.name.ssl.ssl.truststore.type=PKCS12
+listener.name.ssl.ssl.truststore.location=$TLS/truststore.p12
+listener.name.ssl.ssl.truststore.password=$TLS_STOREPASS
+listener.name.ssl.ssl.client.auth=requested
 
 # Topic defaults
 num.partitions=1
@@ -208,6 +242,52 @@ EOF
 EOF
 }
 
+# A throwaway CA, a broker certificate for 127.0.0.1/localhost and a client certificate
+# (CN=riskstream, for mTLS), made once per cache with the JDK's keytool (no openssl needed).
+# ca.pem is the PEM a client's `ssl.ca.location` takes; client.p12 what `ssl.keystore.location`
+# takes. Built in a temporary dir and moved into place, so a half-made set never looks complete.
+make_tls() {
+  if [[ -f "$TLS/client.p12" ]]; then # the last file made
+    return 0
+  fi
+  command -v "$KEYTOOL" >/dev/null || die "keytool (from the JDK) not found; needed once to make the TLS certificates"
+  log "making a throwaway CA, broker and client certificates in $TLS"
+  local tmp="$KHOME/tls.tmp.$$" pw=$TLS_STOREPASS
+  rm -rf "$tmp"
+  mkdir -p -m 700 "$tmp" # private keys inside, even if throwaway
+  kt() { "$KEYTOOL" -J-XX:TieredStopAtLevel=1 -J-XX:+UseSerialGC "$@" >>"$tmp/keytool.log" 2>&1; }
+  if ! {
+    kt -genkeypair -alias ca -keyalg RSA -keysize 2048 -validity 3650 \
+      -dname "CN=riskstream local test CA" -ext bc:c -ext ku:c=keyCertSign,cRLSign \
+      -keystore "$tmp/ca.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -exportcert -rfc -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -file "$tmp/ca.pem" &&
+      kt -genkeypair -alias broker -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=localhost" \
+        -keystore "$tmp/broker.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -certreq -alias broker -keystore "$tmp/broker.p12" -storepass "$pw" -file "$tmp/broker.csr" &&
+      kt -gencert -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -rfc -validity 3650 \
+        -infile "$tmp/broker.csr" -outfile "$tmp/broker.pem" \
+        -ext san=ip:$HOST,dns:localhost -ext ku:c=digitalSignature,keyEncipherment -ext eku=serverAuth &&
+      kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/broker.p12" -storepass "$pw" &&
+      kt -importcert -noprompt -alias broker -file "$tmp/broker.pem" -keystore "$tmp/broker.p12" -storepass "$pw" &&
+      kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/truststore.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -genkeypair -alias client -keyalg RSA -keysize 2048 -validity 3650 -dname "CN=riskstream" \
+        -keystore "$tmp/client.p12" -storetype PKCS12 -storepass "$pw" &&
+      kt -certreq -alias client -keystore "$tmp/client.p12" -storepass "$pw" -file "$tmp/client.csr" &&
+      kt -gencert -alias ca -keystore "$tmp/ca.p12" -storepass "$pw" -rfc -validity 3650 \
+        -infile "$tmp/client.csr" -outfile "$tmp/client.pem" \
+        -ext ku:c=digitalSignature,keyEncipherment -ext eku=clientAuth &&
+      kt -importcert -noprompt -alias ca -file "$tmp/ca.pem" -keystore "$tmp/client.p12" -storepass "$pw" &&
+      kt -importcert -noprompt -alias client -file "$tmp/client.pem" -keystore "$tmp/client.p12" -storepass "$pw"
+  }; then
+    cat "$tmp/keytool.log" >&2 || true
+    rm -rf "$tmp"
+    die "keytool failed to make the TLS certificates"
+  fi
+  rm -f "$tmp/keytool.log" "$tmp/broker.csr" "$tmp/client.csr"
+  rm -rf "$TLS"
+  mv "$tmp" "$TLS"
+}
+
 format_storage() {
   if [[ -f "$DATA/meta.properties" ]]; then
     return 0
@@ -232,7 +312,8 @@ wait_for_broker() { # pid
       rm -f "$PIDFILE"
       exit 1
     fi
-    if port_open "$HOST" "$PORT"; then
+    # All listeners are bound together, before the broker serves; check every one.
+    if port_open "$HOST" "$PORT" && port_open "$HOST" "$SASL_PORT" && port_open "$HOST" "$SSL_PORT"; then
       return 0
     fi
     sleep 0.5
@@ -415,6 +496,7 @@ do_start() {
       do_stop
     elif port_open "$HOST" "$PORT"; then
       echo "kafka already running (pid $pid, $BOOTSTRAP)"
+      secure_listeners_hint
       return 0
     else
       # Process exists but port not (yet) open: probably another start still in progress.
@@ -425,11 +507,15 @@ do_start() {
     fi
   fi
 
-  if port_open "$HOST" "$PORT" || port_open "$HOST" "$CONTROLLER_PORT"; then
-    die "port $PORT or $CONTROLLER_PORT on $HOST is already in use by another process (not ours)"
-  fi
+  local p
+  for p in "$PORT" "$CONTROLLER_PORT" "$SASL_PORT" "$SSL_PORT"; do
+    if port_open "$HOST" "$p"; then
+      die "port $p on $HOST is already in use by another process (not ours)"
+    fi
+  done
 
   fetch_jars
+  make_tls
   write_configs
 
   if [[ "${RISKSTREAM_KAFKA_RESET:-0}" == 1 ]]; then
@@ -455,6 +541,15 @@ do_start() {
   wait_for_broker "$pid"
   ensure_topics
   log "kafka running (pid $pid, $BOOTSTRAP) -- ready in $((SECONDS - t0))s"
+}
+
+# A broker started by an older kafka.sh (before the SASL and TLS listeners) keeps running
+# without them; `start` stays a no-op on it, but says how to get them.
+secure_listeners_hint() {
+  if ! port_open "$HOST" "$SASL_PORT" || ! port_open "$HOST" "$SSL_PORT"; then
+    log "note: this broker has no SASL_PLAINTEXT :$SASL_PORT / SSL :$SSL_PORT listener (started by an older kafka.sh?);"
+    log "      '$0 stop && $0 start' restarts it with them (the security tests need them)"
+  fi
 }
 
 do_status() {

@@ -3,7 +3,10 @@
 //! Precedence, lowest first: built-in defaults < the TOML file < environment variables
 //! (`RISKSTREAM_BROKERS`, `RISKSTREAM_METRICS_ADDR`). Unknown keys are errors. [`load`]
 //! reports every problem it finds, each with its path
-//! (`detectors.sensors[2].z_threshold: must be > 0`), not just the first.
+//! (`detectors.sensors[2].z_threshold: must be > 0`), not just the first. Secret values
+//! (`sasl.password` and the like, see [`redact`]) never appear in a problem or a `Debug`.
+
+pub mod redact;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -20,7 +23,8 @@ use crate::detect::DetectorConfig;
 use crate::regions::{Regions, RegionsFile};
 use crate::sink::SinkConfig;
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// `[kafka]`. `Debug` prints the properties with secret values redacted.
+#[derive(Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KafkaConfig {
     /// bootstrap.servers
@@ -30,6 +34,17 @@ pub struct KafkaConfig {
     pub auto_offset_reset: String,
     /// librdkafka properties passed through as they are (security.protocol, sasl.*, ssl.*).
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaConfig")
+            .field("brokers", &self.brokers)
+            .field("group_id", &self.group_id)
+            .field("auto_offset_reset", &self.auto_offset_reset)
+            .field("properties", &redact::Properties(&self.properties))
+            .finish()
+    }
 }
 
 impl Default for KafkaConfig {
@@ -277,7 +292,12 @@ fn section<T: DeserializeOwned + Default>(
             } else {
                 format!("{path}.{inner}")
             };
-            problems.push(format!("{at}: {}", e.into_inner()));
+            let mut message = e.into_inner().to_string();
+            if redact::is_secret_path(&at) {
+                // serde quotes the offending value: not for a password.
+                message = redact::quoted(&message);
+            }
+            problems.push(format!("{at}: {message}"));
             T::default()
         }
     }
@@ -303,7 +323,10 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
-        problems: vec![format!("config is not valid TOML: {e}")],
+        // The error quotes the source line, which may hold a password.
+        problems: vec![redact::toml_error(&format!(
+            "config is not valid TOML: {e}"
+        ))],
     })?;
     for k in table.keys() {
         if !SECTIONS.contains(&k.as_str()) {
@@ -626,6 +649,74 @@ mod tests {
         assert_eq!(ok.console.ack_limits.red, Duration::from_secs(120));
         assert_eq!(ok.console.ack_limits.blue, Duration::from_secs(4 * 3600));
         assert!(!format!("{:?}", ok.console).contains("0123456789"));
+    }
+
+    #[test]
+    fn listeners_default_to_loopback() {
+        let loopback = |a: &str| {
+            a.parse::<std::net::SocketAddr>()
+                .unwrap()
+                .ip()
+                .is_loopback()
+        };
+        assert!(loopback(&MetricsConfig::default().addr));
+        assert!(loopback(&ConsoleConfig::default().addr));
+        // No [metrics] or [console] section at all: the built-in defaults.
+        let c = from_str("", &root(), &[]).unwrap();
+        assert!(loopback(&c.metrics.addr), "{}", c.metrics.addr);
+        assert!(loopback(&c.console.addr), "{}", c.console.addr);
+        assert!(!c.console.enabled);
+        // The shipped config keeps them on loopback too.
+        let c = load(&root().join("default.toml")).unwrap();
+        assert!(loopback(&c.metrics.addr), "{}", c.metrics.addr);
+        assert!(loopback(&c.console.addr), "{}", c.console.addr);
+    }
+
+    #[test]
+    fn secrets_never_appear_in_debug_or_problems() {
+        let text = r#"
+            [kafka.properties]
+            "security.protocol" = "SASL_SSL"
+            "sasl.username" = "riskstream"
+            "sasl.password" = "pw-in-debug-1"
+            "ssl.key.password" = "pw-in-debug-2"
+            "sasl.oauthbearer.client.secret" = "pw-in-debug-3"
+        "#;
+        let c = from_str(text, &root(), &[]).unwrap();
+        let debug = format!("{c:?}");
+        for s in ["pw-in-debug-1", "pw-in-debug-2", "pw-in-debug-3"] {
+            assert!(!debug.contains(s), "{debug}");
+        }
+        assert!(debug.contains("SASL_SSL") && debug.contains("sasl.password"));
+        // The real value still reaches librdkafka.
+        assert_eq!(c.kafka.properties["sasl.password"], "pw-in-debug-1");
+
+        // A value of the wrong type: serde would quote it.
+        let e = from_str(
+            "[kafka.properties]\n\"sasl.password\" = 918273645\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join(
+            "
+",
+        );
+        assert!(all.contains("kafka.properties.sasl.password"), "{all}");
+        assert!(!all.contains("918273645"), "{all}");
+        // A TOML syntax error quotes the line.
+        let e = from_str(
+            "[kafka.properties]\n\"sasl.password\" = \"unterminated-pw\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join(
+            "
+",
+        );
+        assert!(all.contains("not valid TOML"), "{all}");
+        assert!(!all.contains("unterminated-pw"), "{all}");
     }
 
     #[test]

@@ -241,7 +241,7 @@ fn number(name: &str, v: &Raw<'_>) -> Result<f64, DecodeError> {
 }
 
 /// Keeps error texts (and so DLQ headers) short whatever the input.
-fn clip(s: &str) -> String {
+pub(super) fn clip(s: &str) -> String {
     if s.chars().count() > 40 {
         format!("{}…", s.chars().take(40).collect::<String>())
     } else {

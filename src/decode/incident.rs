@@ -25,10 +25,17 @@ pub(super) fn decode(f: &Fields<'_>) -> Result<Incident, DecodeError> {
         None => None,
         Some(s) if s.fract() == 0.0 && (1.0..=4.0).contains(&s) => Some(s as u8),
         Some(s) => {
+            // `{s}` writes every digit: 5e-324 would take 300 characters of the header.
+            let shown = s.to_string();
+            let shown = if shown.len() > 24 {
+                format!("{s:e}")
+            } else {
+                shown
+            };
             return Err(DecodeError::new(
                 InvalidReason::OutOfRange,
-                format!("field `severity` must be an integer 1..4, got {s}"),
-            ))
+                format!("field `severity` must be an integer 1..4, got {shown}"),
+            ));
         }
     };
     Ok(Incident {
@@ -82,5 +89,11 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.reason, InvalidReason::OutOfRange);
         assert!(e.message.contains("severity"));
+        // Found by tests/fuzz_decode.rs: 5e-324 was written out in 300-odd digits.
+        v["severity"] = 5e-324.into();
+        let e = d
+            .decode(Stream::Incidents, v.to_string().as_bytes())
+            .unwrap_err();
+        assert!(e.message.ends_with("got 5e-324"), "{}", e.message);
     }
 }

@@ -34,7 +34,10 @@ pub(super) fn decode(f: &Fields<'_>) -> Result<SensorReading, DecodeError> {
         Some(other) => {
             return Err(DecodeError::new(
                 InvalidReason::OutOfRange,
-                format!("field `status` must be `ok` or `fault`, got `{other}`"),
+                format!(
+                    "field `status` must be `ok` or `fault`, got `{}`",
+                    super::fields::clip(other)
+                ),
             ))
         }
     };
@@ -112,6 +115,41 @@ mod tests {
             assert_eq!(e.reason, reason, "{field}: {}", e.message);
             assert!(e.message.contains(&format!("`{field}`")), "{}", e.message);
         }
+    }
+
+    /// Found by tests/fuzz_decode.rs: the status error quoted the whole value, so a huge
+    /// one made an `x-error` header as big as the message; a dead letter past the
+    /// producer's `message.max.bytes` is refused, and a refused dead letter stops the
+    /// pipeline (the same input again after a restart).
+    #[test]
+    fn a_huge_bad_status_makes_a_short_error() {
+        let d = test_decoder();
+        let mut v = base();
+        v["status"] = "x".repeat(1_000_000).into();
+        let e = d
+            .decode(Stream::Sensors, v.to_string().as_bytes())
+            .unwrap_err();
+        assert_eq!(e.reason, InvalidReason::OutOfRange);
+        assert!(e.message.contains("`status`"), "{}", e.message);
+        assert!(e.message.len() < 200, "{} bytes", e.message.len());
+    }
+
+    /// Nesting deeper than serde_json's recursion limit in a field no rule reads is still
+    /// JSON (skipped without recursion); in a field a rule reads it is the wrong type.
+    /// Neither overflows the stack.
+    #[test]
+    fn deep_nesting_neither_crashes_nor_hides_the_field() {
+        let d = test_decoder();
+        let deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
+        let good = base().to_string();
+        let extra = format!("{},\"extra\":{deep}}}", &good[..good.len() - 1]);
+        assert!(d.decode(Stream::Sensors, extra.as_bytes()).is_ok());
+        let in_value = good.replace("3.5", &deep);
+        let e = d.decode(Stream::Sensors, in_value.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, InvalidReason::WrongType, "{}", e.message);
+        assert!(e.message.contains("`value`"));
+        let e = d.decode(Stream::Sensors, deep.as_bytes()).unwrap_err();
+        assert_eq!(e.reason, InvalidReason::NotJson);
     }
 
     #[test]

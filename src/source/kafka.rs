@@ -138,7 +138,13 @@ impl KafkaSource {
             .map(|s| cfg.topics.input(*s))
             .collect();
         consumer.subscribe(&topics)?;
-        tracing::info!(?topics, group = %cfg.kafka.group_id, brokers = %cfg.kafka.brokers, "subscribed");
+        tracing::info!(
+            ?topics,
+            group = %cfg.kafka.group_id,
+            brokers = %cfg.kafka.brokers,
+            properties = %crate::config::redact::Properties(&cfg.kafka.properties),
+            "subscribed"
+        );
         Ok(Self {
             consumer: Arc::new(consumer),
             topics: cfg.topics.clone(),

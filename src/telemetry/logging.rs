@@ -10,8 +10,12 @@ pub enum LogFormat {
     Json,
 }
 
+/// The default filter: our info lines; from rdkafka and librdkafka (target `librdkafka`)
+/// only warnings and errors, e.g. a failed SASL authentication or TLS handshake.
+pub const DEFAULT_FILTER: &str = "info,rdkafka=warn,librdkafka=warn";
+
 pub fn init(format: LogFormat) {
-    init_with(format, "info,rdkafka=warn");
+    init_with(format, DEFAULT_FILTER);
 }
 
 /// Like [`init`] with another default filter (when `RUST_LOG` is unset), for commands whose

@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -128,9 +129,84 @@ topic = "{a}"
             .expect("spawn riskstream")
     }
 
+    /// Like [`TestEnv::spawn`], with extra environment variables and extra arguments
+    /// (e.g. `--log-format json`) and stdout and stderr captured, not shown.
+    pub fn spawn_captured(&self, config: &Path, env: &[(&str, &str)], args: &[&str]) -> Captured {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_riskstream"));
+        cmd.args(args)
+            .args(["run", "--config"])
+            .arg(config)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn riskstream");
+        let text = Arc::new(Mutex::new(String::new()));
+        let readers = vec![
+            read_into(child.stdout.take().unwrap(), text.clone()),
+            read_into(child.stderr.take().unwrap(), text.clone()),
+        ];
+        Captured {
+            child,
+            text,
+            readers,
+        }
+    }
+
     pub fn metrics(&self) -> String {
         http_get(&self.metrics_addr, "/metrics").unwrap_or_default()
     }
+}
+
+/// A child process whose stdout and stderr (interleaved by line) are kept in memory.
+pub struct Captured {
+    pub child: Child,
+    text: Arc<Mutex<String>>,
+    readers: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Captured {
+    /// Everything printed so far.
+    pub fn text(&self) -> String {
+        self.text.lock().unwrap().clone()
+    }
+
+    /// Stops the child (SIGTERM, then SIGKILL after `grace`) and returns everything it
+    /// printed, to its last line, with its exit status (None when it had to be killed).
+    pub fn stop(mut self, grace: Duration) -> (Option<std::process::ExitStatus>, String) {
+        let status = match self.child.try_wait() {
+            Ok(Some(exited)) => Some(exited),
+            _ => {
+                sigterm(&self.child);
+                let status = wait_exit(&mut self.child, grace);
+                if status.is_none() {
+                    sigkill(&mut self.child);
+                }
+                status
+            }
+        };
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        (status, self.text())
+    }
+}
+
+fn read_into(
+    from: impl std::io::Read + Send + 'static,
+    to: Arc<Mutex<String>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let mut r = std::io::BufReader::new(from);
+        let mut line = Vec::new();
+        while r.read_until(b'\n', &mut line).is_ok_and(|n| n > 0) {
+            to.lock().unwrap().push_str(&String::from_utf8_lossy(&line));
+            line.clear();
+        }
+    })
 }
 
 pub fn free_addr() -> String {
