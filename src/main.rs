@@ -449,13 +449,22 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         riskstream::state::changelog::ensure_topics(&cfg)
             .await
             .context("creating the state changelog topics")?;
-        pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, p.clone()));
     }
     let result = if exactly_once {
         tracing::info!(transactional_id = %txn_id, "exactly-once: Kafka transactions");
+        pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, p.clone()));
         pipeline.run_exactly_once(source, p, trigger.clone()).await
     } else {
         if cfg.state.changelog {
+            // State snapshots and input offsets commit together in transactions of their
+            // own; init fences a previous life of this instance and aborts its open one.
+            let sp = producer_with(&cfg, Some(&txn_id))?;
+            tokio::task::block_in_place(|| {
+                use rdkafka::producer::Producer;
+                sp.init_transactions(Duration::from_secs(30))
+            })
+            .context("initialising the state transactions")?;
+            pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, sp));
             tokio::task::block_in_place(|| pipeline.restore(Duration::from_secs(300)))
                 .context("restoring state from the changelog")?;
         }

@@ -14,8 +14,14 @@
 //! so a stored offset never passes an unacknowledged one. A failed delivery stops the
 //! pipeline without storing that offset (exit 1: restart re-processes it). On shutdown the
 //! source stops, in-flight acks drain (up to `drain_timeout`), then offsets are committed.
-//! Durable state is written every `state.flush_interval` through the same queue, so an
-//! offset is stored only after the state written before it is acknowledged.
+//! With durable state (`state.changelog`), offsets are not auto-committed: every
+//! `state.flush_interval` the pipeline snapshots the changed state keys into the queue,
+//! and the committer, once every earlier output is acknowledged, writes that snapshot and
+//! the offsets of the inputs it covers in one Kafka transaction. State and offsets then
+//! always agree: a crash replays exactly the inputs after the snapshot into exactly the
+//! state they first met, so replayed alerts are the same messages again (same id, status
+//! and level) and nothing is counted twice. Alerts themselves stay outside transactions
+//! (low latency, at-least-once).
 //!
 //! `processing.guarantee = "exactly_once"` runs [`exactly_once`] instead: the same
 //! per-input steps inside Kafka transactions.
@@ -71,6 +77,8 @@ struct Pending {
     received: Instant,
     /// The input caused alerts (not only a dead letter): its ack time is a latency sample.
     alerted: bool,
+    /// A state snapshot to commit with the offsets of every input before it.
+    snapshot: Option<Vec<(crate::decode::Stream, Change)>>,
 }
 
 pub struct Pipeline {
@@ -139,7 +147,8 @@ impl Pipeline {
         }
     }
 
-    /// Makes state durable: changed keys go to the changelog from now on. Restore first.
+    /// Makes state durable: changed keys go to the changelog from now on. `writer` must
+    /// use a transactional producer (initialised: `init_transactions`). Restore first.
     pub fn with_changelog(mut self, writer: ChangelogWriter) -> Self {
         self.detectors.track_changes();
         self.policy.track_changes();
@@ -192,13 +201,13 @@ impl Pipeline {
         self.alerts.clear();
     }
 
-    /// Writes every state key changed since the last flush; returns their acks.
-    async fn flush_state(&mut self) -> Vec<Ack> {
+    /// Every state key changed since the last call, as changelog records.
+    fn snapshot(&mut self) -> Vec<(crate::decode::Stream, Change)> {
         self.last_flush = Instant::now();
-        let Some(w) = &self.changelog else {
-            return Vec::new();
-        };
-        let mut acks = Vec::new();
+        let mut out = Vec::new();
+        if self.changelog.is_none() {
+            return out;
+        }
         for s in crate::decode::Stream::ALL {
             self.detectors.changes(s, &mut self.changes);
             self.policy.changes(s, &mut self.changes);
@@ -206,9 +215,20 @@ impl Pipeline {
                 .state_writes
                 .with_label_values(&[s.as_str()])
                 .inc_by(self.changes.len() as u64);
-            for c in self.changes.drain(..) {
-                acks.push(send_with_backpressure(|| w.send(s, &c)).await);
-            }
+            out.extend(self.changes.drain(..).map(|c| (s, c)));
+        }
+        out
+    }
+
+    /// Writes every state key changed since the last flush; returns their acks.
+    async fn flush_state(&mut self) -> Vec<Ack> {
+        let snap = self.snapshot();
+        let Some(w) = &self.changelog else {
+            return Vec::new();
+        };
+        let mut acks = Vec::with_capacity(snap.len());
+        for (s, c) in &snap {
+            acks.push(send_with_backpressure(|| w.send(*s, c)).await);
         }
         acks
     }
@@ -234,15 +254,26 @@ impl Pipeline {
         let committer = tokio::spawn(commit_loop(
             rx,
             source.offset_store(),
+            self.changelog.clone(),
             self.metrics.clone(),
             shutdown.clone(),
         ));
         let mut summary = RunSummary::default();
         let mut ended = false;
         loop {
+            let idle_flush = self.last_flush + self.flush_interval;
             let env = tokio::select! {
                 biased;
                 _ = stop.recv() => break,
+                // A quiet input still gets its handled offsets committed on time.
+                _ = tokio::time::sleep_until(idle_flush.into()), if self.changelog.is_some() => {
+                    let snap = self.snapshot();
+                    self.metrics.in_flight.inc();
+                    if tx.send(Pending::snapshot(snap)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
                 r = source.next() => r,
             };
             let env = match env {
@@ -264,9 +295,9 @@ impl Pipeline {
                 break; // the committer stopped on a failed delivery
             }
             if self.flush_due() {
-                let acks = self.flush_state().await;
+                let snap = self.snapshot();
                 self.metrics.in_flight.inc();
-                if tx.send(Pending::internal(acks)).await.is_err() {
+                if tx.send(Pending::snapshot(snap)).await.is_err() {
                     break;
                 }
             }
@@ -279,11 +310,11 @@ impl Pipeline {
             self.metrics.in_flight.inc();
             let _ = tx.send(Pending::internal(acks)).await;
         }
-        // The state as of the last input, so a clean restart repeats nothing.
+        // The state and offsets as of the last input: a clean restart repeats nothing.
         if self.changelog.is_some() {
-            let acks = self.flush_state().await;
+            let snap = self.snapshot();
             self.metrics.in_flight.inc();
-            let _ = tx.send(Pending::internal(acks)).await;
+            let _ = tx.send(Pending::snapshot(snap)).await;
         }
         drop(tx);
         for s in &self.sinks {
@@ -360,6 +391,7 @@ impl Pipeline {
             acks,
             received: env.received,
             alerted,
+            snapshot: None,
         }
     }
 
@@ -433,6 +465,14 @@ impl Pending {
             acks,
             received: Instant::now(),
             alerted: false,
+            snapshot: None,
+        }
+    }
+
+    fn snapshot(snap: Vec<(crate::decode::Stream, Change)>) -> Self {
+        Pending {
+            snapshot: Some(snap),
+            ..Self::internal(Vec::new())
         }
     }
 }
@@ -466,9 +506,13 @@ async fn send_with_backpressure(mut f: impl FnMut() -> Result<Ack, SinkError>) -
 async fn commit_loop(
     mut rx: mpsc::Receiver<Pending>,
     store: Arc<dyn OffsetStore>,
+    changelog: Option<ChangelogWriter>,
     metrics: Arc<Metrics>,
     shutdown: ShutdownTrigger,
 ) -> Result<(), SinkError> {
+    // With durable state: the next offset of every fully handled input, committed with
+    // the next state snapshot instead of stored for auto-commit.
+    let mut handled: std::collections::HashMap<(String, i32), i64> = Default::default();
     while let Some(p) = rx.recv().await {
         if let Err(e) = try_join_all(p.acks).await {
             metrics.sink_error(e.sink());
@@ -481,9 +525,36 @@ async fn commit_loop(
                 .event_to_alert
                 .observe(p.received.elapsed().as_secs_f64());
         }
-        if let Some(o) = &p.origin {
-            if let Err(e) = store.store(o) {
-                tracing::warn!(error = %e, "offset store failed");
+        match (&p.origin, &changelog) {
+            (
+                Some(Origin::Kafka {
+                    topic,
+                    partition,
+                    offset,
+                }),
+                Some(_),
+            ) => {
+                handled.insert((topic.clone(), *partition), offset + 1);
+            }
+            (Some(o), None) => {
+                if let Err(e) = store.store(o) {
+                    tracing::warn!(error = %e, "offset store failed");
+                }
+            }
+            _ => {}
+        }
+        if let (Some(snap), Some(w)) = (p.snapshot, &changelog) {
+            let offsets = std::mem::take(&mut handled);
+            if let Err(e) = w.commit(&snap, &offsets, store.group_metadata()).await {
+                // The snapshot is gone with the failed transaction: stop, and let the
+                // restart restore the last committed state and replay from its offsets.
+                tracing::error!(error = %e, "state commit failed; stopping (restart restores the last committed state)");
+                shutdown.trigger();
+                return Err(SinkError::Delivery {
+                    sink: "state".into(),
+                    retryable: true,
+                    message: e.to_string(),
+                });
             }
         }
         metrics.in_flight.dec();

@@ -123,8 +123,9 @@ impl KafkaSource {
             // instead of after the dead member's session timeout (a crash-looping or
             // rolling-updated instance does not make the whole group rebalance).
             .set("group.instance.id", &cfg.processing.instance_id);
-        if cfg.processing.guarantee == Guarantee::ExactlyOnce {
-            // Offsets go into the producer's transaction (send_offsets_to_transaction).
+        if cfg.processing.guarantee == Guarantee::ExactlyOnce || cfg.state.changelog {
+            // Offsets go into a producer transaction (send_offsets_to_transaction): with
+            // the outputs (exactly-once) or with the state snapshot (durable state).
             c.set("enable.auto.commit", "false")
                 .set("isolation.level", "read_committed");
         } else {
@@ -199,6 +200,10 @@ impl OffsetStore for KafkaOffsets {
             }
         }
         Ok(())
+    }
+
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        self.0.group_metadata()
     }
 }
 

@@ -54,6 +54,12 @@ pub enum SourceError {
 /// Marks inputs as fully handled. Called in input order per partition.
 pub trait OffsetStore: Send + Sync {
     fn store(&self, origin: &Origin) -> Result<(), SourceError>;
+
+    /// The consumer group's generation, for committing offsets in a producer transaction
+    /// (Kafka only).
+    fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
+        None
+    }
 }
 
 /// The seam for sources.

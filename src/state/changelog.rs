@@ -7,16 +7,16 @@
 //! mode the writes belong to the same transaction as the alerts and the input offsets,
 //! and restore reads `read_committed`: an aborted transaction's state never comes back.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -55,6 +55,67 @@ impl ChangelogWriter {
         }
     }
 }
+
+impl ChangelogWriter {
+    /// At-least-once mode: writes a state snapshot and the offsets of the inputs it
+    /// covers in one transaction, so a restore never sees state ahead of the committed
+    /// offsets (or behind them). Aborts on failure.
+    pub async fn commit(
+        &self,
+        snapshot: &[(Stream, Change)],
+        offsets: &HashMap<(String, i32), i64>,
+        group: Option<ConsumerGroupMetadata>,
+    ) -> Result<(), StateError> {
+        if snapshot.is_empty() && offsets.is_empty() {
+            return Ok(());
+        }
+        let group = group
+            .ok_or_else(|| StateError::corrupt("offsets", "no consumer group metadata yet"))?;
+        let p = &self.producer;
+        tokio::task::block_in_place(|| p.begin_transaction())?;
+        let r = self.commit_in_txn(snapshot, offsets, &group).await;
+        if r.is_err() {
+            let _ = tokio::task::block_in_place(|| p.abort_transaction(TXN_TIMEOUT));
+        }
+        r
+    }
+
+    async fn commit_in_txn(
+        &self,
+        snapshot: &[(Stream, Change)],
+        offsets: &HashMap<(String, i32), i64>,
+        group: &ConsumerGroupMetadata,
+    ) -> Result<(), StateError> {
+        let mut acks = Vec::with_capacity(snapshot.len());
+        for (s, c) in snapshot {
+            loop {
+                match self.send(*s, c) {
+                    Ok(a) => break acks.push(a),
+                    Err(SinkError::Full(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
+                    Err(e) => return Err(StateError::corrupt(&c.key, e)),
+                }
+            }
+        }
+        futures::future::try_join_all(acks)
+            .await
+            .map_err(|e| StateError::corrupt("changelog", e))?;
+        let mut tpl = TopicPartitionList::new();
+        for ((t, p), o) in offsets {
+            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
+        }
+        let p = &self.producer;
+        if tpl.count() > 0 {
+            tokio::task::block_in_place(|| {
+                p.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
+            })?;
+        }
+        tokio::task::block_in_place(|| p.commit_transaction(TXN_TIMEOUT))?;
+        Ok(())
+    }
+}
+
+/// Longest wait for one transactional call.
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The three changelog topics, by stream index.
 pub fn topics(cfg: &Config) -> [String; 3] {
