@@ -140,7 +140,9 @@ impl Pipeline {
                         .transactions
                         .with_label_values(&["aborted"])
                         .inc();
-                    if let Err(e) = blocking(|| producer.abort_transaction(TXN_TIMEOUT)) {
+                    if let Err(TxnFailure::Fatal(e) | TxnFailure::Abortable(e)) =
+                        retrying(|| producer.abort_transaction(TXN_TIMEOUT))
+                    {
                         return Err(PipelineError::Transaction(format!(
                             "abort_transaction: {e}"
                         )));
@@ -190,9 +192,24 @@ impl Pipeline {
         let meta = source
             .group_metadata()
             .ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
-        blocking(|| producer.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT))
-            .map_err(|e| classify(&e))?;
-        blocking(|| producer.commit_transaction(TXN_TIMEOUT)).map_err(|e| classify(&e))
+        retrying(|| producer.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT))?;
+        retrying(|| producer.commit_transaction(TXN_TIMEOUT))
+    }
+}
+
+/// Repeats a transactional call while it fails with a retriable error (a broker
+/// restart, a coordinator move): librdkafka allows retrying the same call.
+fn retrying(mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnFailure> {
+    let mut tries = 0;
+    loop {
+        match blocking(&mut f) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %r, tries, "transactional call failed; retrying");
+            }
+            Err(e) => return Err(classify(&e)),
+        }
     }
 }
 

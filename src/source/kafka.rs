@@ -43,9 +43,24 @@ impl ClientContext for SourceContext {
         self.ready.broker_up.store(up, Ordering::Relaxed);
         for (topic, t) in &stats.topics {
             for (p, ps) in &t.partitions {
-                // Partition -1 is librdkafka's internal UA partition; lag -1 means unknown.
-                if *p >= 0 && ps.consumer_lag >= 0 {
-                    self.metrics.set_lag(topic, *p, ps.consumer_lag);
+                // Partition -1 is librdkafka's internal UA partition; -1 means unknown.
+                // Offsets committed inside a producer transaction (durable state,
+                // exactly-once) are not seen by the consumer's own `consumer_lag`, so
+                // fall back to the end (last stable offset) minus the consumed position.
+                let end = if ps.ls_offset >= 0 {
+                    ps.ls_offset
+                } else {
+                    ps.hi_offset
+                };
+                let lag = if ps.consumer_lag >= 0 {
+                    ps.consumer_lag
+                } else if ps.app_offset >= 0 && end >= 0 {
+                    (end - ps.app_offset).max(0)
+                } else {
+                    -1
+                };
+                if *p >= 0 && lag >= 0 {
+                    self.metrics.set_lag(topic, *p, lag);
                 }
             }
         }

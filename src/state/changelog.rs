@@ -105,12 +105,24 @@ impl ChangelogWriter {
         }
         let p = &self.producer;
         if tpl.count() > 0 {
-            tokio::task::block_in_place(|| {
-                p.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT)
-            })?;
+            retrying(|| p.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT))?;
         }
-        tokio::task::block_in_place(|| p.commit_transaction(TXN_TIMEOUT))?;
-        Ok(())
+        retrying(|| p.commit_transaction(TXN_TIMEOUT))
+    }
+}
+
+/// Repeats a transactional call while it fails with a retriable error (a broker restart).
+fn retrying(mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), StateError> {
+    let mut tries = 0;
+    loop {
+        match tokio::task::block_in_place(&mut f) {
+            Ok(()) => return Ok(()),
+            Err(KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %r, tries, "state transaction call failed; retrying");
+            }
+            Err(e) => return Err(e.into()),
+        }
     }
 }
 
