@@ -13,14 +13,18 @@ use anyhow::Context;
 use futures::future::try_join_all;
 use riskstream::decode::{Decoder, Stream};
 use riskstream::detect::{BuildCtx, DetectorSet};
-use riskstream::state::changelog::{ensure_topics, restore, ChangelogWriter};
+use riskstream::state::changelog::{ensure_topics, restore, ChangelogWriter, RestoreTarget};
 use riskstream::state::Change;
 use riskstream::state::StateError;
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> anyhow::Result<()> {
     let a: Vec<String> = std::env::args().skip(1).collect();
-    let keys: usize = a.first().map(|s| s.parse()).transpose()?.unwrap_or(1_000_000);
+    let keys: usize = a
+        .first()
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(1_000_000);
     let brokers = a.get(1).cloned().unwrap_or_else(|| "127.0.0.1:9092".into());
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut cfg = riskstream::config::load(&root.join("config/default.toml"))
@@ -30,14 +34,19 @@ async fn main() -> anyhow::Result<()> {
     let ctx = BuildCtx {
         regions: cfg.regions.clone(),
     };
-    let sensors_only = |c: &riskstream::config::Config| {
-        vec![(Stream::Sensors, c.detectors.sensors.clone())]
-    };
+    let sensors_only =
+        |c: &riskstream::config::Config| vec![(Stream::Sensors, c.detectors.sensors.clone())];
     let mut set = DetectorSet::new(&sensors_only(&cfg), cfg.processing.allowed_lateness, &ctx);
     set.track_changes();
     let decoder = Decoder::new(cfg.regions.clone());
     let t0 = chrono::DateTime::parse_from_rfc3339("2026-11-26T08:00:00+08:00")?;
-    let kinds = ["gas_lel", "h2s_ppm", "temperature", "pressure", "tank_level"];
+    let kinds = [
+        "gas_lel",
+        "h2s_ppm",
+        "temperature",
+        "pressure",
+        "tank_level",
+    ];
     let started = Instant::now();
     let mut signals = Vec::new();
     // Three readings per sensor, a minute apart: every detector holds the key.
@@ -59,7 +68,10 @@ async fn main() -> anyhow::Result<()> {
     let held = set.keys();
     let mut changes: Vec<Change> = Vec::new();
     set.changes(Stream::Sensors, &mut changes);
-    let bytes: usize = changes.iter().map(|c| c.value.as_ref().map_or(0, Vec::len)).sum();
+    let bytes: usize = changes
+        .iter()
+        .map(|c| c.value.as_ref().map_or(0, Vec::len))
+        .sum();
     eprintln!(
         "built {keys} sensors: {held} detector keys, {} changelog records, {:.1} MB, in {:.1?}",
         changes.len(),
@@ -68,11 +80,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     ensure_topics(&cfg).await?;
-    let producer: rdkafka::producer::FutureProducer = riskstream::source::kafka::client_config(&cfg)
-        .set("linger.ms", "20")
-        .set("compression.type", "lz4")
-        .set("queue.buffering.max.kbytes", "1048576")
-        .create()?;
+    let producer: rdkafka::producer::FutureProducer =
+        riskstream::source::kafka::client_config(&cfg)
+            .set("linger.ms", "20")
+            .set("compression.type", "lz4")
+            .set("queue.buffering.max.kbytes", "1048576")
+            .create()?;
     let writer = ChangelogWriter::new(&cfg, producer);
     let w0 = Instant::now();
     for chunk in changes.chunks(50_000) {
@@ -93,10 +106,17 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("wrote the changelog in {:.1?}", w0.elapsed());
 
     let mut fresh = DetectorSet::new(&sensors_only(&cfg), cfg.processing.allowed_lateness, &ctx);
+    struct Target<'a>(&'a mut DetectorSet);
+    impl RestoreTarget for Target<'_> {
+        fn reserve(&mut self, s: Stream, n: usize) {
+            self.0.reserve(s, n);
+        }
+        fn apply(&mut self, s: Stream, k: &str, v: Option<&[u8]>) -> Result<(), StateError> {
+            self.0.restore(s, k, v).map(|_| ())
+        }
+    }
     let stats = tokio::task::block_in_place(|| {
-        restore(&cfg, Duration::from_secs(300), |s, k, v| {
-            fresh.restore(s, k, v).map(|_| ()).map_err(|e: StateError| e)
-        })
+        restore(&cfg, Duration::from_secs(300), &mut Target(&mut fresh))
     })?;
     let restored = fresh.keys();
     println!(
@@ -106,6 +126,9 @@ async fn main() -> anyhow::Result<()> {
         stats.elapsed.as_secs_f64(),
         stats.skipped
     );
-    anyhow::ensure!(restored == held, "restored {restored} keys, expected {held}");
+    anyhow::ensure!(
+        restored == held,
+        "restored {restored} keys, expected {held}"
+    );
     Ok(())
 }

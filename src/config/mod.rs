@@ -465,6 +465,15 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     if processing.max_in_flight == 0 {
         problems.push("processing.max_in_flight: must be >= 1".into());
     }
+    for (s, list) in detectors.per_stream() {
+        if list.len() > 64 {
+            problems.push(format!(
+                "detectors.{}: at most 64 detectors per stream (found {})",
+                s.as_str(),
+                list.len()
+            ));
+        }
+    }
     if processing.max_batch == 0 {
         problems.push("processing.max_batch: must be >= 1".into());
     }

@@ -58,6 +58,11 @@ impl<S: Default> KeyedState<S> {
         }
     }
 
+    /// Room for `additional` more keys without rehashing (restore).
+    pub fn reserve(&mut self, additional: usize) {
+        self.map.reserve(additional);
+    }
+
     /// Remembers changed keys from now on (durable state only: it costs a flag per touch).
     pub fn track_changes(&mut self) {
         self.tracking = true;

@@ -110,6 +110,9 @@ pub trait Detector: Send {
     /// This detector's encoded state under `key`, if it holds any.
     fn save(&self, key: &str) -> Option<Vec<u8>>;
 
+    /// Restore is about to put back up to `additional` keys: size the maps once.
+    fn reserve(&mut self, _additional: usize) {}
+
     /// Puts back what `save` returned for `key` (on start, from the changelog).
     fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError>;
 
@@ -154,6 +157,9 @@ macro_rules! keyed_persistence {
         }
         fn forget(&mut self, key: &str) {
             self.$field.remove(key);
+        }
+        fn reserve(&mut self, additional: usize) {
+            self.$field.reserve(additional);
         }
     };
 }
@@ -242,6 +248,8 @@ impl DetectorSet {
     ) -> Self {
         let mut by_stream: [Vec<Box<dyn Detector>>; 3] = Default::default();
         for (stream, list) in configs {
+            // Config validation caps this: restore tracks a stream's detectors in a u64.
+            assert!(list.len() <= 64, "at most 64 detectors per stream");
             for c in list {
                 by_stream[stream.index()].push(c.build(*stream, ctx));
             }
@@ -302,6 +310,13 @@ impl DetectorSet {
         }
     }
 
+    /// Restore will read about `records` records of `stream`.
+    pub fn reserve(&mut self, stream: Stream, records: usize) {
+        for d in &mut self.by_stream[stream.index()] {
+            d.reserve(records);
+        }
+    }
+
     /// Puts back one changelog record of `stream` (its key without the `k:` prefix, or
     /// `w`). Returns how many detector states it restored.
     pub fn restore(
@@ -323,15 +338,16 @@ impl DetectorSet {
         let dets = &mut self.by_stream[i];
         // The record is the key's whole state: a detector it does not name holds nothing
         // (an older record of the key may have given it some), and a tombstone names none.
-        let mut named = vec![false; dets.len()];
+        let mut named: u64 = 0; // detectors per stream are few (checked in `new`)
         let mut n = 0;
         if let Some(v) = value {
-            let rec: KeyRecord = codec::decode(key, v)?;
+            // Borrowed: restore is a bulk load of millions of records (docs/STATE.md).
+            let rec: Vec<(u16, &str, &[u8])> = codec::decode_borrowed(key, v)?;
             for (idx, name, bytes) in rec {
                 match dets.get_mut(idx as usize) {
                     Some(d) if d.name() == name => {
-                        d.restore(k, &bytes)?;
-                        named[idx as usize] = true;
+                        d.restore(k, bytes)?;
+                        named |= 1 << idx;
                         n += 1;
                     }
                     // The config changed since: that detector starts fresh for this key.
@@ -341,8 +357,10 @@ impl DetectorSet {
                 }
             }
         }
-        for (d, _) in dets.iter_mut().zip(named).filter(|(_, named)| !named) {
-            d.forget(k);
+        for (i, d) in dets.iter_mut().enumerate() {
+            if named & (1 << i) == 0 {
+                d.forget(k);
+            }
         }
         Ok(n)
     }

@@ -416,6 +416,10 @@ impl Detector for Offline {
             })
     }
 
+    fn reserve(&mut self, additional: usize) {
+        self.state.reserve(additional);
+    }
+
     fn forget(&mut self, key: &str) {
         if key == super::DETECTOR_KEY {
             self.last_scan = i64::MIN;

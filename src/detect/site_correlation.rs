@@ -420,6 +420,11 @@ impl Detector for SiteCorrelation {
         Ok(())
     }
 
+    fn reserve(&mut self, additional: usize) {
+        // A record is a sensor's or a site's; sensors are the many.
+        self.sensors.reserve(additional);
+    }
+
     fn forget(&mut self, key: &str) {
         self.sensors.remove(key);
         self.sites.remove(key);

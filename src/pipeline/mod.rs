@@ -158,14 +158,14 @@ impl Pipeline {
 
     /// Puts back durable state from the changelog (blocking; before the first input).
     pub fn restore(&mut self, timeout: Duration) -> Result<RestoreStats, StateError> {
-        let (detectors, policy) = (&mut self.detectors, &mut self.policy);
-        let stats = crate::state::changelog::restore(&self.cfg, timeout, |stream, key, v| {
-            if key.starts_with("e:") {
-                policy.restore(key, v)
-            } else {
-                detectors.restore(stream, key, v).map(|_| ())
-            }
-        })?;
+        let stats = crate::state::changelog::restore(
+            &self.cfg,
+            timeout,
+            &mut StateTarget {
+                detectors: &mut self.detectors,
+                policy: &mut self.policy,
+            },
+        )?;
         self.metrics
             .state_restore_seconds
             .set(stats.elapsed.as_secs_f64());
@@ -454,6 +454,31 @@ impl Pipeline {
         }
         self.metrics.detector_keys.set(self.detectors.keys() as i64);
         acks
+    }
+}
+
+/// Restored records go to the detectors (`k:`, `w`) or the alert policy (`e:`).
+struct StateTarget<'a> {
+    detectors: &'a mut DetectorSet,
+    policy: &'a mut AlertPolicy,
+}
+
+impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
+    fn reserve(&mut self, stream: crate::decode::Stream, records: usize) {
+        self.detectors.reserve(stream, records);
+    }
+
+    fn apply(
+        &mut self,
+        stream: crate::decode::Stream,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError> {
+        if key.starts_with("e:") {
+            self.policy.restore(key, value)
+        } else {
+            self.detectors.restore(stream, key, value).map(|_| ())
+        }
     }
 }
 

@@ -172,12 +172,20 @@ pub struct RestoreStats {
     pub elapsed: Duration,
 }
 
+/// Where restored records go.
+pub trait RestoreTarget {
+    /// About `records` records of `stream` follow: size the maps once.
+    fn reserve(&mut self, _stream: Stream, _records: usize) {}
+    /// One record, in log order (latest wins); `None` is a tombstone.
+    fn apply(&mut self, stream: Stream, key: &str, value: Option<&[u8]>) -> Result<(), StateError>;
+}
+
 /// Reads every changelog partition from its beginning to its current end (committed
-/// records only) and hands each record to `apply` in log order. Blocking.
+/// records only) and hands each record to `target` in log order. Blocking.
 pub fn restore(
     cfg: &Config,
     timeout: Duration,
-    mut apply: impl FnMut(Stream, &str, Option<&[u8]>) -> Result<(), StateError>,
+    target: &mut dyn RestoreTarget,
 ) -> Result<RestoreStats, StateError> {
     let started = Instant::now();
     let mut c: ClientConfig = crate::source::kafka::client_config(cfg);
@@ -201,14 +209,18 @@ pub fn restore(
     for (i, topic) in names.iter().enumerate() {
         let md = consumer.fetch_metadata(Some(topic), timeout)?;
         let mut parts = Vec::new();
+        let mut records = 0;
         for mt in md.topics() {
             for p in mt.partitions() {
                 let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
                 if hi > lo {
                     parts.push(p.id());
+                    records += (hi - lo) as usize;
                 }
             }
         }
+        // An upper bound (older versions of a key, tombstones) until compaction runs.
+        target.reserve(Stream::ALL[i], records);
         plan.push((i, parts));
     }
     // One topic at a time: an end-of-partition event names only the partition number.
@@ -248,7 +260,7 @@ pub fn restore(
                     let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
                     stats.records += 1;
                     stats.bytes += m.payload_len() as u64;
-                    if let Err(e) = apply(Stream::ALL[i], &key, m.payload()) {
+                    if let Err(e) = target.apply(Stream::ALL[i], &key, m.payload()) {
                         stats.skipped += 1;
                         tracing::warn!(error = %e, "skipping a changelog record; that key starts fresh");
                     }

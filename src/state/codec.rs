@@ -14,6 +14,14 @@ pub fn decode<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, StateEr
     postcard::from_bytes(bytes).map_err(|e| StateError::corrupt(key, e))
 }
 
+/// Like [`decode`], borrowing strings and byte slices from `bytes` (no copies).
+pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
+    key: &str,
+    bytes: &'a [u8],
+) -> Result<T, StateError> {
+    postcard::from_bytes(bytes).map_err(|e| StateError::corrupt(key, e))
+}
+
 /// Serde for fixed arrays longer than serde's built-in 32 (ring buffers, seasonal slots).
 pub mod array {
     use serde::de::Error;
@@ -60,6 +68,16 @@ mod tests {
         let back: Ring = decode("k", &encode(&r)).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.x.to_bits(), (0.1f64 + 0.2).to_bits());
+    }
+
+    #[test]
+    fn owned_byte_vectors_read_back_as_borrowed_slices() {
+        // DetectorSet writes Vec<u8> parts and reads them back as &[u8] (restore speed):
+        // postcard encodes both as a length and the raw bytes.
+        let rec: Vec<(u16, String, Vec<u8>)> = vec![(3, "ewma_z".into(), vec![0, 255, 7])];
+        let bytes = encode(&rec);
+        let back: Vec<(u16, &str, &[u8])> = decode_borrowed("k", &bytes).unwrap();
+        assert_eq!(back, vec![(3, "ewma_z", &[0u8, 255, 7][..])]);
     }
 
     #[test]
