@@ -99,9 +99,7 @@ impl Pipeline {
                     offsets.insert((topic.clone(), *partition), offset + 1);
                 }
                 let p = self.handle(env, &mut summary).await;
-                if p.alerted {
-                    alerted.push(p.received);
-                }
+                alerted.extend(p.alerted);
                 acks.extend(p.acks);
                 n += 1;
                 if n >= max_batch {

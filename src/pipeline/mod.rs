@@ -32,6 +32,7 @@ use std::time::{Duration, Instant};
 pub mod exactly_once;
 
 use futures::future::try_join_all;
+use futures::FutureExt;
 use tokio::sync::mpsc;
 
 use crate::alert::{Alert, AlertPolicy};
@@ -70,16 +71,24 @@ pub struct RunSummary {
     pub late: u64,
 }
 
-/// One input's outstanding acknowledgements.
+/// Inputs handed to the committer together, with their outstanding acknowledgements.
+/// Inputs are batched (up to [`BATCH`], or until the source has nothing ready) so the
+/// committer wakes once per batch, not once per input.
+#[derive(Default)]
 struct Pending {
-    origin: Option<Origin>,
+    /// The last input of each partition in the batch (offsets only move forward).
+    origins: Vec<Origin>,
     acks: Vec<Ack>,
-    received: Instant,
-    /// The input caused alerts (not only a dead letter): its ack time is a latency sample.
-    alerted: bool,
+    /// When each input that caused alerts was received: latency samples once acknowledged.
+    alerted: Vec<Instant>,
+    /// Inputs in the batch (the in-flight gauge).
+    inputs: usize,
     /// A state snapshot to commit with the offsets of every input before it.
     snapshot: Option<Vec<(crate::decode::Stream, Change)>>,
 }
+
+/// Most inputs in one committer hand-off.
+const BATCH: usize = 256;
 
 pub struct Pipeline {
     decoder: Decoder,
@@ -250,7 +259,8 @@ impl Pipeline {
         shutdown: ShutdownTrigger,
     ) -> Result<RunSummary, PipelineError> {
         let mut stop: Shutdown = shutdown.subscribe();
-        let (tx, rx) = mpsc::channel::<Pending>(self.max_in_flight);
+        // The bound is in inputs: a full batch holds BATCH of them.
+        let (tx, rx) = mpsc::channel::<Pending>((self.max_in_flight / BATCH).max(4));
         let committer = tokio::spawn(commit_loop(
             rx,
             source.offset_store(),
@@ -260,21 +270,34 @@ impl Pipeline {
         ));
         let mut summary = RunSummary::default();
         let mut ended = false;
+        let mut open = Pending::default();
         loop {
-            let idle_flush = self.last_flush + self.flush_interval;
-            let env = tokio::select! {
-                biased;
-                _ = stop.recv() => break,
-                // A quiet input still gets its handled offsets committed on time.
-                _ = tokio::time::sleep_until(idle_flush.into()), if self.changelog.is_some() => {
-                    let snap = self.snapshot();
-                    self.metrics.in_flight.inc();
-                    if tx.send(Pending::snapshot(snap)).await.is_err() {
+            if stop.is_triggered() {
+                break;
+            }
+            // Take what the source has ready without waiting; only when it has nothing
+            // does the open batch go to the committer and the loop wait.
+            let env = match source.next().now_or_never() {
+                Some(r) => r,
+                None => {
+                    if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
                         break;
                     }
-                    continue;
+                    let idle_flush = self.last_flush + self.flush_interval;
+                    tokio::select! {
+                        biased;
+                        _ = stop.recv() => break,
+                        // A quiet input still gets its handled offsets committed on time.
+                        _ = tokio::time::sleep_until(idle_flush.into()), if self.changelog.is_some() => {
+                            let snap = Pending::snapshot(self.snapshot());
+                            if tx.send(snap).await.is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                        r = source.next() => r,
+                    }
                 }
-                r = source.next() => r,
             };
             let env = match env {
                 Ok(Some(e)) => e,
@@ -289,32 +312,33 @@ impl Pipeline {
                     return Err(e.into());
                 }
             };
-            let pending = self.handle(env, &mut summary).await;
-            self.metrics.in_flight.inc();
-            if tx.send(pending).await.is_err() {
-                break; // the committer stopped on a failed delivery
+            let one = self.handle(env, &mut summary).await;
+            open.merge(one);
+            if open.inputs >= BATCH && !self.hand_over(&tx, &mut open).await {
+                break;
             }
             if self.flush_due() {
-                let snap = self.snapshot();
-                self.metrics.in_flight.inc();
-                if tx.send(Pending::snapshot(snap)).await.is_err() {
+                if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
+                    break;
+                }
+                if tx.send(Pending::snapshot(self.snapshot())).await.is_err() {
                     break;
                 }
             }
+        }
+        if open.inputs > 0 {
+            self.hand_over(&tx, &mut open).await;
         }
         if ended {
             // Finite input: close the windows the data covers.
             let moved = self.detectors.flush(&mut self.signals);
             self.policy_step(&moved);
             let acks = self.publish_all(&mut summary).await;
-            self.metrics.in_flight.inc();
             let _ = tx.send(Pending::internal(acks)).await;
         }
         // The state and offsets as of the last input: a clean restart repeats nothing.
         if self.changelog.is_some() {
-            let snap = self.snapshot();
-            self.metrics.in_flight.inc();
-            let _ = tx.send(Pending::snapshot(snap)).await;
+            let _ = tx.send(Pending::snapshot(self.snapshot())).await;
         }
         drop(tx);
         for s in &self.sinks {
@@ -340,6 +364,13 @@ impl Pipeline {
             "pipeline stopped"
         );
         result
+    }
+
+    /// Sends the open batch to the committer; false when the committer has stopped.
+    async fn hand_over(&self, tx: &mpsc::Sender<Pending>, open: &mut Pending) -> bool {
+        let batch = std::mem::take(open);
+        self.metrics.in_flight.add(batch.inputs as i64);
+        tx.send(batch).await.is_ok()
     }
 
     /// Decode -> detect -> alert for one input; returns what must be acknowledged.
@@ -387,10 +418,14 @@ impl Pipeline {
             }
         }
         Pending {
-            origin: Some(env.origin),
+            alerted: if alerted {
+                vec![env.received]
+            } else {
+                Vec::new()
+            },
+            origins: vec![env.origin],
             acks,
-            received: env.received,
-            alerted,
+            inputs: 1,
             snapshot: None,
         }
     }
@@ -483,22 +518,51 @@ impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
 }
 
 impl Pending {
-    /// Outputs not caused by one input (window closes at the end, state flushes).
+    /// Outputs not caused by one input (window closes at the end).
     fn internal(acks: Vec<Ack>) -> Self {
         Pending {
-            origin: None,
             acks,
-            received: Instant::now(),
-            alerted: false,
-            snapshot: None,
+            ..Default::default()
         }
     }
 
     fn snapshot(snap: Vec<(crate::decode::Stream, Change)>) -> Self {
         Pending {
             snapshot: Some(snap),
-            ..Self::internal(Vec::new())
+            ..Default::default()
         }
+    }
+
+    /// Adds one input's entry to this batch.
+    fn merge(&mut self, one: Pending) {
+        for o in one.origins {
+            match self.origins.iter_mut().find(|x| same_partition(x, &o)) {
+                Some(x) => *x = o,
+                None => self.origins.push(o),
+            }
+        }
+        self.acks.extend(one.acks);
+        self.alerted.extend(one.alerted);
+        self.inputs += one.inputs;
+    }
+}
+
+fn same_partition(a: &Origin, b: &Origin) -> bool {
+    match (a, b) {
+        (
+            Origin::Kafka {
+                topic: t1,
+                partition: p1,
+                ..
+            },
+            Origin::Kafka {
+                topic: t2,
+                partition: p2,
+                ..
+            },
+        ) => p1 == p2 && t1 == t2,
+        (Origin::File { name: n1, .. }, Origin::File { name: n2, .. }) => n1 == n2,
+        _ => false,
     }
 }
 
@@ -541,32 +605,32 @@ async fn commit_loop(
     while let Some(p) = rx.recv().await {
         if let Err(e) = try_join_all(p.acks).await {
             metrics.sink_error(e.sink());
-            tracing::error!(error = %e, origin = ?p.origin, "delivery failed; stopping without committing this input");
+            tracing::error!(error = %e, origins = ?p.origins, "delivery failed; stopping without committing these inputs");
             shutdown.trigger();
             return Err(e);
         }
-        if p.alerted {
-            metrics
-                .event_to_alert
-                .observe(p.received.elapsed().as_secs_f64());
+        for r in &p.alerted {
+            metrics.event_to_alert.observe(r.elapsed().as_secs_f64());
         }
-        match (&p.origin, &changelog) {
-            (
-                Some(Origin::Kafka {
-                    topic,
-                    partition,
-                    offset,
-                }),
-                Some(_),
-            ) => {
-                handled.insert((topic.clone(), *partition), offset + 1);
-            }
-            (Some(o), None) => {
-                if let Err(e) = store.store(o) {
-                    tracing::warn!(error = %e, "offset store failed");
+        for o in &p.origins {
+            match (o, &changelog) {
+                (
+                    Origin::Kafka {
+                        topic,
+                        partition,
+                        offset,
+                    },
+                    Some(_),
+                ) => {
+                    handled.insert((topic.clone(), *partition), offset + 1);
                 }
+                (o, None) => {
+                    if let Err(e) = store.store(o) {
+                        tracing::warn!(error = %e, "offset store failed");
+                    }
+                }
+                _ => {}
             }
-            _ => {}
         }
         if let (Some(snap), Some(w)) = (p.snapshot, &changelog) {
             let offsets = std::mem::take(&mut handled);
@@ -582,7 +646,7 @@ async fn commit_loop(
                 });
             }
         }
-        metrics.in_flight.dec();
+        metrics.in_flight.sub(p.inputs as i64);
     }
     Ok(())
 }

@@ -49,7 +49,9 @@ impl Source for ReplaySource {
     async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
         loop {
             if self.current.is_none() {
-                let Some((name, stream)) = self.inputs.pop() else {
+                // Cancel-safe: the input is taken off the list only once it is open (the
+                // open may be awaited, and the pipeline drops a `next` that is not ready).
+                let Some((name, stream)) = self.inputs.last().cloned() else {
                     return Ok(None);
                 };
                 let r: Box<dyn tokio::io::AsyncRead + Send + Unpin> =
@@ -63,6 +65,7 @@ impl Source for ReplaySource {
                             }
                         })?)
                     };
+                self.inputs.pop();
                 self.current = Some((
                     name,
                     stream,
