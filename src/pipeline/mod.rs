@@ -79,7 +79,8 @@ struct Pending {
     /// The last input of each partition in the batch (offsets only move forward).
     origins: Vec<Origin>,
     acks: Vec<Ack>,
-    /// When each input that caused alerts was received: latency samples once acknowledged.
+    /// Exactly-once: when each input that caused alerts was received, a latency sample
+    /// once its transaction commits (at-least-once samples at the acknowledgement).
     alerted: Vec<Instant>,
     /// Inputs in the batch (the in-flight gauge).
     inputs: usize,
@@ -240,6 +241,11 @@ impl Pipeline {
             acks.push(send_with_backpressure(|| w.send(*s, c)).await);
         }
         acks
+    }
+
+    /// Exactly-once alerts count as delivered when their transaction commits.
+    fn cfg_exactly_once(&self) -> bool {
+        self.cfg.processing.guarantee == crate::config::Guarantee::ExactlyOnce
     }
 
     fn flush_due(&self) -> bool {
@@ -415,6 +421,20 @@ impl Pipeline {
                 }
                 acks = self.publish_all(summary).await;
                 alerted = !acks.is_empty();
+                if alerted && !self.cfg_exactly_once() {
+                    // The latency sample is taken when the last sink acknowledges, not
+                    // when the committer reaches this input (it may be busy committing a
+                    // state snapshot meanwhile).
+                    let all = try_join_all(std::mem::take(&mut acks));
+                    let hist = self.metrics.event_to_alert.clone();
+                    let received = env.received;
+                    acks.push(Box::pin(async move {
+                        all.await?;
+                        hist.observe(received.elapsed().as_secs_f64());
+                        Ok(())
+                    }));
+                    alerted = false;
+                }
             }
         }
         Pending {
@@ -609,9 +629,6 @@ async fn commit_loop(
             shutdown.trigger();
             return Err(e);
         }
-        for r in &p.alerted {
-            metrics.event_to_alert.observe(r.elapsed().as_secs_f64());
-        }
         for o in &p.origins {
             match (o, &changelog) {
                 (
@@ -634,7 +651,14 @@ async fn commit_loop(
         }
         if let (Some(snap), Some(w)) = (p.snapshot, &changelog) {
             let offsets = std::mem::take(&mut handled);
-            if let Err(e) = w.commit(&snap, &offsets, store.group_metadata()).await {
+            let committed = w.commit(&snap, &offsets, store.group_metadata()).await;
+            let outcome = if committed.is_ok() {
+                "committed"
+            } else {
+                "aborted"
+            };
+            metrics.transactions.with_label_values(&[outcome]).inc();
+            if let Err(e) = committed {
                 // The snapshot is gone with the failed transaction: stop, and let the
                 // restart restore the last committed state and replay from its offsets.
                 tracing::error!(error = %e, "state commit failed; stopping (restart restores the last committed state)");

@@ -118,6 +118,8 @@ dead_letter = "{d}"
 [processing]
 drain_timeout = "5s"
 {processing}
+[state]
+flush_interval = "1s"             # many commits: kills land between them
 [metrics]
 addr = "{m}"
 [regions]
