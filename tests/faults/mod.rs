@@ -145,34 +145,63 @@ topic = "{a}"
 
     /// Produces the generated city to the input topics at `rate` events/s (0 = flat out);
     /// returns the producer process.
-    pub fn load(&self, run: &Run, rate: u32) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_riskstream"))
-            .args(["simulate", "--to-kafka", "--config"])
-            .arg(&run.config)
-            .args(SIM_ARGS)
-            .args(["--rate", &rate.to_string()])
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn simulate")
+    pub fn load(&self, run: &Run, rate: u32) -> Guard {
+        Guard(
+            Command::new(env!("CARGO_BIN_EXE_riskstream"))
+                .args(["simulate", "--to-kafka", "--config"])
+                .arg(&run.config)
+                .args(SIM_ARGS)
+                .args(["--rate", &rate.to_string()])
+                .env("RUST_LOG", "warn")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("spawn simulate"),
+        )
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct Guard(pub Child);
+
+impl std::ops::Deref for Guard {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Guard {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
 impl Run {
-    pub fn spawn(&self, instance: &str) -> Child {
-        Command::new(env!("CARGO_BIN_EXE_riskstream"))
-            .args(["run", "--config"])
-            .arg(&self.config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("RISKSTREAM_INSTANCE_ID", instance)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn riskstream")
+    pub fn spawn(&self, instance: &str) -> Guard {
+        Guard(
+            Command::new(env!("CARGO_BIN_EXE_riskstream"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+                )
+                .env("RISKSTREAM_INSTANCE_ID", instance)
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("spawn riskstream"),
+        )
     }
 
     /// Waits until the group has committed every input offset.
