@@ -511,7 +511,7 @@ mod tests {
             let (mut a, _ca) = policy();
             a.track_changes();
             let mut log = BTreeMap::new();
-            let mut step = |p: &mut AlertPolicy, (t, s): &(i64, Option<SignalKind>)| {
+            let step = |p: &mut AlertPolicy, (t, s): &(i64, Option<SignalKind>)| {
                 let mut out = Vec::new();
                 match s {
                     Some(k) => out.extend(p.on_signal(sig(*t, k.clone()))),
