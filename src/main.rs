@@ -17,7 +17,7 @@ use riskstream::detect::{BuildCtx, DetectorSet};
 use riskstream::pipeline::{build_sinks, Pipeline};
 use riskstream::shutdown;
 use riskstream::sink::{KafkaDeadLetters, LogDeadLetters, SinkConfig, SinkCtx};
-use riskstream::source::kafka::{client_config, KafkaSource, Readiness};
+use riskstream::source::kafka::{client_config, set_bounds, KafkaSource, Readiness};
 use riskstream::source::replay::ReplaySource;
 use riskstream::source::Source;
 use riskstream::state::changelog::ChangelogWriter;
@@ -196,6 +196,13 @@ fn producer_with(cfg: &Config, transactional_id: Option<&str>) -> anyhow::Result
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", message_timeout);
+    // The producer queue's memory bound (issue 7): alerts, dead letters and changelog
+    // writes wait in it for the broker; on QueueFull the pipeline waits (backpressure,
+    // never a drop). librdkafka's default is 1 GiB, reachable by a storm of large dead
+    // letters (each a copy of an input, up to the broker's 1 MB); 64 MiB still holds
+    // 100000 (`queue.buffering.max.messages`, librdkafka's, kept) alerts or state
+    // records of ~650 B, so only such a storm or a huge state flush ever waits on it.
+    set_bounds(&mut c, &[("queue.buffering.max.kbytes", "65536")], cfg);
     c.create().context("creating the Kafka producer")
 }
 

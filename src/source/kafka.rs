@@ -5,6 +5,9 @@
 //! everything the message caused (alerts, dead letters) was acknowledged, exactly as in
 //! rust-rdkafka's `at_least_once` example. A crash re-delivers from the last commit.
 //! librdkafka's statistics feed the consumer-lag gauges and readiness.
+//!
+//! Memory: librdkafka's prefetch queue is bounded by [`CONSUMER_BOUNDS`] (16 MiB of
+//! payload by default); a backlog beyond it waits in Kafka, visible as consumer lag.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -105,6 +108,38 @@ impl ConsumerContext for SourceContext {
 
 pub type Consumer_ = StreamConsumer<SourceContext>;
 
+/// The consumer's memory bound (issue 7, overload). librdkafka fetches ahead of the
+/// pipeline until its local queue holds `queued.min.messages` messages or
+/// `queued.max.messages.kbytes` of payload, plus at most one fetch response
+/// (`fetch.max.bytes`) in flight. Under overload that queue is always full, so these
+/// numbers are the consumer's memory, not a throughput knob: the rest of the backlog
+/// stays in Kafka and shows as `riskstream_consumer_lag`. Each is set only when
+/// `[kafka.properties]` does not set it (see docs/PERFORMANCE.md, "Memory bounds").
+pub const CONSUMER_BOUNDS: [(&str, &str); 3] = [
+    // librdkafka's default is 64 MiB (~220k messages of ~300 B). 16 MiB is still ~55k
+    // messages, over 0.4 s of work at the release build's ~130k events/s: enough to
+    // hide a fetch round trip. `fetch.max.bytes` (default 50 MB) and
+    // `receive.message.max.bytes` follow it down unless set (librdkafka clamps them).
+    ("queued.max.messages.kbytes", "16384"),
+    // Each queued message also costs librdkafka ~320 B of bookkeeping (its op and
+    // message structs) that the kbytes bound does not count: ~32 MB at the default
+    // count of 100000 when messages are small; 50000 keeps it near 16 MB.
+    ("queued.min.messages", "50000"),
+    // Once the queue is full, librdkafka postpones a partition's next fetch by this
+    // much (default 1000 ms) without looking again: with a queue of ~0.4 s of work the
+    // pipeline would go hungry for the rest of the second.
+    ("fetch.queue.backoff.ms", "100"),
+];
+
+/// Sets each of `bounds` that `[kafka.properties]` leaves unset.
+pub fn set_bounds(c: &mut ClientConfig, bounds: &[(&str, &str)], cfg: &Config) {
+    for (k, v) in bounds {
+        if !cfg.kafka.properties.contains_key(*k) {
+            c.set(*k, *v);
+        }
+    }
+}
+
 pub struct KafkaSource {
     consumer: Arc<Consumer_>,
     topics: crate::config::TopicsConfig,
@@ -138,6 +173,7 @@ impl KafkaSource {
             // instead of after the dead member's session timeout (a crash-looping or
             // rolling-updated instance does not make the whole group rebalance).
             .set("group.instance.id", &cfg.processing.instance_id);
+        set_bounds(&mut c, &CONSUMER_BOUNDS, cfg);
         if cfg.processing.guarantee == Guarantee::ExactlyOnce || cfg.state.changelog {
             // Offsets go into a producer transaction (send_offsets_to_transaction): with
             // the outputs (exactly-once) or with the state snapshot (durable state).
@@ -263,5 +299,25 @@ impl Source for KafkaSource {
             )) => Ok(()),
             Err(e) => Err(e.into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_bounds_yield_to_kafka_properties() {
+        let cfg = crate::config::from_str(
+            "[kafka.properties]\n\"queued.min.messages\" = \"7\"\n",
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config"),
+            &[],
+        )
+        .unwrap();
+        let mut c = client_config(&cfg);
+        set_bounds(&mut c, &CONSUMER_BOUNDS, &cfg);
+        assert_eq!(c.get("queued.min.messages"), Some("7"));
+        assert_eq!(c.get("queued.max.messages.kbytes"), Some("16384"));
+        assert_eq!(c.get("fetch.queue.backoff.ms"), Some("100"));
     }
 }
