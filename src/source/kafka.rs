@@ -197,8 +197,15 @@ impl KafkaSource {
             properties = %crate::config::redact::Properties(&cfg.kafka.properties),
             "subscribed"
         );
+        let consumer = Arc::new(consumer);
+        // Never destroyed: closing a subscribed consumer can hang for ever when an
+        // assignment arrives during the close (confluentinc/librdkafka#4884, seen here
+        // as a riskstream that did not exit after SIGTERM). Offsets are committed
+        // explicitly before exit and static members do not leave the group on close,
+        // so the close does nothing we need; the process exit frees it.
+        std::mem::forget(Arc::clone(&consumer));
         Ok(Self {
-            consumer: Arc::new(consumer),
+            consumer,
             topics: cfg.topics.clone(),
             reset_to_end: matches!(
                 cfg.kafka.auto_offset_reset.as_str(),
