@@ -453,9 +453,19 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         pipeline = pipeline.with_console(state.clone());
     }
     if cfg.state.changelog {
-        riskstream::state::changelog::ensure_topics(&cfg)
-            .await
-            .context("creating the state changelog topics")?;
+        // A broker that has just started may refuse admin requests for a few seconds.
+        let mut tries = 0;
+        loop {
+            match riskstream::state::changelog::ensure_topics(&cfg).await {
+                Ok(()) => break,
+                Err(e) if tries < 30 => {
+                    tries += 1;
+                    tracing::warn!(error = %e, "changelog topics not ready; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                }
+                Err(e) => return Err(e).context("creating the state changelog topics"),
+            }
+        }
     }
     let result = if exactly_once {
         tracing::info!(transactional_id = %txn_id, "exactly-once: Kafka transactions");

@@ -205,24 +205,27 @@ pub fn restore(
     // The partitions with data, all looked up before any is assigned: metadata and
     // offset requests queue behind an assigned consumer's fetches (seconds each).
     let names = topics(cfg);
-    let mut plan: Vec<(usize, Vec<i32>)> = Vec::new();
-    for (i, topic) in names.iter().enumerate() {
-        let md = consumer.fetch_metadata(Some(topic), timeout)?;
-        let mut parts = Vec::new();
-        let mut records = 0;
-        for mt in md.topics() {
-            for p in mt.partitions() {
-                let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
-                if hi > lo {
-                    parts.push(p.id());
-                    records += (hi - lo) as usize;
-                }
+    // A broker that has just started answers "not leader" / "coordinator loading" for a
+    // while: retry the lookups until the deadline instead of failing the start.
+    let plan = loop {
+        match plan_restore(&consumer, &names, timeout) {
+            Ok(p) => break p,
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, "changelog lookup failed; retrying");
+                std::thread::sleep(Duration::from_millis(500));
             }
+            Err(e) => return Err(e.into()),
         }
+    };
+    for (i, parts) in &plan {
+        let records = parts.iter().map(|(_, n)| n).sum();
         // An upper bound (older versions of a key, tombstones) until compaction runs.
-        target.reserve(Stream::ALL[i], records);
-        plan.push((i, parts));
+        target.reserve(Stream::ALL[*i], records);
     }
+    let plan: Vec<(usize, Vec<i32>)> = plan
+        .into_iter()
+        .map(|(i, parts)| (i, parts.into_iter().map(|(p, _)| p).collect()))
+        .collect();
     // One topic at a time: an end-of-partition event names only the partition number.
     for (i, parts) in plan {
         let topic = &names[i];
@@ -255,7 +258,8 @@ pub fn restore(
                     tracing::debug!(topic, partition = p, elapsed = ?started.elapsed(), "changelog partition restored");
                     pending.remove(&p);
                 }
-                Err(e) => return Err(e.into()),
+                // Transient (a broker restarting): librdkafka retries; the deadline bounds it.
+                Err(e) => tracing::warn!(error = %e, "changelog read error; retrying"),
                 Ok(m) => {
                     let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
                     stats.records += 1;
@@ -270,4 +274,32 @@ pub fn restore(
     }
     stats.elapsed = started.elapsed();
     Ok(stats)
+}
+
+/// Per changelog topic (by stream index), its partitions holding records and how many.
+type Plan = Vec<(usize, Vec<(i32, usize)>)>;
+
+fn plan_restore(
+    consumer: &BaseConsumer,
+    names: &[String; 3],
+    timeout: Duration,
+) -> Result<Plan, KafkaError> {
+    let mut plan = Vec::new();
+    for (i, topic) in names.iter().enumerate() {
+        let md = consumer.fetch_metadata(Some(topic), timeout)?;
+        let mut parts = Vec::new();
+        for mt in md.topics() {
+            if let Some(e) = mt.error() {
+                return Err(KafkaError::MetadataFetch(e.into()));
+            }
+            for p in mt.partitions() {
+                let (lo, hi) = consumer.fetch_watermarks(topic, p.id(), timeout)?;
+                if hi > lo {
+                    parts.push((p.id(), (hi - lo) as usize));
+                }
+            }
+        }
+        plan.push((i, parts));
+    }
+    Ok(plan)
 }
