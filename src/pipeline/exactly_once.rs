@@ -26,15 +26,12 @@ use std::time::{Duration, Instant};
 use futures::future::try_join_all;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
-use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Pipeline, PipelineError, RunSummary};
 use crate::shutdown::ShutdownTrigger;
-use crate::source::kafka::KafkaSource;
+use crate::source::kafka::{commit_with_offsets, retrying, KafkaSource, TXN_TIMEOUT};
 use crate::source::{Origin, Source};
 
-/// Longest wait for one transactional call (init, offsets, commit, abort).
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest restore (start and rewind).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
@@ -138,9 +135,7 @@ impl Pipeline {
                         .transactions
                         .with_label_values(&["aborted"])
                         .inc();
-                    if let Err(TxnFailure::Fatal(e) | TxnFailure::Abortable(e)) =
-                        retrying(|| producer.abort_transaction(TXN_TIMEOUT))
-                    {
+                    if let Err(e) = retrying(|| producer.abort_transaction(TXN_TIMEOUT)) {
                         return Err(PipelineError::Transaction(format!(
                             "abort_transaction: {e}"
                         )));
@@ -182,32 +177,10 @@ impl Pipeline {
             self.metrics.sink_error(e.sink());
             return Err(TxnFailure::Abortable(e.to_string()));
         }
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))
-                .map_err(|e| TxnFailure::Abortable(e.to_string()))?;
-        }
         let meta = source
             .group_metadata()
             .ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
-        retrying(|| producer.send_offsets_to_transaction(&tpl, &meta, TXN_TIMEOUT))?;
-        retrying(|| producer.commit_transaction(TXN_TIMEOUT))
-    }
-}
-
-/// Repeats a transactional call while it fails with a retriable error (a broker
-/// restart, a coordinator move): librdkafka allows retrying the same call.
-fn retrying(mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), TxnFailure> {
-    let mut tries = 0;
-    loop {
-        match blocking(&mut f) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
-                tries += 1;
-                tracing::warn!(error = %r, tries, "transactional call failed; retrying");
-            }
-            Err(e) => return Err(classify(&e)),
-        }
+        commit_with_offsets(producer, offsets, &meta).map_err(|e| classify(&e))
     }
 }
 

@@ -42,7 +42,7 @@ use crate::console::ConsoleState;
 use crate::decode::Decoder;
 use crate::detect::{BuildCtx, DetectorSet, Signal};
 use crate::shutdown::{Shutdown, ShutdownTrigger};
-use crate::sink::{Ack, DeadLetters, Sink, SinkCtx, SinkError};
+use crate::sink::{send_with_backpressure, Ack, DeadLetters, Sink, SinkCtx, SinkError};
 use crate::source::{Envelope, OffsetStore, Origin, Source, SourceError};
 use crate::state::changelog::{ChangelogWriter, RestoreStats};
 use crate::state::{Change, StateError};
@@ -86,6 +86,15 @@ struct Pending {
     inputs: usize,
     /// A state snapshot to commit with the offsets of every input before it.
     snapshot: Option<Vec<(crate::decode::Stream, Change)>>,
+}
+
+/// What handling one input left to do: its outputs' acknowledgements.
+struct Handled {
+    origin: Origin,
+    acks: Vec<Ack>,
+    /// Exactly-once: when the input was received, if it caused alerts (a latency sample
+    /// once its transaction commits).
+    alerted: Option<Instant>,
 }
 
 /// Most inputs in one committer hand-off.
@@ -380,7 +389,7 @@ impl Pipeline {
     }
 
     /// Decode -> detect -> alert for one input; returns what must be acknowledged.
-    async fn handle(&mut self, env: Envelope, summary: &mut RunSummary) -> Pending {
+    async fn handle(&mut self, env: Envelope, summary: &mut RunSummary) -> Handled {
         summary.consumed += 1;
         self.metrics.consumed(env.stream);
         let mut acks = Vec::new();
@@ -437,16 +446,10 @@ impl Pipeline {
                 }
             }
         }
-        Pending {
-            alerted: if alerted {
-                vec![env.received]
-            } else {
-                Vec::new()
-            },
-            origins: vec![env.origin],
+        Handled {
+            origin: env.origin,
             acks,
-            inputs: 1,
-            snapshot: None,
+            alerted: alerted.then_some(env.received),
         }
     }
 
@@ -554,16 +557,15 @@ impl Pending {
     }
 
     /// Adds one input's entry to this batch.
-    fn merge(&mut self, one: Pending) {
-        for o in one.origins {
-            match self.origins.iter_mut().find(|x| same_partition(x, &o)) {
-                Some(x) => *x = o,
-                None => self.origins.push(o),
-            }
+    fn merge(&mut self, one: Handled) {
+        let o = one.origin;
+        match self.origins.iter_mut().find(|x| same_partition(x, &o)) {
+            Some(x) => *x = o,
+            None => self.origins.push(o),
         }
         self.acks.extend(one.acks);
         self.alerted.extend(one.alerted);
-        self.inputs += one.inputs;
+        self.inputs += 1;
     }
 }
 
@@ -599,17 +601,6 @@ fn fresh_state(cfg: &Config, clock: &Arc<dyn Clock>) -> (DetectorSet, AlertPolic
         ),
         AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock.clone()),
     )
-}
-
-/// Enqueues, waiting while the sink's local queue is full (backpressure, never a drop).
-async fn send_with_backpressure(mut f: impl FnMut() -> Result<Ack, SinkError>) -> Ack {
-    loop {
-        match f() {
-            Ok(a) => return a,
-            Err(SinkError::Full(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
-            Err(e) => return Box::pin(async move { Err(e) }),
-        }
-    }
 }
 
 async fn commit_loop(

@@ -54,6 +54,19 @@ impl SinkError {
     }
 }
 
+/// Enqueues, waiting while the local queue is full (backpressure, never a drop).
+pub(crate) async fn send_with_backpressure(mut f: impl FnMut() -> Result<Ack, SinkError>) -> Ack {
+    loop {
+        match f() {
+            Ok(a) => return a,
+            Err(SinkError::Full(_)) => {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await
+            }
+            Err(e) => return Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
 /// Which alerts a sink takes.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {

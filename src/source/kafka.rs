@@ -242,6 +242,46 @@ impl KafkaSource {
     }
 }
 
+/// Longest wait for one transactional call (init, offsets, commit, abort).
+pub const TXN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs a transactional producer call off the runtime's workers, repeating it while it
+/// fails with a retriable error (a broker restart, a coordinator move): librdkafka allows
+/// retrying the same call.
+pub fn retrying(
+    mut f: impl FnMut() -> rdkafka::error::KafkaResult<()>,
+) -> rdkafka::error::KafkaResult<()> {
+    let mut tries = 0;
+    loop {
+        match tokio::task::block_in_place(&mut f) {
+            Err(rdkafka::error::KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
+                tries += 1;
+                tracing::warn!(error = %r, tries, "transactional call failed; retrying");
+            }
+            r => return r,
+        }
+    }
+}
+
+/// Adds the next offsets of the handled inputs to `producer`'s open transaction, with
+/// the group's generation (a fenced member cannot commit), and commits it. The one way
+/// offsets are committed in both guarantees when state is durable.
+pub fn commit_with_offsets(
+    producer: &rdkafka::producer::FutureProducer,
+    offsets: &std::collections::HashMap<(String, i32), i64>,
+    group: &rdkafka::consumer::ConsumerGroupMetadata,
+) -> rdkafka::error::KafkaResult<()> {
+    use rdkafka::producer::Producer;
+    let mut tpl = TopicPartitionList::new();
+    for ((t, p), o) in offsets {
+        tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))?;
+    }
+    if tpl.count() > 0 {
+        retrying(|| producer.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT))?;
+    }
+    retrying(|| producer.commit_transaction(TXN_TIMEOUT))
+}
+
 struct KafkaOffsets(Arc<Consumer_>);
 
 impl OffsetStore for KafkaOffsets {

@@ -23,7 +23,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Change, StateError};
 use crate::config::Config;
 use crate::decode::Stream;
-use crate::sink::{Ack, SinkError};
+use crate::sink::{send_with_backpressure, Ack, SinkError};
+use crate::source::kafka::{commit_with_offsets, retrying, TXN_TIMEOUT};
 
 const SINK: &str = "state";
 
@@ -75,7 +76,7 @@ impl ChangelogWriter {
         tokio::task::block_in_place(|| p.begin_transaction())?;
         let r = self.commit_in_txn(snapshot, offsets, &group).await;
         if r.is_err() {
-            let _ = tokio::task::block_in_place(|| p.abort_transaction(TXN_TIMEOUT));
+            let _ = retrying(|| p.abort_transaction(TXN_TIMEOUT));
         }
         r
     }
@@ -88,46 +89,14 @@ impl ChangelogWriter {
     ) -> Result<(), StateError> {
         let mut acks = Vec::with_capacity(snapshot.len());
         for (s, c) in snapshot {
-            loop {
-                match self.send(*s, c) {
-                    Ok(a) => break acks.push(a),
-                    Err(SinkError::Full(_)) => tokio::time::sleep(Duration::from_millis(2)).await,
-                    Err(e) => return Err(StateError::corrupt(&c.key, e)),
-                }
-            }
+            acks.push(send_with_backpressure(|| self.send(*s, c)).await);
         }
         futures::future::try_join_all(acks)
             .await
             .map_err(|e| StateError::corrupt("changelog", e))?;
-        let mut tpl = TopicPartitionList::new();
-        for ((t, p), o) in offsets {
-            tpl.add_partition_offset(t, *p, Offset::Offset(*o))?;
-        }
-        let p = &self.producer;
-        if tpl.count() > 0 {
-            retrying(|| p.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT))?;
-        }
-        retrying(|| p.commit_transaction(TXN_TIMEOUT))
+        Ok(commit_with_offsets(&self.producer, offsets, group)?)
     }
 }
-
-/// Repeats a transactional call while it fails with a retriable error (a broker restart).
-fn retrying(mut f: impl FnMut() -> Result<(), KafkaError>) -> Result<(), StateError> {
-    let mut tries = 0;
-    loop {
-        match tokio::task::block_in_place(&mut f) {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
-                tries += 1;
-                tracing::warn!(error = %r, tries, "state transaction call failed; retrying");
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-/// Longest wait for one transactional call.
-const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The three changelog topics, by stream index.
 pub fn topics(cfg: &Config) -> [String; 3] {

@@ -28,6 +28,28 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
+/// Creates fresh topics (replication 1); panics naming the broker when it is down.
+pub async fn create_topics(names: &[&str], partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .create()
+        .expect("admin client");
+    let topics: Vec<NewTopic> = names
+        .iter()
+        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let res = admin
+        .create_topics(
+            &topics,
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
+        )
+        .await
+        .expect("broker reachable: is Kafka running? (./deploy/kafka/kafka.sh start)");
+    for r in res {
+        r.expect("topic created");
+    }
+}
+
 /// The topics and group of one test.
 pub struct TestEnv {
     pub incidents: String,
@@ -52,30 +74,17 @@ impl TestEnv {
             dir: tempfile::tempdir().unwrap(),
             metrics_addr: free_addr(),
         };
-        let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", brokers())
-            .create()
-            .expect("admin client");
-        let topics: Vec<NewTopic> = [
-            &env.incidents,
-            &env.sensors,
-            &env.fraud,
-            &env.alerts,
-            &env.dlq,
-        ]
-        .iter()
-        .map(|t| NewTopic::new(t, 3, TopicReplication::Fixed(1)))
-        .collect();
-        let res = admin
-            .create_topics(
-                &topics,
-                &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-            )
-            .await
-            .expect("broker reachable: is Kafka running? (./deploy/kafka/kafka.sh start)");
-        for r in res {
-            r.expect("topic created");
-        }
+        create_topics(
+            &[
+                &env.incidents,
+                &env.sensors,
+                &env.fraud,
+                &env.alerts,
+                &env.dlq,
+            ],
+            3,
+        )
+        .await;
         env
     }
 

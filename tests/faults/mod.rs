@@ -13,14 +13,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::common::{brokers, free_addr, unique};
+use crate::common::{brokers, create_topics, free_addr, unique};
 
 /// The generated city the fault tests replay: 8 h, 8 sites, seed 3 (~48k events, ~120
 /// alert messages over all detectors with the default config).
@@ -49,27 +47,6 @@ pub struct Run {
     pub alerts: String,
     pub metrics_addr: String,
     pub config: PathBuf,
-}
-
-pub async fn create_topics(names: &[&str], partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
-        .create()
-        .expect("admin client");
-    let topics: Vec<NewTopic> = names
-        .iter()
-        .map(|t| NewTopic::new(t, partitions, TopicReplication::Fixed(1)))
-        .collect();
-    let res = admin
-        .create_topics(
-            &topics,
-            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(20))),
-        )
-        .await
-        .expect("broker reachable: is Kafka running? (./deploy/kafka/kafka.sh start)");
-    for r in res {
-        r.expect("topic created");
-    }
 }
 
 impl Inputs {
