@@ -25,12 +25,7 @@ fn readings(cfg: &config::Config, kind: &str, keys: usize, n: usize) -> Vec<Even
 
 fn detector(cfg: &config::Config, toml_text: &str) -> Box<dyn Detector> {
     let c: DetectorConfig = toml::from_str(toml_text).expect("bench detector config");
-    c.build(
-        Stream::Sensors,
-        &BuildCtx {
-            regions: cfg.regions.clone(),
-        },
-    )
+    c.build(Stream::Sensors, &BuildCtx::new(cfg.regions.clone()))
 }
 
 /// Feeds `events` in a loop to one long-lived detector: steady state, no setup in the timing.

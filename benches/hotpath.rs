@@ -65,9 +65,7 @@ fn detector_set(c: &mut Criterion) {
     let d = Decoder::new(cfg.regions.clone());
     let keys = 100_000;
     let events = readings(&d, keys, keys * 4);
-    let ctx = BuildCtx {
-        regions: cfg.regions.clone(),
-    };
+    let ctx = BuildCtx::new(cfg.regions.clone());
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),
         cfg.processing.allowed_lateness,

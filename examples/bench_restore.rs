@@ -31,9 +31,7 @@ async fn main() -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     cfg.kafka.brokers = brokers;
     cfg.kafka.group_id = format!("bench-restore-{}", std::process::id());
-    let ctx = BuildCtx {
-        regions: cfg.regions.clone(),
-    };
+    let ctx = BuildCtx::new(cfg.regions.clone());
     let sensors_only =
         |c: &riskstream::config::Config| vec![(Stream::Sensors, c.detectors.sensors.clone())];
     let mut set = DetectorSet::new(&sensors_only(&cfg), cfg.processing.allowed_lateness, &ctx);
@@ -106,17 +104,25 @@ async fn main() -> anyhow::Result<()> {
     eprintln!("wrote the changelog in {:.1?}", w0.elapsed());
 
     let mut fresh = DetectorSet::new(&sensors_only(&cfg), cfg.processing.allowed_lateness, &ctx);
-    struct Target<'a>(&'a mut DetectorSet);
+    struct Target<'a>(&'a mut DetectorSet, usize);
     impl RestoreTarget for Target<'_> {
-        fn reserve(&mut self, s: Stream, n: usize) {
-            self.0.reserve(s, n);
+        fn reserve(&mut self, s: Stream, _p: i32, n: usize) {
+            // Per partition, maps still empty: size them for the running total.
+            self.1 += n;
+            self.0.reserve(s, self.1);
         }
-        fn apply(&mut self, s: Stream, k: &str, v: Option<&[u8]>) -> Result<(), StateError> {
+        fn apply(
+            &mut self,
+            s: Stream,
+            _p: i32,
+            k: &str,
+            v: Option<&[u8]>,
+        ) -> Result<(), StateError> {
             self.0.restore(s, k, v).map(|_| ())
         }
     }
     let stats = tokio::task::block_in_place(|| {
-        restore(&cfg, Duration::from_secs(300), &mut Target(&mut fresh))
+        restore(&cfg, Duration::from_secs(300), &mut Target(&mut fresh, 0))
     })?;
     let restored = fresh.keys();
     println!(

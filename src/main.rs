@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use rdkafka::producer::FutureProducer;
 
 use riskstream::clock::SystemClock;
-use riskstream::config::{self, Config, Guarantee};
+use riskstream::config::{self, Config};
 use riskstream::decode::{Decoder, Stream};
 use riskstream::detect::{BuildCtx, DetectorSet};
 use riskstream::pipeline::{build_sinks, Pipeline};
@@ -182,12 +182,16 @@ fn producer(cfg: &Config) -> anyhow::Result<FutureProducer> {
 fn producer_with(cfg: &Config, transactional_id: Option<&str>) -> anyhow::Result<FutureProducer> {
     let mut c = client_config(cfg);
     let message_timeout = if let Some(id) = transactional_id {
+        c.set("transactional.id", id);
+        set_bounds(&mut c, &[("transaction.timeout.ms", "60000")], cfg);
         // A delivery may not outlive its transaction (librdkafka refuses the config).
-        c.set("transactional.id", id)
-            .set("transaction.timeout.ms", "60000");
-        "55000"
+        let txn_ms: u64 = c
+            .get("transaction.timeout.ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(60_000);
+        txn_ms.saturating_sub(5_000).max(1_000).to_string()
     } else {
-        "120000"
+        "120000".to_string()
     };
     c.set("enable.idempotence", "true")
         .set("acks", "all")
@@ -195,7 +199,7 @@ fn producer_with(cfg: &Config, transactional_id: Option<&str>) -> anyhow::Result
         // event-to-alert latency: wait 1 ms, not 5, for a batch to fill (issue 6).
         .set("linger.ms", "1")
         .set("compression.type", "lz4")
-        .set("message.timeout.ms", message_timeout);
+        .set("message.timeout.ms", &message_timeout);
     // The producer queue's memory bound (issue 7): alerts, dead letters and changelog
     // writes wait in it for the broker; on QueueFull the pipeline waits (backpressure,
     // never a drop). librdkafka's default is 1 GiB, reachable by a storm of large dead
@@ -421,7 +425,8 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("binding the metrics server on {addr}"))?;
     tracing::info!(%bound, "metrics on http://{bound}/metrics, health on /healthz and /readyz");
-    let exactly_once = cfg.processing.guarantee == Guarantee::ExactlyOnce;
+    // Exactly-once and scale-out both run in Kafka transactions.
+    let exactly_once = cfg.processing.transactional();
     let txn_id = format!("{}-{}", cfg.kafka.group_id, cfg.processing.instance_id);
     let p = producer_with(&cfg, exactly_once.then_some(txn_id.as_str()))?;
     let sinks = build_sinks(
@@ -446,9 +451,8 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
     tokio::spawn(shutdown::on_signals(trigger.clone()));
-    let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics, clock);
+    let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics.clone(), clock);
     if let Some((state, _)) = &console {
         pipeline = pipeline.with_console(state.clone());
     }
@@ -467,7 +471,14 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let result = if exactly_once {
+    // After the state topics exist: a consumer that subscribes to a missing repartition
+    // topic leaves it out of its group membership until the next rebalance.
+    let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
+    let result = if cfg.processing.scale_out {
+        tracing::info!(transactional_id = %txn_id, partitions = cfg.state.partitions, "scale-out: repartitioned tasks in Kafka transactions");
+        pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, p.clone()));
+        pipeline.run_scale_out(source, p, trigger.clone()).await
+    } else if exactly_once {
         tracing::info!(transactional_id = %txn_id, "exactly-once: Kafka transactions");
         pipeline = pipeline.with_changelog(ChangelogWriter::new(&cfg, p.clone()));
         pipeline.run_exactly_once(source, p, trigger.clone()).await
@@ -566,9 +577,7 @@ async fn start_console(
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let decoder = Decoder::new(cfg.regions.clone());
-    let ctx = BuildCtx {
-        regions: cfg.regions.clone(),
-    };
+    let ctx = BuildCtx::new(cfg.regions.clone());
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),
         cfg.processing.allowed_lateness,

@@ -125,6 +125,24 @@ pub struct ProcessingConfig {
     /// restarted instance takes its partitions back at once. Default: the host name
     /// (env `RISKSTREAM_INSTANCE_ID` overrides).
     pub instance_id: String,
+    /// Several instances share the consumer group: events are re-keyed through
+    /// `riskstream.repartition.<group>.<stream>` so each state key (site, region,
+    /// suspect) lives on exactly one instance, and state moves with its partition. Runs
+    /// in Kafka transactions whatever `guarantee` says (docs/STATE.md, "Scale-out").
+    pub scale_out: bool,
+}
+
+impl ProcessingConfig {
+    /// True when the pipeline runs in Kafka transactions.
+    pub fn transactional(&self) -> bool {
+        self.guarantee == Guarantee::ExactlyOnce || self.scale_out
+    }
+
+    /// The repartition topic of `stream` for consumer group `group` (scale-out); it has
+    /// `state.partitions` partitions, one task each, aligned with the changelog's.
+    pub fn repartition_topic(group: &str, stream: Stream) -> String {
+        format!("riskstream.repartition.{group}.{}", stream.as_str())
+    }
 }
 
 /// `[state]`: durable detector state and alert episodes in compacted changelog topics.
@@ -182,6 +200,7 @@ impl Default for ProcessingConfig {
             commit_interval: Duration::from_millis(100),
             max_batch: 10_000,
             instance_id: default_instance_id(),
+            scale_out: false,
         }
     }
 }
@@ -487,6 +506,13 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     }
     if processing.instance_id.trim().is_empty() {
         problems.push("processing.instance_id: must not be empty".into());
+    }
+    if processing.scale_out && !state.changelog {
+        problems.push(
+            "state.changelog: must be true with processing.scale_out = true \
+             (state moves between instances through the changelog)"
+                .into(),
+        );
     }
     if processing.guarantee == Guarantee::ExactlyOnce && !state.changelog {
         problems.push(

@@ -76,9 +76,7 @@ fn setup() -> Setup {
     Setup {
         configs,
         lateness: cfg.processing.allowed_lateness,
-        ctx: BuildCtx {
-            regions: cfg.regions.clone(),
-        },
+        ctx: BuildCtx::new(cfg.regions.clone()),
     }
 }
 

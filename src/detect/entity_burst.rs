@@ -80,7 +80,7 @@ impl DetectorSpec for EntityBurstConfig {
         }
     }
 
-    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> EntityBurst {
+    fn build(&self, _stream: Stream, ctx: &BuildCtx) -> EntityBurst {
         let alpha = poisson_tail(self.min_reports, self.background_per_window);
         EntityBurst {
             window_secs: self.window.as_secs() as i64,
@@ -89,6 +89,7 @@ impl DetectorSpec for EntityBurstConfig {
             cfg: self.clone(),
             state: KeyedState::new(self.ttl),
             key_buf: String::new(),
+            owner: ctx.owner,
         }
     }
 }
@@ -133,11 +134,20 @@ pub struct EntityBurst {
     alpha: f64,
     state: KeyedState<Ring>,
     key_buf: String,
+    /// Scale-out: the suspects this task keeps (the others are another task's).
+    owner: super::Owner,
 }
 
 impl Detector for EntityBurst {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Routed by suspect (`phone:...`), the state key.
+    fn routes(&self, ev: &Event, out: &mut Vec<String>) {
+        if let Event::Fraud(r) = ev {
+            out.extend(r.suspects().map(|(kind, value)| format!("{kind}:{value}")));
+        }
     }
 
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
@@ -150,6 +160,9 @@ impl Detector for EntityBurst {
             self.key_buf.push_str(kind);
             self.key_buf.push(':');
             self.key_buf.push_str(value);
+            if !self.owner.owns(&self.key_buf) {
+                continue;
+            }
             let ring = self.state.touch(&self.key_buf, r.ts);
             let fresh = ring.add(id, t);
             let n = ring.count_since(t - self.window_secs);

@@ -82,6 +82,57 @@ pub struct Signal {
 #[derive(Debug, Clone)]
 pub struct BuildCtx {
     pub regions: Arc<Regions>,
+    /// Which routes this detector set owns (scale-out); `All` on a single instance.
+    pub owner: Owner,
+}
+
+impl BuildCtx {
+    /// A single instance's context: it owns every key.
+    pub fn new(regions: Arc<Regions>) -> Self {
+        Self {
+            regions,
+            owner: Owner::All,
+        }
+    }
+}
+
+/// Scale-out (`processing.scale_out`): which routing keys a detector set owns. Every
+/// routing key belongs to exactly one partition of the repartition topics
+/// ([`partition_of`]); the task of that partition is the only one that keeps state for
+/// it, so a key lives on exactly one instance however the partitions are spread.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Owner {
+    /// One instance owns everything (no repartitioning).
+    #[default]
+    All,
+    /// The task of repartition partition `index` of `of`.
+    Partition { index: u32, of: u32 },
+}
+
+impl Owner {
+    pub fn owns(self, route: &str) -> bool {
+        match self {
+            Owner::All => true,
+            Owner::Partition { index, of } => partition_of(route, of) == index,
+        }
+    }
+}
+
+/// The repartition partition of a routing key: a stable hash (FNV-1a), so every
+/// instance and every restart agrees on it.
+pub fn partition_of(route: &str, partitions: u32) -> u32 {
+    (stable_hash(route) % u64::from(partitions.max(1))) as u32
+}
+
+/// An event's natural routing key: the site for a sensor reading (every per-sensor
+/// detector then lives with its site's `site_correlation` and `offline`), the report's
+/// own id otherwise (detectors of those streams name their keys in [`Detector::routes`]).
+pub fn natural_route(ev: &Event) -> &str {
+    match ev {
+        Event::Sensor(r) => &r.site_id,
+        Event::Incident(r) => &r.id,
+        Event::Fraud(r) => &r.id,
+    }
 }
 
 /// The seam for detectors.
@@ -93,6 +144,15 @@ pub trait Detector: Send {
     /// are behind the watermark: value detectors still score them, window detectors
     /// skip them (their window has closed).
     fn observe(&mut self, ev: &Event, late: bool, out: &mut Vec<Signal>) -> f64;
+
+    /// Scale-out: the routing keys of the state this event updates. The event is copied
+    /// to the repartition partition of each, and there a detector observes only what its
+    /// task owns ([`BuildCtx::owner`]). A detector keyed by something other than the
+    /// event's natural route (regions at three levels, suspects) lists its keys here and
+    /// skips the keys it does not own in `observe`.
+    fn routes(&self, ev: &Event, out: &mut Vec<String>) {
+        out.push(natural_route(ev).to_string());
+    }
 
     /// Event time has advanced to `watermark`: close windows, evict idle keys.
     fn advance(&mut self, _watermark: DateTime<FixedOffset>, _out: &mut Vec<Signal>) {}
@@ -223,6 +283,9 @@ pub struct DetectorSet {
     /// Changelog bookkeeping: on once `track_changes` is called.
     tracking: bool,
     watermark_dirty: [bool; 3],
+    /// Scale-out: the routing keys this set keeps state for.
+    owner: Owner,
+    routes: Vec<String>,
 }
 
 /// One changelog value of detector state: each detector holding the key, by its
@@ -265,7 +328,33 @@ impl DetectorSet {
             ],
             tracking: false,
             watermark_dirty: [false; 3],
+            owner: ctx.owner,
+            routes: Vec::new(),
         }
+    }
+
+    /// Scale-out: the repartition partitions (of `of`) that `ev` must be copied to, one
+    /// per distinct partition of its detectors' routing keys, ascending.
+    pub fn partitions(&mut self, ev: &Event, of: u32, out: &mut Vec<u32>) {
+        out.clear();
+        self.routes.clear();
+        for d in &self.by_stream[ev.stream().index()] {
+            d.routes(ev, &mut self.routes);
+        }
+        out.extend(self.routes.iter().map(|r| partition_of(r, of)));
+        out.sort_unstable();
+        out.dedup();
+    }
+
+    /// Whether detector `d` has state to keep for `ev` here: always on a single
+    /// instance; with scale-out, when the task owns one of its routing keys.
+    fn owns(owner: Owner, routes: &mut Vec<String>, d: &dyn Detector, ev: &Event) -> bool {
+        if owner == Owner::All {
+            return true;
+        }
+        routes.clear();
+        d.routes(ev, routes);
+        routes.iter().any(|r| owner.owns(r))
     }
 
     /// Durable state from now on: detectors remember changed keys for [`Self::changes`].
@@ -385,7 +474,9 @@ impl DetectorSet {
         let late = wm.is_late(ev.ts());
         let mut score: f64 = 0.0;
         for d in &mut self.by_stream[i] {
-            score = score.max(d.observe(ev, late, out));
+            if Self::owns(self.owner, &mut self.routes, d.as_ref(), ev) {
+                score = score.max(d.observe(ev, late, out));
+            }
         }
         let watermark = wm.observe_part(ev.ts(), partition, received);
         self.watermark_dirty[i] |= self.tracking;

@@ -277,6 +277,7 @@ impl DetectorSpec for RateSpikeConfig {
             first_window: None,
             offset_secs: 8 * 3600,
             scalars_dirty: false,
+            owner: ctx.owner,
         }
     }
 }
@@ -376,6 +377,8 @@ pub struct RateSpike {
     offset_secs: i32,
     /// `values`, `first_window` or `offset_secs` changed since the last `take_dirty`.
     scalars_dirty: bool,
+    /// Scale-out: the region keys this task counts (the others are another task's).
+    owner: super::Owner,
 }
 
 /// What the changelog keeps under [`DETECTOR_KEY`](super::DETECTOR_KEY): `first_window`,
@@ -640,6 +643,9 @@ impl Detector for RateSpike {
         let mut best: f64 = 0.0;
         for (key, region, _level) in self.keys(ev.region()) {
             let Some(key) = key else { continue };
+            if !self.owner.owns(&key) {
+                continue;
+            }
             let key = match &group {
                 Some(v) => format!("{key}/{v}"),
                 None => key,
@@ -684,6 +690,12 @@ impl Detector for RateSpike {
             }
         }
         best
+    }
+
+    /// Routed by region key (township, county, city), not by `<region>/<value>`: the
+    /// tracked values of `group_by` are per task, and a region's groups stay together.
+    fn routes(&self, ev: &Event, out: &mut Vec<String>) {
+        out.extend(self.keys(ev.region()).into_iter().filter_map(|(k, _, _)| k));
     }
 
     fn advance(&mut self, watermark: DateTime<FixedOffset>, out: &mut Vec<Signal>) {

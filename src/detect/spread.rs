@@ -96,6 +96,7 @@ impl DetectorSpec for SpreadConfig {
             regions: ctx.regions.clone(),
             state: KeyedState::new(self.ttl),
             key_buf: String::new(),
+            owner: ctx.owner,
         }
     }
 }
@@ -141,11 +142,20 @@ pub struct Spread {
     regions: std::sync::Arc<Regions>,
     state: KeyedState<Counties>,
     key_buf: String,
+    /// Scale-out: the suspects this task keeps (the others are another task's).
+    owner: super::Owner,
 }
 
 impl Detector for Spread {
     fn name(&self) -> &'static str {
         NAME
+    }
+
+    /// Routed by suspect (`phone:...`), the state key.
+    fn routes(&self, ev: &Event, out: &mut Vec<String>) {
+        if let Event::Fraud(r) = ev {
+            out.extend(r.suspects().map(|(kind, value)| format!("{kind}:{value}")));
+        }
     }
 
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
@@ -158,6 +168,9 @@ impl Detector for Spread {
             self.key_buf.push_str(kind);
             self.key_buf.push(':');
             self.key_buf.push_str(value);
+            if !self.owner.owns(&self.key_buf) {
+                continue;
+            }
             let st = self.state.touch(&self.key_buf, r.ts);
             if let Some(c) = r.region.county.and_then(|c| u16::try_from(c).ok()) {
                 st.add(c, t);

@@ -24,6 +24,7 @@ use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
+use rdkafka::consumer::ConsumerGroupMetadata;
 use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 
@@ -33,10 +34,10 @@ use crate::source::kafka::{commit_with_offsets, retrying, KafkaSource, TXN_TIMEO
 use crate::source::{Origin, Source};
 
 /// Longest restore (start and rewind).
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+pub(super) const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// How a transaction failed.
-enum TxnFailure {
+pub(super) enum TxnFailure {
     /// Abort, rewind and go on.
     Abortable(String),
     /// Fenced or otherwise unusable producer: stop.
@@ -95,7 +96,7 @@ impl Pipeline {
                 {
                     offsets.insert((topic.clone(), *partition), offset + 1);
                 }
-                let p = self.handle(env, &mut summary).await;
+                let p = self.handle(env, &mut summary, true).await;
                 alerted.extend(p.alerted);
                 acks.extend(p.acks);
                 n += 1;
@@ -116,7 +117,10 @@ impl Pipeline {
                 };
             }
             acks.extend(self.flush_state().await);
-            match self.commit(&producer, &source, acks, &offsets).await {
+            match self
+                .commit(&producer, source.group_metadata(), acks, &offsets)
+                .await
+            {
                 Ok(()) => {
                     committed_txns += 1;
                     self.metrics
@@ -165,11 +169,12 @@ impl Pipeline {
         Ok(summary)
     }
 
-    /// Waits for every output of the transaction, adds the input offsets, commits.
-    async fn commit(
+    /// Waits for every output of the transaction, adds the input offsets with the
+    /// group's metadata `meta`, commits.
+    pub(super) async fn commit(
         &self,
         producer: &FutureProducer,
-        source: &KafkaSource,
+        meta: Option<ConsumerGroupMetadata>,
         acks: Vec<crate::sink::Ack>,
         offsets: &HashMap<(String, i32), i64>,
     ) -> Result<(), TxnFailure> {
@@ -177,14 +182,13 @@ impl Pipeline {
             self.metrics.sink_error(e.sink());
             return Err(TxnFailure::Abortable(e.to_string()));
         }
-        let meta = source
-            .group_metadata()
-            .ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
+        let meta =
+            meta.ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
         commit_with_offsets(producer, offsets, &meta).map_err(|e| classify(&e))
     }
 }
 
 /// Runs a blocking client call without stalling the runtime's other tasks.
-fn blocking<T>(f: impl FnOnce() -> T) -> T {
+pub(super) fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
 }

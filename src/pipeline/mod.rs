@@ -30,6 +30,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub mod exactly_once;
+pub mod scale_out;
 
 use futures::future::try_join_all;
 use futures::FutureExt;
@@ -125,6 +126,9 @@ pub struct Pipeline {
     changes: Vec<Change>,
     cfg: Config,
     clock: Arc<dyn Clock>,
+    /// Scale-out: the tasks this instance holds ([`scale_out`]); `detectors` and
+    /// `policy` are then the state of the task at hand, swapped in and out.
+    tasks: Option<scale_out::Tasks>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -143,7 +147,7 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (detectors, policy) = fresh_state(cfg, &clock);
+        let (detectors, policy) = fresh_state(cfg, &clock, crate::detect::Owner::All);
         Self {
             decoder: Decoder::new(cfg.regions.clone()),
             detectors,
@@ -163,6 +167,7 @@ impl Pipeline {
             changes: Vec::new(),
             cfg: cfg.clone(),
             clock,
+            tasks: None,
         }
     }
 
@@ -183,6 +188,7 @@ impl Pipeline {
             &mut StateTarget {
                 detectors: &mut self.detectors,
                 policy: &mut self.policy,
+                reserved: [0; 3],
             },
         )?;
         self.metrics
@@ -209,7 +215,7 @@ impl Pipeline {
 
     /// Drops every detector key and episode (exactly-once rewind; restore follows).
     fn reset_state(&mut self) {
-        let (mut d, mut p) = fresh_state(&self.cfg, &self.clock);
+        let (mut d, mut p) = fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All);
         if self.changelog.is_some() {
             d.track_changes();
             p.track_changes();
@@ -327,7 +333,7 @@ impl Pipeline {
                     return Err(e.into());
                 }
             };
-            let one = self.handle(env, &mut summary).await;
+            let one = self.handle(env, &mut summary, true).await;
             open.merge(one);
             if open.inputs >= BATCH && !self.hand_over(&tx, &mut open).await {
                 break;
@@ -389,9 +395,13 @@ impl Pipeline {
     }
 
     /// Decode -> detect -> alert for one input; returns what must be acknowledged.
-    async fn handle(&mut self, env: Envelope, summary: &mut RunSummary) -> Handled {
-        summary.consumed += 1;
-        self.metrics.consumed(env.stream);
+    /// `input`: an event from an input topic (false for a scale-out task's copy, which
+    /// its input topic already counted).
+    async fn handle(&mut self, env: Envelope, summary: &mut RunSummary, input: bool) -> Handled {
+        if input {
+            summary.consumed += 1;
+            self.metrics.consumed(env.stream);
+        }
         let mut acks = Vec::new();
         let mut alerted = false;
         match self.decoder.decode(env.stream, &env.payload) {
@@ -402,7 +412,7 @@ impl Pipeline {
                 acks.push(send_with_backpressure(|| self.dead_letters.send(&env, &e)).await);
             }
             Ok(d) => {
-                if d.unlisted_region {
+                if d.unlisted_region && input {
                     self.metrics.unknown_region(env.stream);
                 }
                 let partition = match &env.origin {
@@ -473,7 +483,8 @@ impl Pipeline {
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
         }
-        if touched {
+        // Scale-out: the policy at hand is one task's; the gauge is set per transaction.
+        if touched && self.tasks.is_none() {
             self.metrics
                 .open_episodes
                 .set(self.policy.open_count() as i64);
@@ -510,7 +521,9 @@ impl Pipeline {
                 }));
             }
         }
-        self.metrics.detector_keys.set(self.detectors.keys() as i64);
+        if self.tasks.is_none() {
+            self.metrics.detector_keys.set(self.detectors.keys() as i64);
+        }
         acks
     }
 }
@@ -519,16 +532,22 @@ impl Pipeline {
 struct StateTarget<'a> {
     detectors: &'a mut DetectorSet,
     policy: &'a mut AlertPolicy,
+    reserved: [usize; 3],
 }
 
 impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
-    fn reserve(&mut self, stream: crate::decode::Stream, records: usize) {
-        self.detectors.reserve(stream, records);
+    fn reserve(&mut self, stream: crate::decode::Stream, _partition: i32, records: usize) {
+        // Called per partition before any record: the maps are still empty, so sizing
+        // them for the running total costs nothing but the last allocation.
+        self.reserved[stream.index()] += records;
+        self.detectors
+            .reserve(stream, self.reserved[stream.index()]);
     }
 
     fn apply(
         &mut self,
         stream: crate::decode::Stream,
+        _partition: i32,
         key: &str,
         value: Option<&[u8]>,
     ) -> Result<(), StateError> {
@@ -588,10 +607,16 @@ fn same_partition(a: &Origin, b: &Origin) -> bool {
     }
 }
 
-/// A new, empty detector set and alert policy for `cfg`.
-fn fresh_state(cfg: &Config, clock: &Arc<dyn Clock>) -> (DetectorSet, AlertPolicy) {
+/// A new, empty detector set and alert policy for `cfg`, keeping state for what
+/// `owner` owns.
+fn fresh_state(
+    cfg: &Config,
+    clock: &Arc<dyn Clock>,
+    owner: crate::detect::Owner,
+) -> (DetectorSet, AlertPolicy) {
     let ctx = BuildCtx {
-        regions: cfg.regions.clone(),
+        owner,
+        ..BuildCtx::new(cfg.regions.clone())
     };
     (
         DetectorSet::new(
@@ -668,7 +693,5 @@ async fn commit_loop(
 
 #[cfg(test)]
 pub(crate) fn test_ctx() -> BuildCtx {
-    BuildCtx {
-        regions: Arc::new(crate::regions::demo()),
-    }
+    BuildCtx::new(Arc::new(crate::regions::demo()))
 }

@@ -9,7 +9,7 @@
 //! Memory: librdkafka's prefetch queue is bounded by [`CONSUMER_BOUNDS`] (16 MiB of
 //! payload by default); a backlog beyond it waits in Kafka, visible as consumer lag.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,6 +38,8 @@ impl Readiness {
 pub struct SourceContext {
     metrics: Arc<Metrics>,
     ready: Arc<Readiness>,
+    /// Assignments and revocations so far (scale-out: tasks never outlive a rebalance).
+    rebalances: Arc<AtomicU64>,
 }
 
 impl ClientContext for SourceContext {
@@ -72,6 +74,7 @@ impl ClientContext for SourceContext {
 
 impl ConsumerContext for SourceContext {
     fn post_rebalance(&self, _c: &rdkafka::consumer::BaseConsumer<Self>, r: &Rebalance<'_>) {
+        self.rebalances.fetch_add(1, Ordering::SeqCst);
         match r {
             Rebalance::Assign(tpl) => {
                 tracing::info!(partitions = tpl.count(), "partitions assigned");
@@ -145,6 +148,9 @@ pub struct KafkaSource {
     topics: crate::config::TopicsConfig,
     /// Where a partition without a committed offset starts (`auto_offset_reset`).
     reset_to_end: bool,
+    /// Scale-out: the repartition topics, by stream index (read like inputs).
+    repartition: Option<[String; 3]>,
+    rebalances: Arc<AtomicU64>,
 }
 
 /// librdkafka properties shared by the consumer and the producer: the user's pass-through
@@ -184,11 +190,21 @@ impl KafkaSource {
                 .set("auto.commit.interval.ms", "1000")
                 .set("enable.auto.offset.store", "false");
         }
-        let consumer: Consumer_ = c.create_with_context(SourceContext { metrics, ready })?;
-        let topics: Vec<&str> = crate::decode::Stream::ALL
+        let rebalances = Arc::new(AtomicU64::new(0));
+        let consumer: Consumer_ = c.create_with_context(SourceContext {
+            metrics,
+            ready,
+            rebalances: rebalances.clone(),
+        })?;
+        let repartition = cfg
+            .processing
+            .scale_out
+            .then(|| crate::state::changelog::repartition_topics(cfg));
+        let mut topics: Vec<&str> = crate::decode::Stream::ALL
             .iter()
             .map(|s| cfg.topics.input(*s))
             .collect();
+        topics.extend(repartition.iter().flatten().map(String::as_str));
         consumer.subscribe(&topics)?;
         tracing::info!(
             ?topics,
@@ -207,6 +223,8 @@ impl KafkaSource {
         Ok(Self {
             consumer,
             topics: cfg.topics.clone(),
+            repartition,
+            rebalances,
             reset_to_end: matches!(
                 cfg.kafka.auto_offset_reset.as_str(),
                 "latest" | "end" | "largest"
@@ -220,6 +238,30 @@ impl KafkaSource {
     /// broker refuses offsets from a member fenced by a newer generation (EOS v2).
     pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         self.consumer.group_metadata()
+    }
+
+    /// How many assignments and revocations this consumer has seen.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::SeqCst)
+    }
+
+    /// Scale-out: the repartition partitions assigned now, as (stream, partition).
+    pub fn assigned_tasks(&self) -> Vec<(crate::decode::Stream, i32)> {
+        let Ok(tpl) = self.consumer.assignment() else {
+            return Vec::new();
+        };
+        tpl.elements()
+            .iter()
+            .filter_map(|e| Some((self.repartition_stream(e.topic())?, e.partition())))
+            .collect()
+    }
+
+    /// The stream of a repartition topic (scale-out), `None` for any other topic.
+    pub fn repartition_stream(&self, topic: &str) -> Option<crate::decode::Stream> {
+        let names = self.repartition.as_ref()?;
+        crate::decode::Stream::ALL
+            .into_iter()
+            .find(|s| names[s.index()] == topic)
     }
 
     /// Seeks every assigned partition back to its committed offset (exactly-once rewind
@@ -317,7 +359,11 @@ impl Source for KafkaSource {
                     continue;
                 }
             };
-            let Some(stream) = self.topics.stream_of(m.topic()) else {
+            let Some(stream) = self
+                .topics
+                .stream_of(m.topic())
+                .or_else(|| self.repartition_stream(m.topic()))
+            else {
                 continue;
             };
             return Ok(Some(Envelope {

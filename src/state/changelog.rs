@@ -45,8 +45,22 @@ impl ChangelogWriter {
 
     /// Enqueues one record; the [`Ack`] resolves when the broker has it.
     pub fn send(&self, stream: Stream, c: &Change) -> Result<Ack, SinkError> {
+        self.send_to(stream, None, c)
+    }
+
+    /// Enqueues one record to `partition` (scale-out: a task's changelog partition is
+    /// its repartition partition), or by the key's hash when `None`.
+    pub fn send_to(
+        &self,
+        stream: Stream,
+        partition: Option<i32>,
+        c: &Change,
+    ) -> Result<Ack, SinkError> {
         let mut rec: FutureRecord<'_, str, [u8]> =
             FutureRecord::to(&self.topics[stream.index()]).key(&c.key);
+        if let Some(p) = partition {
+            rec = rec.partition(p);
+        }
         if let Some(v) = &c.value {
             rec = rec.payload(v);
         }
@@ -103,22 +117,37 @@ pub fn topics(cfg: &Config) -> [String; 3] {
     Stream::ALL.map(|s| cfg.state.topic(&cfg.kafka.group_id, s))
 }
 
-/// Creates the missing changelog topics, compacted (`cleanup.policy=compact`).
+/// The three repartition topics of scale-out, by stream index.
+pub fn repartition_topics(cfg: &Config) -> [String; 3] {
+    Stream::ALL.map(|s| crate::config::ProcessingConfig::repartition_topic(&cfg.kafka.group_id, s))
+}
+
+/// Creates the missing changelog topics, compacted (`cleanup.policy=compact`), and with
+/// scale-out the repartition topics (`cleanup.policy=delete`), all with
+/// `state.partitions` partitions: partition p of both belongs to the same task.
 pub async fn ensure_topics(cfg: &Config) -> Result<(), StateError> {
     let admin: AdminClient<DefaultClientContext> =
         crate::source::kafka::client_config(cfg).create()?;
     let names = topics(cfg);
-    let new: Vec<NewTopic<'_>> = names
+    let mut new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|t| {
             NewTopic::new(t, cfg.state.partitions, TopicReplication::Fixed(-1))
                 .set("cleanup.policy", "compact")
         })
         .collect();
+    let repartition = repartition_topics(cfg);
+    if cfg.processing.scale_out {
+        new.extend(
+            repartition
+                .iter()
+                .map(|t| NewTopic::new(t, cfg.state.partitions, TopicReplication::Fixed(-1))),
+        );
+    }
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     for r in admin.create_topics(new.iter(), &opts).await? {
         match r {
-            Ok(t) => tracing::info!(topic = %t, "created changelog topic"),
+            Ok(t) => tracing::info!(topic = %t, "created state topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((t, e)) => {
                 return Err(StateError::Kafka(KafkaError::AdminOp(e))).inspect_err(
@@ -143,10 +172,16 @@ pub struct RestoreStats {
 
 /// Where restored records go.
 pub trait RestoreTarget {
-    /// About `records` records of `stream` follow: size the maps once.
-    fn reserve(&mut self, _stream: Stream, _records: usize) {}
-    /// One record, in log order (latest wins); `None` is a tombstone.
-    fn apply(&mut self, stream: Stream, key: &str, value: Option<&[u8]>) -> Result<(), StateError>;
+    /// About `records` records of `stream`'s changelog `partition` follow: size the maps once.
+    fn reserve(&mut self, _stream: Stream, _partition: i32, _records: usize) {}
+    /// One record of `partition`, in log order (latest wins); `None` is a tombstone.
+    fn apply(
+        &mut self,
+        stream: Stream,
+        partition: i32,
+        key: &str,
+        value: Option<&[u8]>,
+    ) -> Result<(), StateError>;
 }
 
 /// Reads every changelog partition from its beginning to its current end (committed
@@ -154,6 +189,17 @@ pub trait RestoreTarget {
 pub fn restore(
     cfg: &Config,
     timeout: Duration,
+    target: &mut dyn RestoreTarget,
+) -> Result<RestoreStats, StateError> {
+    restore_partitions(cfg, timeout, None, target)
+}
+
+/// Like [`restore`], for the listed changelog partitions only (scale-out: the tasks
+/// just assigned to this instance).
+pub fn restore_partitions(
+    cfg: &Config,
+    timeout: Duration,
+    only: Option<&[(Stream, i32)]>,
     target: &mut dyn RestoreTarget,
 ) -> Result<RestoreStats, StateError> {
     let started = Instant::now();
@@ -168,7 +214,7 @@ pub fn restore(
         .set("queued.min.messages", "200000")
         // An empty fetch at the end answers at once: the end is what restore waits for.
         .set("fetch.wait.max.ms", "10");
-    let consumer: BaseConsumer = c.create()?;
+    let consumer: BaseConsumer<RestoreContext> = c.create_with_context(RestoreContext)?;
     let mut stats = RestoreStats::default();
     let deadline = Instant::now() + timeout;
     // The partitions with data, all looked up before any is assigned: metadata and
@@ -178,7 +224,14 @@ pub fn restore(
     // while: retry the lookups until the deadline instead of failing the start.
     let plan = loop {
         match plan_restore(&consumer, &names, timeout) {
-            Ok(p) => break p,
+            Ok(mut p) => {
+                if let Some(only) = only {
+                    for (i, parts) in &mut p {
+                        parts.retain(|(n, _)| only.contains(&(Stream::ALL[*i], *n)));
+                    }
+                }
+                break p;
+            }
             Err(e) if Instant::now() < deadline => {
                 tracing::warn!(error = %e, "changelog lookup failed; retrying");
                 std::thread::sleep(Duration::from_millis(500));
@@ -187,9 +240,10 @@ pub fn restore(
         }
     };
     for (i, parts) in &plan {
-        let records = parts.iter().map(|(_, n)| n).sum();
-        // An upper bound (older versions of a key, tombstones) until compaction runs.
-        target.reserve(Stream::ALL[*i], records);
+        for (p, records) in parts {
+            // An upper bound (older versions of a key, tombstones) until compaction runs.
+            target.reserve(Stream::ALL[*i], *p, *records);
+        }
     }
     let plan: Vec<(usize, Vec<i32>)> = plan
         .into_iter()
@@ -233,7 +287,7 @@ pub fn restore(
                     let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
                     stats.records += 1;
                     stats.bytes += m.payload_len() as u64;
-                    if let Err(e) = target.apply(Stream::ALL[i], &key, m.payload()) {
+                    if let Err(e) = target.apply(Stream::ALL[i], m.partition(), &key, m.payload()) {
                         stats.skipped += 1;
                         tracing::warn!(error = %e, "skipping a changelog record; that key starts fresh");
                     }
@@ -248,8 +302,23 @@ pub fn restore(
 /// Per changelog topic (by stream index), its partitions holding records and how many.
 type Plan = Vec<(usize, Vec<(i32, usize)>)>;
 
+/// The restore consumer's context: reaching a partition's end is what restore waits
+/// for, not an error (librdkafka also reports it as a "global error").
+struct RestoreContext;
+
+impl rdkafka::ClientContext for RestoreContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) => tracing::debug!(reason, "changelog partition end"),
+            e => tracing::warn!(error = %e, reason, "changelog reader error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for RestoreContext {}
+
 fn plan_restore(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<RestoreContext>,
     names: &[String; 3],
     timeout: Duration,
 ) -> Result<Plan, KafkaError> {

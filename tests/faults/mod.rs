@@ -47,6 +47,8 @@ pub struct Run {
     pub alerts: String,
     pub metrics_addr: String,
     pub config: PathBuf,
+    /// Scale-out: the run's repartition topics, which must be drained too.
+    pub repartition: Vec<String>,
 }
 
 impl Inputs {
@@ -74,7 +76,15 @@ impl Inputs {
             alerts: unique(&format!("{name}-alerts")),
             metrics_addr: free_addr(),
             config: self.dir.path().join(format!("{name}.toml")),
+            repartition: Vec::new(),
         };
+        let mut r = r;
+        if processing.contains("scale_out = true") {
+            r.repartition = ["incidents", "sensors", "fraud"]
+                .iter()
+                .map(|s| format!("riskstream.repartition.{}.{s}", r.group))
+                .collect();
+        }
         create_topics(&[&r.alerts], 3).await;
         let regions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/regions.toml");
         let default = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
@@ -181,18 +191,60 @@ impl Run {
         )
     }
 
-    /// Waits until the group has committed every input offset.
+    /// A run of its own instance `instance`, with its own metrics address (several
+    /// instances of one run share the group); returns the process and that address.
+    pub fn spawn_instance(&self, instance: &str) -> (Guard, String) {
+        let addr = free_addr();
+        let child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
+            .args(["run", "--config"])
+            .arg(&self.config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("RISKSTREAM_INSTANCE_ID", instance)
+            .env("RISKSTREAM_METRICS_ADDR", &addr)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn riskstream");
+        (Guard(child), addr)
+    }
+
+    /// Waits until the group has committed every input offset, and with scale-out every
+    /// repartition record too.
     pub fn wait_committed(&self, inputs: &Inputs, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
             let ends = end_offsets(&inputs.topics());
             let done = committed(&self.group, &inputs.topics());
-            if !ends.is_empty() && ends.iter().all(|(tp, e)| done.get(tp) == Some(e)) {
+            if !ends.is_empty()
+                && ends.iter().all(|(tp, e)| done.get(tp) == Some(e))
+                && self.repartition_drained()
+            {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(300));
         }
         false
+    }
+
+    /// Every repartition partition committed to its end. Its records are written in
+    /// transactions, so a partition ends with a commit marker one past the last record:
+    /// the committed offset of a drained partition is its end or one before.
+    fn repartition_drained(&self) -> bool {
+        if self.repartition.is_empty() {
+            return true;
+        }
+        let topics: Vec<&str> = self.repartition.iter().map(String::as_str).collect();
+        let ends = end_offsets(&topics);
+        let done = committed(&self.group, &topics);
+        ends.iter().all(|(tp, e)| {
+            *e == 0
+                || done
+                    .get(tp)
+                    .is_some_and(|c| *c >= e - 1 && !has_records(&tp.0, tp.1, *c, *e))
+        })
     }
 
     /// Every alert message on this run's alerts topic: (alert_id, status, level), as
@@ -254,6 +306,28 @@ pub fn committed(group: &str, topics: &[&str]) -> HashMap<(String, i32), i64> {
             _ => None,
         })
         .collect()
+}
+
+/// Whether a committed reader finds a record in `[from, end)` of one partition (the
+/// last offset before the end may be a transaction marker or a record).
+fn has_records(topic: &str, partition: i32, from: i64, end: i64) -> bool {
+    if from >= end {
+        return false;
+    }
+    let c = consumer(&unique("probe"));
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .unwrap();
+    c.assign(&tpl).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        match c.poll(Duration::from_millis(200)) {
+            Some(Ok(_)) => return true,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => return false,
+            _ => {}
+        }
+    }
+    true
 }
 
 /// Reads a topic to its end (committed records only), every partition.

@@ -1,0 +1,104 @@
+//! Fault test (b), issue 7: three instances share the consumer group with scale-out
+//! (repartitioned tasks); mid-stream one is SIGKILLed for good and a fourth joins. The
+//! alerts are compared with a reference run (one instance, scale-out, no faults) over
+//! the same input: the same messages exactly, none lost, none duplicated. Each surviving
+//! instance must have committed work of its own, so the partitions were really shared.
+
+mod common;
+mod faults;
+
+use std::time::Duration;
+
+use faults::{compare, Inputs};
+
+/// Scale-out runs in transactions whatever the guarantee. A killed member's partitions
+/// move after its session timeout, and its open transaction (which holds back
+/// read_committed readers of the partitions it wrote) is aborted after the transaction
+/// timeout: both short here so the test does not wait on the defaults (45 s and 60 s).
+const SCALE_OUT: &str = r#"guarantee = "exactly_once"
+scale_out = true
+[kafka.properties]
+"session.timeout.ms" = "6000"
+"transaction.timeout.ms" = "10000"
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_survives_a_kill_and_a_join() {
+    let inputs = Inputs::new("so").await;
+    let faulty = inputs.run("so-faulty", SCALE_OUT).await;
+    let mut loader = inputs.load(&faulty, 900);
+    let mut a = faulty.spawn_instance("so-0");
+    let mut b = faulty.spawn_instance("so-1");
+    let mut c = faulty.spawn_instance("so-2");
+    tokio::time::sleep(Duration::from_secs(15)).await;
+    let at_kill: i64 = faults::committed(&faulty.group, &inputs.topics())
+        .values()
+        .sum();
+    common::sigkill(&mut b.0);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let at_join: i64 = faults::committed(&faulty.group, &inputs.topics())
+        .values()
+        .sum();
+    let mut d = faulty.spawn_instance("so-3");
+    let status = loader.wait().expect("simulate");
+    assert!(status.success(), "simulate failed: {status}");
+    let total: i64 = faults::end_offsets(&inputs.topics()).values().sum();
+    assert!(
+        faulty.wait_committed(&inputs, Duration::from_secs(240)),
+        "faulty run did not catch up"
+    );
+    // Work per surviving instance: its committed transactions.
+    let mut txns = Vec::new();
+    for (name, (child, addr)) in [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)] {
+        if let Ok(Some(s)) = child.try_wait() {
+            panic!("{name} exited on its own: {s}");
+        }
+        let text = common::http_get(addr, "/metrics").unwrap_or_default();
+        let n = common::metric_sum(
+            &text,
+            "riskstream_transactions_total",
+            &["outcome=\"committed\""],
+        );
+        txns.push((name, n));
+    }
+    for (child, _) in [&mut a, &mut c, &mut d] {
+        common::sigterm(child);
+    }
+    for (name, (child, _)) in [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)] {
+        let st = common::wait_exit(child, Duration::from_secs(30));
+        assert!(st.is_some_and(|s| s.success()), "{name}: exit {st:?}");
+    }
+    let got = faulty.alerts();
+
+    let reference = faults::reference(&inputs, SCALE_OUT).await;
+    let cmp = compare(&reference, &got);
+    println!(
+        "fault test (b) scale-out: 3 instances, 1 killed (inputs committed {at_kill} of {total}), \
+         1 joined (at {at_join}); committed transactions per survivor {txns:?}; \
+         reference alerts {}, faulty alerts {}, lost {}, duplicated {}, unexpected {}",
+        cmp.reference,
+        cmp.faulty,
+        cmp.lost.len(),
+        cmp.duplicated,
+        cmp.unexpected.len()
+    );
+    assert!(
+        cmp.reference >= 50,
+        "the input should raise alerts: {cmp:?}"
+    );
+    assert!(
+        at_kill > 0 && at_join < total,
+        "the kill and the join should land mid-stream: {at_kill}, {at_join} of {total}"
+    );
+    for (name, n) in &txns {
+        assert!(*n > 0.0, "{name} committed no work: partitions not shared");
+    }
+    assert!(cmp.lost.is_empty(), "lost alerts: {:?}", cmp.lost);
+    assert_eq!(cmp.duplicated, 0, "duplicated alerts");
+    assert!(
+        cmp.unexpected.is_empty(),
+        "unexpected: {:?}",
+        cmp.unexpected
+    );
+    assert_eq!(cmp.faulty, cmp.reference);
+}
