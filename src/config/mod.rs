@@ -643,6 +643,38 @@ mod tests {
     }
 
     #[test]
+    fn scale_out_needs_the_changelog_and_names_its_topics() {
+        let e = from_str(
+            "[processing]\nscale_out = true\n[state]\nchangelog = false\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.problems
+                .iter()
+                .any(|p| p.starts_with("state.changelog: must be true with processing.scale_out")),
+            "{:?}",
+            e.problems
+        );
+        let c = from_str("[processing]\nscale_out = true\n", &root(), &[]).unwrap();
+        assert!(
+            c.processing.transactional(),
+            "scale-out runs in transactions"
+        );
+        assert_eq!(
+            ProcessingConfig::repartition_topic("g1", Stream::Sensors),
+            "riskstream.repartition.g1.sensors"
+        );
+        assert!(
+            !load(&root().join("default.toml"))
+                .unwrap()
+                .processing
+                .scale_out
+        );
+    }
+
+    #[test]
     fn console_section_is_typed_and_checked() {
         let c = load(&root().join("default.toml")).unwrap();
         assert!(c.console.enabled);

@@ -264,3 +264,89 @@ fn a_restored_set_emits_exactly_what_the_original_would() {
         }
     }
 }
+
+/// Scale-out: the simulated city split over [`TASKS`] tasks as the repartition topics
+/// split it (each event copied to the partition of each routing key, observed there by
+/// the detectors owning one). Every state key must live in exactly one task, every key
+/// a single instance keeps must live in some task (grouped keys aside, see below), and
+/// the per-event `threshold`
+/// verdicts (no windows, no watermark) must be the single instance's exactly.
+#[test]
+fn scale_out_tasks_keep_each_key_exactly_once() {
+    const TASKS: u32 = 4;
+    let s = setup();
+    let (evs, _, _) = events(&s.ctx.regions);
+    let mut single = s.fresh();
+    let mut tasks: Vec<DetectorSet> = (0..TASKS)
+        .map(|index| {
+            let ctx = BuildCtx {
+                owner: Owner::Partition { index, of: TASKS },
+                ..s.ctx.clone()
+            };
+            let mut t = DetectorSet::new(&s.configs, s.lateness, &ctx);
+            t.track_changes();
+            t
+        })
+        .collect();
+    let mut router = s.fresh();
+    let mut parts = Vec::new();
+    let (mut one, mut many) = (Vec::new(), Vec::new());
+    let mut copies = 0;
+    for ev in &evs {
+        single.observe(ev, &mut one);
+        router.partitions(ev, TASKS, &mut parts);
+        copies += parts.len();
+        for &p in &parts {
+            tasks[p as usize].observe(ev, &mut many);
+        }
+    }
+    let threshold = |v: &[Signal]| {
+        let mut v: Vec<String> = v
+            .iter()
+            .filter(|s| s.detector == "threshold")
+            .map(|s| format!("{} {} {:?}", s.key, s.ts, s.kind))
+            .collect();
+        v.sort();
+        v
+    };
+    let expected = threshold(&one);
+    assert!(!expected.is_empty(), "the city should trip thresholds");
+    assert_eq!(threshold(&many), expected);
+
+    // Every key any detector wrote (live or evicted since), per set.
+    let written = |set: &mut DetectorSet| {
+        let mut keys = std::collections::BTreeSet::new();
+        for st in Stream::ALL {
+            let mut out = Vec::new();
+            set.changes(st, &mut out);
+            keys.extend(
+                out.into_iter()
+                    .map(|c| (st, c.key))
+                    .filter(|(_, k)| k.starts_with("k:") && k != "k:"),
+            );
+        }
+        keys
+    };
+    let all = written(&mut single);
+    let mut owner: BTreeMap<(Stream, String), u32> = BTreeMap::new();
+    for (p, t) in tasks.iter_mut().enumerate() {
+        let keys = written(t);
+        assert!(
+            !keys.is_empty(),
+            "task {p} holds nothing: routing is lopsided"
+        );
+        for k in keys {
+            if let Some(other) = owner.insert(k.clone(), p as u32) {
+                panic!("{k:?} lives in tasks {other} and {p}");
+            }
+        }
+    }
+    // Grouped keys (`<region>/<value>`) aside: which values `group_by` tracks by name
+    // (the first `max_values`, the rest are `other`) is decided per task in scale-out.
+    for k in all.iter().filter(|(_, k)| !k.contains('/')) {
+        assert!(owner.contains_key(k), "{k:?} lives in no task");
+    }
+    // Sensor readings go once (by site); incidents and fraud fan out per region level
+    // and suspect, but never to more partitions than there are.
+    assert!(copies >= evs.len() && copies <= evs.len() * TASKS as usize);
+}
