@@ -507,6 +507,20 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     if processing.instance_id.trim().is_empty() {
         problems.push("processing.instance_id: must not be empty".into());
     }
+    if processing.scale_out
+        && kafka
+            .properties
+            .get("partition.assignment.strategy")
+            .is_some_and(|v| v.contains("cooperative"))
+    {
+        // A rebalance drops every task and rewinds to the committed offsets, which an
+        // incremental (cooperative) assignment would not reset for kept partitions.
+        problems.push(
+            "kafka.properties.\"partition.assignment.strategy\": cooperative assignment \
+             is not supported with processing.scale_out (use range or roundrobin)"
+                .into(),
+        );
+    }
     if processing.scale_out && !state.changelog {
         problems.push(
             "state.changelog: must be true with processing.scale_out = true \
@@ -654,6 +668,17 @@ mod tests {
             e.problems
                 .iter()
                 .any(|p| p.starts_with("state.changelog: must be true with processing.scale_out")),
+            "{:?}",
+            e.problems
+        );
+        let e = from_str(
+            "[processing]\nscale_out = true\n[kafka.properties]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.problems[0].contains("partition.assignment.strategy"),
             "{:?}",
             e.problems
         );

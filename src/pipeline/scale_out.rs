@@ -90,19 +90,21 @@ impl Pipeline {
         let mut committed_txns = 0u64;
         // The rebalance count the held tasks belong to.
         let mut seen = source.rebalances();
-        // An input that needs a task not held yet: it starts the next transaction.
-        let mut carry: Option<Envelope> = None;
+        // An input that needs a task not held yet: it starts the next transaction. With
+        // the rebalance count it was received under.
+        let mut carry: Option<(Envelope, u64)> = None;
         'run: loop {
-            let first = match carry.take() {
-                Some(e) => e,
+            let (first, received_under) = match carry.take() {
+                Some(c) => c,
                 None => {
+                    let before = source.rebalances();
                     let r = tokio::select! {
                         biased;
                         _ = stop.recv() => break 'run,
                         r = source.next() => r?,
                     };
                     match r {
-                        Some(e) => e,
+                        Some(e) => (e, before),
                         None => break,
                     }
                 }
@@ -113,6 +115,14 @@ impl Pipeline {
             if generation != seen {
                 self.drop_tasks("rebalance");
                 seen = generation;
+            }
+            if generation != received_under {
+                // It may come from a partition revoked meanwhile, and a transaction with
+                // the new generation's metadata would commit its offset all the same.
+                // Every partition assigned now starts at its committed offset, so an
+                // input of one still owned comes again.
+                source.rewind(TXN_TIMEOUT)?;
+                continue;
             }
             if let Some(t) = self.task_of(&source, &first) {
                 if !self.holds(t) {
@@ -133,7 +143,9 @@ impl Pipeline {
             while let Some(env) = next.take() {
                 if let Some(t) = self.task_of(&source, &env) {
                     if !self.holds(t) {
-                        carry = Some(env);
+                        // Received under this transaction's generation (else the
+                        // commit below aborts, and the carry with it).
+                        carry = Some((env, generation));
                         break;
                     }
                 }
