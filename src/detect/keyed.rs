@@ -150,6 +150,18 @@ impl<S: Default> KeyedState<S> {
         before - self.map.len()
     }
 
+    /// Applies `f` to the state under `key`, if held, without touching its last-seen
+    /// time; a change (`f` returns true) is remembered for the changelog.
+    pub fn update(&mut self, key: &str, f: impl FnOnce(&mut S) -> bool) -> Option<bool> {
+        let e = self.map.get_mut(key)?;
+        let changed = f(&mut e.state);
+        if changed && self.tracking && !e.dirty {
+            e.dirty = true;
+            self.dirty.push(key.into());
+        }
+        Some(changed)
+    }
+
     pub fn len(&self) -> usize {
         self.map.len()
     }
