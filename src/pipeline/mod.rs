@@ -292,6 +292,9 @@ impl Pipeline {
         let mut summary = RunSummary::default();
         let mut ended = false;
         let mut open = Pending::default();
+        // Inputs read but not handled yet: handled together (detectors in parallel)
+        // once BATCH are in or the source has nothing more ready.
+        let mut gathered: Vec<Envelope> = Vec::with_capacity(BATCH);
         loop {
             if stop.is_triggered() {
                 break;
@@ -300,6 +303,15 @@ impl Pipeline {
             // does the open batch go to the committer and the loop wait.
             let env = match source.next().now_or_never() {
                 Some(r) => r,
+                None if !gathered.is_empty() => {
+                    if !self
+                        .handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
+                        .await
+                    {
+                        break;
+                    }
+                    continue;
+                }
                 None => {
                     if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
                         break;
@@ -333,19 +345,19 @@ impl Pipeline {
                     return Err(e.into());
                 }
             };
-            let one = self.handle(env, &mut summary, true).await;
-            open.merge(one);
-            if open.inputs >= BATCH && !self.hand_over(&tx, &mut open).await {
+            gathered.push(env);
+            if gathered.len() >= BATCH
+                && !self
+                    .handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
+                    .await
+            {
                 break;
             }
-            if self.flush_due() {
-                if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
-                    break;
-                }
-                if tx.send(Pending::snapshot(self.snapshot())).await.is_err() {
-                    break;
-                }
-            }
+        }
+        if !gathered.is_empty() {
+            // Read before the stop: finish them (their offsets may then commit).
+            self.handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
+                .await;
         }
         if open.inputs > 0 {
             self.hand_over(&tx, &mut open).await;
@@ -387,6 +399,33 @@ impl Pipeline {
         result
     }
 
+    /// Handles the gathered inputs, hands a full batch to the committer, and takes a
+    /// state snapshot when one is due; false when the committer has stopped.
+    async fn handle_gathered(
+        &mut self,
+        gathered: &mut Vec<Envelope>,
+        tx: &mpsc::Sender<Pending>,
+        open: &mut Pending,
+        summary: &mut RunSummary,
+    ) -> bool {
+        let envs = std::mem::replace(gathered, Vec::with_capacity(BATCH));
+        for h in self.handle_batch(envs, summary).await {
+            open.merge(h);
+        }
+        if open.inputs >= BATCH && !self.hand_over(tx, open).await {
+            return false;
+        }
+        if self.flush_due() {
+            if open.inputs > 0 && !self.hand_over(tx, open).await {
+                return false;
+            }
+            if tx.send(Pending::snapshot(self.snapshot())).await.is_err() {
+                return false;
+            }
+        }
+        true
+    }
+
     /// Sends the open batch to the committer; false when the committer has stopped.
     async fn hand_over(&self, tx: &mpsc::Sender<Pending>, open: &mut Pending) -> bool {
         let batch = std::mem::take(open);
@@ -402,59 +441,122 @@ impl Pipeline {
             summary.consumed += 1;
             self.metrics.consumed(env.stream);
         }
-        let mut acks = Vec::new();
-        let mut alerted = false;
         match self.decoder.decode(env.stream, &env.payload) {
-            Err(e) => {
-                summary.invalid += 1;
-                self.metrics.invalid(env.stream, e.reason);
-                tracing::debug!(stream = %env.stream, origin = ?env.origin, error = %e, "invalid input");
-                acks.push(send_with_backpressure(|| self.dead_letters.send(&env, &e)).await);
-            }
+            Err(e) => self.invalid(env, &e, summary).await,
             Ok(d) => {
                 if d.unlisted_region && input {
                     self.metrics.unknown_region(env.stream);
                 }
-                let partition = match &env.origin {
-                    Origin::Kafka { partition, .. } => *partition,
-                    Origin::File { .. } => -1,
-                };
                 let obs = self.detectors.observe_from(
                     &d.event,
-                    partition,
+                    partition_of(&env),
                     env.received,
                     &mut self.signals,
                 );
-                if obs.late {
-                    summary.late += 1;
-                    self.metrics.late(env.stream);
-                }
-                if let Some(w) = obs.watermark {
-                    self.metrics
-                        .watermark
-                        .with_label_values(&[env.stream.as_str()])
-                        .set(w.timestamp() as f64);
-                    self.policy_step(&[(env.stream, w)]);
-                } else {
-                    self.policy_step(&[]);
-                }
-                acks = self.publish_all(summary).await;
-                alerted = !acks.is_empty();
-                if alerted && !self.cfg_exactly_once() {
-                    // The latency sample is taken when the last sink acknowledges, not
-                    // when the committer reaches this input (it may be busy committing a
-                    // state snapshot meanwhile).
-                    let all = try_join_all(std::mem::take(&mut acks));
-                    let hist = self.metrics.event_to_alert.clone();
-                    let received = env.received;
-                    acks.push(Box::pin(async move {
-                        all.await?;
-                        hist.observe(received.elapsed().as_secs_f64());
-                        Ok(())
-                    }));
-                    alerted = false;
-                }
+                self.observed(env, obs, summary).await
             }
+        }
+    }
+
+    /// Like [`Self::handle`] for a batch of inputs, in order, with the detectors of the
+    /// batch running on all cores ([`DetectorSet::observe_batch`]): the same outputs.
+    async fn handle_batch(
+        &mut self,
+        envs: Vec<Envelope>,
+        summary: &mut RunSummary,
+    ) -> Vec<Handled> {
+        let decoded: Vec<_> = envs
+            .iter()
+            .map(|env| {
+                summary.consumed += 1;
+                self.metrics.consumed(env.stream);
+                self.decoder.decode(env.stream, &env.payload)
+            })
+            .collect();
+        let items: Vec<crate::detect::BatchItem<'_>> = envs
+            .iter()
+            .zip(&decoded)
+            .filter_map(|(env, d)| {
+                Some(crate::detect::BatchItem {
+                    event: &d.as_ref().ok()?.event,
+                    partition: partition_of(env),
+                    received: env.received,
+                })
+            })
+            .collect();
+        let mut results = self.detectors.observe_batch(&items).into_iter();
+        drop(items);
+        let mut out = Vec::with_capacity(envs.len());
+        for (env, d) in envs.into_iter().zip(decoded) {
+            out.push(match d {
+                Err(e) => self.invalid(env, &e, summary).await,
+                Ok(d) => {
+                    if d.unlisted_region {
+                        self.metrics.unknown_region(env.stream);
+                    }
+                    let (obs, signals) = results.next().expect("one result per valid input");
+                    self.signals = signals;
+                    self.observed(env, obs, summary).await
+                }
+            });
+        }
+        out
+    }
+
+    /// An input that does not decode: to the dead letters.
+    async fn invalid(
+        &mut self,
+        env: Envelope,
+        e: &crate::decode::DecodeError,
+        summary: &mut RunSummary,
+    ) -> Handled {
+        summary.invalid += 1;
+        self.metrics.invalid(env.stream, e.reason);
+        tracing::debug!(stream = %env.stream, origin = ?env.origin, error = %e, "invalid input");
+        let ack = send_with_backpressure(|| self.dead_letters.send(&env, e)).await;
+        Handled {
+            origin: env.origin,
+            acks: vec![ack],
+            alerted: None,
+        }
+    }
+
+    /// The rest of an input once the detectors have seen it (its signals in
+    /// `self.signals`): the alert policy, then the sinks.
+    async fn observed(
+        &mut self,
+        env: Envelope,
+        obs: crate::detect::Observed,
+        summary: &mut RunSummary,
+    ) -> Handled {
+        if obs.late {
+            summary.late += 1;
+            self.metrics.late(env.stream);
+        }
+        if let Some(w) = obs.watermark {
+            self.metrics
+                .watermark
+                .with_label_values(&[env.stream.as_str()])
+                .set(w.timestamp() as f64);
+            self.policy_step(&[(env.stream, w)]);
+        } else {
+            self.policy_step(&[]);
+        }
+        let mut acks = self.publish_all(summary).await;
+        let mut alerted = !acks.is_empty();
+        if alerted && !self.cfg_exactly_once() {
+            // The latency sample is taken when the last sink acknowledges, not when the
+            // committer reaches this input (it may be busy committing a state snapshot
+            // meanwhile).
+            let all = try_join_all(std::mem::take(&mut acks));
+            let hist = self.metrics.event_to_alert.clone();
+            let received = env.received;
+            acks.push(Box::pin(async move {
+                all.await?;
+                hist.observe(received.elapsed().as_secs_f64());
+                Ok(())
+            }));
+            alerted = false;
         }
         Handled {
             origin: env.origin,
@@ -585,6 +687,14 @@ impl Pending {
         self.acks.extend(one.acks);
         self.alerted.extend(one.alerted);
         self.inputs += 1;
+    }
+}
+
+/// An input's partition, for the watermark (-1 for files).
+fn partition_of(env: &Envelope) -> i32 {
+    match &env.origin {
+        Origin::Kafka { partition, .. } => *partition,
+        Origin::File { .. } => -1,
     }
 }
 
