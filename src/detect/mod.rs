@@ -301,6 +301,10 @@ pub struct BatchItem<'a> {
     pub received: std::time::Instant,
 }
 
+/// One detector's pass over a batch: its signals tagged (item, phase: 0 observe, 1
+/// advance), and its score per item it observed.
+type DetectorRun = (Vec<(u32, u8, Signal)>, Vec<(u32, f64)>);
+
 /// Batches at least this large run their detectors in parallel: below it, handing the
 /// work to the thread pool costs more than it saves (a sensor reading takes all
 /// detectors ~3 us together).
@@ -558,7 +562,7 @@ impl DetectorSet {
             .enumerate()
             .flat_map(|(s, v)| v.iter_mut().map(move |d| (s, d)))
             .collect();
-        let done: Vec<(Vec<(u32, u8, Signal)>, Vec<(u32, f64)>)> = if items.len() >= PAR_BATCH {
+        let done: Vec<DetectorRun> = if items.len() >= PAR_BATCH {
             use rayon::prelude::*;
             jobs.into_par_iter().map(run).collect()
         } else {
