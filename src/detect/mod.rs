@@ -305,10 +305,12 @@ pub struct BatchItem<'a> {
 /// advance), and its score per item it observed.
 type DetectorRun = (Vec<(u32, u8, Signal)>, Vec<(u32, f64)>);
 
-/// Batches at least this large run their detectors in parallel: below it, handing the
-/// work to the thread pool costs more than it saves (a sensor reading takes all
-/// detectors ~3 us together).
-const PAR_BATCH: usize = 64;
+/// Batches at least this large run their detectors in parallel. The pipeline gathers
+/// at most 256 inputs, and that many only when inputs wait (a backlog): then both cores
+/// work on the detectors. A smaller batch means the pipeline keeps up; it stays on one
+/// thread, because waking the pool's workers (which then spin a while looking for more
+/// work) takes CPU from librdkafka and the broker and adds to each alert's latency.
+const PAR_BATCH: usize = 256;
 
 /// What observing one event produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
