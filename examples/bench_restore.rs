@@ -13,7 +13,9 @@ use anyhow::Context;
 use futures::future::try_join_all;
 use riskstream::decode::{Decoder, Stream};
 use riskstream::detect::{BuildCtx, DetectorSet};
-use riskstream::state::changelog::{ensure_topics, restore, ChangelogWriter, RestoreTarget};
+use riskstream::state::changelog::{
+    ensure_topics, restore, ChangelogWriter, Record, RestoreTarget,
+};
 use riskstream::state::Change;
 use riskstream::state::StateError;
 
@@ -114,11 +116,12 @@ async fn main() -> anyhow::Result<()> {
         fn apply(
             &mut self,
             s: Stream,
-            _p: i32,
-            k: &str,
-            v: Option<&[u8]>,
-        ) -> Result<(), StateError> {
-            self.0.restore(s, k, v).map(|_| ())
+            records: &[Record<'_>],
+            failed: &mut Vec<(usize, StateError)>,
+        ) {
+            let recs = records.iter().enumerate();
+            self.0
+                .restore_batch(s, recs.map(|(n, r)| (n, r.key, r.value)), failed);
         }
     }
     let stats = tokio::task::block_in_place(|| {

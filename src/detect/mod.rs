@@ -13,6 +13,7 @@ mod keyed;
 mod offline;
 mod rate_of_change;
 mod rate_spike;
+mod restore;
 mod robust_z;
 pub mod score;
 mod site_correlation;
@@ -286,6 +287,8 @@ pub struct DetectorSet {
     /// Scale-out: the routing keys this set keeps state for.
     owner: Owner,
     routes: Vec<String>,
+    /// Restore: records announced per stream, until the first batch sizes the maps.
+    to_reserve: [usize; 3],
 }
 
 /// One changelog value of detector state: each detector holding the key, by its
@@ -350,6 +353,7 @@ impl DetectorSet {
             watermark_dirty: [false; 3],
             owner: ctx.owner,
             routes: Vec::new(),
+            to_reserve: [0; 3],
         }
     }
 
@@ -419,59 +423,10 @@ impl DetectorSet {
         }
     }
 
-    /// Restore will read about `records` records of `stream`.
+    /// Restore will read about `records` records of `stream` (the total so far: a later
+    /// call replaces it). The maps are sized on the first batch, by each detector's share.
     pub fn reserve(&mut self, stream: Stream, records: usize) {
-        for d in &mut self.by_stream[stream.index()] {
-            d.reserve(records);
-        }
-    }
-
-    /// Puts back one changelog record of `stream` (its key without the `k:` prefix, or
-    /// `w`). Returns how many detector states it restored.
-    pub fn restore(
-        &mut self,
-        stream: Stream,
-        key: &str,
-        value: Option<&[u8]>,
-    ) -> Result<usize, StateError> {
-        let i = stream.index();
-        if key == "w" {
-            if let Some(v) = value {
-                self.watermarks[i].restore(codec::decode(key, v)?);
-            }
-            return Ok(0);
-        }
-        let Some(k) = key.strip_prefix("k:") else {
-            return Err(StateError::corrupt(key, "unknown record kind"));
-        };
-        let dets = &mut self.by_stream[i];
-        // The record is the key's whole state: a detector it does not name holds nothing
-        // (an older record of the key may have given it some), and a tombstone names none.
-        let mut named: u64 = 0; // detectors per stream are few (checked in `new`)
-        let mut n = 0;
-        if let Some(v) = value {
-            // Borrowed: restore is a bulk load of millions of records (docs/STATE.md).
-            let rec: Vec<(u16, &str, &[u8])> = codec::decode_borrowed(key, v)?;
-            for (idx, name, bytes) in rec {
-                match dets.get_mut(idx as usize) {
-                    Some(d) if d.name() == name => {
-                        d.restore(k, bytes)?;
-                        named |= 1 << idx;
-                        n += 1;
-                    }
-                    // The config changed since: that detector starts fresh for this key.
-                    _ => {
-                        tracing::debug!(key, idx, %name, "state for a detector no longer configured")
-                    }
-                }
-            }
-        }
-        for (i, d) in dets.iter_mut().enumerate() {
-            if named & (1 << i) == 0 {
-                d.forget(k);
-            }
-        }
-        Ok(n)
+        self.to_reserve[stream.index()] = records;
     }
 
     /// Feeds one event to its stream's detectors, then lets event time advance.

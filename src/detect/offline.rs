@@ -146,8 +146,9 @@ impl DetectorSpec for OfflineConfig {
 /// Interned strings (site ids, kinds): bounded by the plant, not by traffic.
 #[derive(Debug, Default)]
 pub(crate) struct Interner {
-    /// aHash, not std's SipHash: one lookup per reading (the profile's 6%).
-    ids: hashbrown::HashMap<Box<str>, u32, ahash::RandomState>,
+    /// Two lookups per reading and per restored sensor: aHash (keyed, like the detector
+    /// maps) rather than SipHash, and ids inline in the entry (no pointer to chase).
+    ids: hashbrown::HashMap<compact_str::CompactString, u32, ahash::RandomState>,
     names: Vec<Box<str>>,
 }
 
@@ -208,7 +209,9 @@ impl Default for SensorClock {
 struct SavedClock<'a> {
     last_ts: i64,
     interval: f32,
+    #[serde(borrow)]
     site: Cow<'a, str>,
+    #[serde(borrow)]
     kind: Cow<'a, str>,
     region: RegionRef,
     samples: u16,
@@ -404,7 +407,7 @@ impl Detector for Offline {
         }
         let names = &mut self.names;
         self.state
-            .restore_with(key, bytes, |c: SavedClock<'static>| SensorClock {
+            .restore_with(key, bytes, |c: SavedClock<'_>| SensorClock {
                 last_ts: c.last_ts,
                 interval: c.interval,
                 site: names.intern(&c.site),

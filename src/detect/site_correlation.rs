@@ -224,11 +224,12 @@ impl SiteRing {
 
 /// This detector's changelog entry under one key. Sensor ids and site ids share the
 /// stream's key space and nothing stops a site being named like a sensor, so the entry
-/// carries each map's own encoding of the key, either or both.
+/// carries each map's own encoding of the key, either or both. Written with `Vec<u8>`
+/// parts, read back as slices of the record (postcard encodes both alike): no copy.
 #[derive(Serialize, Deserialize)]
-struct Saved {
-    sensor: Option<Vec<u8>>,
-    site: Option<Vec<u8>>,
+struct Saved<B> {
+    sensor: Option<B>,
+    site: Option<B>,
 }
 
 pub struct SiteCorrelation {
@@ -423,13 +424,13 @@ impl Detector for SiteCorrelation {
     }
 
     fn restore(&mut self, key: &str, bytes: &[u8]) -> Result<(), StateError> {
-        let saved: Saved = codec::decode(key, bytes)?;
+        let saved: Saved<&[u8]> = codec::decode_borrowed(key, bytes)?;
         match saved.sensor {
-            Some(b) => self.sensors.restore(key, &b)?,
+            Some(b) => self.sensors.restore(key, b)?,
             None => self.sensors.remove(key),
         }
         match saved.site {
-            Some(b) => self.sites.restore(key, &b)?,
+            Some(b) => self.sites.restore(key, b)?,
             None => self.sites.remove(key),
         }
         if self.sites.get(key).is_some_and(|r| r.alerting) {

@@ -649,16 +649,42 @@ impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
     fn apply(
         &mut self,
         stream: crate::decode::Stream,
-        _partition: i32,
-        key: &str,
-        value: Option<&[u8]>,
-    ) -> Result<(), StateError> {
-        if key.starts_with("e:") {
-            self.policy.restore(key, value)
-        } else {
-            self.detectors.restore(stream, key, value).map(|_| ())
+        records: &[crate::state::changelog::Record<'_>],
+        failed: &mut Vec<(usize, StateError)>,
+    ) {
+        restore_split(
+            self.detectors,
+            self.policy,
+            stream,
+            records.iter().enumerate(),
+            failed,
+        );
+    }
+}
+
+/// Restores changelog records into one set of detectors and its alert policy: episode
+/// records (`e:`) to the policy, the rest to the detectors as one batch. `records` carry
+/// their positions, reported back in `failed`.
+fn restore_split<'a>(
+    detectors: &mut DetectorSet,
+    policy: &mut AlertPolicy,
+    stream: crate::decode::Stream,
+    records: impl Iterator<Item = (usize, &'a crate::state::changelog::Record<'a>)> + Clone,
+    failed: &mut Vec<(usize, StateError)>,
+) {
+    let episode = |r: &crate::state::changelog::Record<'_>| r.key.starts_with("e:");
+    for (n, r) in records.clone().filter(|(_, r)| episode(r)) {
+        if let Err(e) = policy.restore(r.key, r.value) {
+            failed.push((n, e));
         }
     }
+    detectors.restore_batch(
+        stream,
+        records
+            .filter(|(_, r)| !episode(r))
+            .map(|(n, r)| (n, r.key, r.value)),
+        failed,
+    );
 }
 
 impl Pending {

@@ -43,7 +43,7 @@ use crate::shutdown::ShutdownTrigger;
 use crate::sink::{send_with_backpressure, Ack};
 use crate::source::kafka::{retrying, KafkaSource, TXN_TIMEOUT};
 use crate::source::{Envelope, Origin, Source};
-use crate::state::changelog::{repartition_topics, restore_partitions, RestoreTarget};
+use crate::state::changelog::{repartition_topics, restore_partitions, Record, RestoreTarget};
 use crate::state::StateError;
 
 /// The tasks an instance holds, and how events reach them.
@@ -450,17 +450,18 @@ impl RestoreTarget for TaskTarget<'_> {
     fn apply(
         &mut self,
         stream: Stream,
-        partition: i32,
-        key: &str,
-        value: Option<&[u8]>,
-    ) -> Result<(), StateError> {
-        let Some(t) = self.0.get_mut(&(stream, partition)) else {
-            return Ok(());
-        };
-        if key.starts_with("e:") {
-            t.policy.restore(key, value)
-        } else {
-            t.detectors.restore(stream, key, value).map(|_| ())
+        records: &[Record<'_>],
+        failed: &mut Vec<(usize, StateError)>,
+    ) {
+        let mut partitions: Vec<i32> = records.iter().map(|r| r.partition).collect();
+        partitions.sort_unstable();
+        partitions.dedup();
+        for p in partitions {
+            let Some(t) = self.0.get_mut(&(stream, p)) else {
+                continue;
+            };
+            let mine = records.iter().enumerate().filter(|(_, r)| r.partition == p);
+            super::restore_split(&mut t.detectors, &mut t.policy, stream, mine, failed);
         }
     }
 }

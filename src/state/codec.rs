@@ -24,7 +24,10 @@ pub fn decode_borrowed<'a, T: serde::Deserialize<'a>>(
 
 /// Serde for fixed arrays longer than serde's built-in 32 (ring buffers, seasonal slots).
 pub mod array {
-    use serde::de::Error;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{Error, SeqAccess, Visitor};
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer, T: Serialize, const N: usize>(
@@ -34,13 +37,42 @@ pub mod array {
         a.as_slice().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>, const N: usize>(
-        d: D,
-    ) -> Result<[T; N], D::Error> {
-        let v = Vec::<T>::deserialize(d)?;
-        let len = v.len();
-        v.try_into()
-            .map_err(|_| D::Error::custom(format!("expected {N} elements, found {len}")))
+    /// Straight into the array: through a `Vec` it was an allocation per restored key.
+    pub fn deserialize<'de, D, T, const N: usize>(d: D) -> Result<[T; N], D::Error>
+    where
+        D: Deserializer<'de>,
+        T: Deserialize<'de> + Default + Copy,
+    {
+        d.deserialize_seq(ArrayVisitor::<T, N>(PhantomData))
+    }
+
+    struct ArrayVisitor<T, const N: usize>(PhantomData<T>);
+
+    impl<'de, T: Deserialize<'de> + Default + Copy, const N: usize> Visitor<'de>
+        for ArrayVisitor<T, N>
+    {
+        type Value = [T; N];
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            write!(f, "a sequence of {N} elements")
+        }
+
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<[T; N], A::Error> {
+            let mut a = [T::default(); N];
+            let mut len = 0;
+            while let Some(x) = seq.next_element::<T>()? {
+                if let Some(slot) = a.get_mut(len) {
+                    *slot = x;
+                }
+                len += 1;
+            }
+            if len != N {
+                return Err(A::Error::custom(format!(
+                    "expected {N} elements, found {len}"
+                )));
+            }
+            Ok(a)
+        }
     }
 }
 
@@ -78,6 +110,19 @@ mod tests {
         let bytes = encode(&rec);
         let back: Vec<(u16, &str, &[u8])> = decode_borrowed("k", &bytes).unwrap();
         assert_eq!(back, vec![(3, "ewma_z", &[0u8, 255, 7][..])]);
+    }
+
+    #[test]
+    fn arrays_of_another_length_are_an_error() {
+        #[derive(Debug, serde::Deserialize)]
+        struct Four {
+            #[serde(with = "array")]
+            _a: [f32; 4],
+        }
+        for n in [3usize, 5] {
+            let bytes = encode(&(vec![1f32; n],));
+            assert!(decode::<Four>("k", &bytes).is_err(), "{n} elements");
+        }
     }
 
     #[test]
