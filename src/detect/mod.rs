@@ -313,7 +313,7 @@ type DetectorRun = (Vec<(u32, u8, Signal)>, Vec<(u32, f64)>);
 /// work on the detectors. A smaller batch means the pipeline keeps up; it stays on one
 /// thread, because waking the pool's workers (which then spin a while looking for more
 /// work) takes CPU from librdkafka and the broker and adds to each alert's latency.
-const PAR_BATCH: usize = 256;
+pub const PAR_BATCH: usize = 256;
 
 /// What observing one event produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -20,7 +20,6 @@
 //! Sinks outside Kafka (alertmanager, webhook, CAP to a URL) cannot take part in a
 //! transaction: they stay at-least-once (a rewind may repeat their messages).
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use futures::future::try_join_all;
@@ -82,7 +81,7 @@ impl Pipeline {
                 .map_err(|e| PipelineError::Transaction(format!("begin_transaction: {e}")))?;
             let deadline = tokio::time::Instant::now() + commit_interval;
             let mut acks = Vec::new();
-            let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+            let mut offsets = crate::source::Offsets::new();
             let mut alerted: Vec<Instant> = Vec::new();
             let mut stopping = false;
             let mut next = Some(first);
@@ -176,7 +175,7 @@ impl Pipeline {
         producer: &FutureProducer,
         meta: Option<ConsumerGroupMetadata>,
         acks: Vec<crate::sink::Ack>,
-        offsets: &HashMap<(String, i32), i64>,
+        offsets: &crate::source::Offsets,
     ) -> Result<(), TxnFailure> {
         if let Err(e) = try_join_all(acks).await {
             self.metrics.sink_error(e.sink());

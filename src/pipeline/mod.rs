@@ -465,14 +465,19 @@ impl Pipeline {
         envs: Vec<Envelope>,
         summary: &mut RunSummary,
     ) -> Vec<Handled> {
-        let decoded: Vec<_> = envs
-            .iter()
-            .map(|env| {
-                summary.consumed += 1;
-                self.metrics.consumed(env.stream);
-                self.decoder.decode(env.stream, &env.payload)
-            })
-            .collect();
+        for env in &envs {
+            summary.consumed += 1;
+            self.metrics.consumed(env.stream);
+        }
+        let decoder = &self.decoder;
+        let decode = |env: &Envelope| decoder.decode(env.stream, &env.payload);
+        // A full batch (a backlog) decodes on all cores too, as its detectors run.
+        let decoded: Vec<_> = if envs.len() >= crate::detect::PAR_BATCH {
+            use rayon::prelude::*;
+            envs.par_iter().map(decode).collect()
+        } else {
+            envs.iter().map(decode).collect()
+        };
         let items: Vec<crate::detect::BatchItem<'_>> = envs
             .iter()
             .zip(&decoded)
@@ -773,7 +778,7 @@ async fn commit_loop(
 ) -> Result<(), SinkError> {
     // With durable state: the next offset of every fully handled input, committed with
     // the next state snapshot instead of stored for auto-commit.
-    let mut handled: std::collections::HashMap<(String, i32), i64> = Default::default();
+    let mut handled = crate::source::Offsets::new();
     while let Some(p) = rx.recv().await {
         if let Err(e) = try_join_all(p.acks).await {
             metrics.sink_error(e.sink());

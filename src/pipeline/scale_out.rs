@@ -135,7 +135,7 @@ impl Pipeline {
                 .map_err(|e| PipelineError::Transaction(format!("begin_transaction: {e}")))?;
             let deadline = tokio::time::Instant::now() + commit_interval;
             let mut acks: Vec<Ack> = Vec::new();
-            let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
+            let mut offsets = crate::source::Offsets::new();
             let mut alerted: Vec<Instant> = Vec::new();
             let mut stopping = false;
             let mut next = Some(first);

@@ -28,7 +28,7 @@ impl DeadLetters for KafkaDeadLetters {
                 topic,
                 partition,
                 offset,
-            } => (topic.clone(), partition.to_string(), offset.to_string()),
+            } => (topic.to_string(), partition.to_string(), offset.to_string()),
             Origin::File { name, line } => (name.clone(), "-1".to_string(), line.to_string()),
         };
         let headers = OwnedHeaders::new()

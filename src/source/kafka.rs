@@ -150,6 +150,8 @@ pub struct KafkaSource {
     reset_to_end: bool,
     /// Scale-out: the repartition topics, by stream index (read like inputs).
     repartition: Option<[String; 3]>,
+    /// The topic names handed out in origins, one allocation per topic.
+    names: Vec<Arc<str>>,
     rebalances: Arc<AtomicU64>,
 }
 
@@ -225,6 +227,7 @@ impl KafkaSource {
             topics: cfg.topics.clone(),
             repartition,
             rebalances,
+            names: Vec::new(),
             reset_to_end: matches!(
                 cfg.kafka.auto_offset_reset.as_str(),
                 "latest" | "end" | "largest"
@@ -238,6 +241,16 @@ impl KafkaSource {
     /// broker refuses offsets from a member fenced by a newer generation (EOS v2).
     pub fn group_metadata(&self) -> Option<rdkafka::consumer::ConsumerGroupMetadata> {
         self.consumer.group_metadata()
+    }
+
+    /// The shared name of `topic` (a handful of topics: a linear search).
+    fn name(&mut self, topic: &str) -> Arc<str> {
+        if let Some(n) = self.names.iter().find(|n| &***n == topic) {
+            return n.clone();
+        }
+        let n: Arc<str> = topic.into();
+        self.names.push(n.clone());
+        n
     }
 
     /// How many assignments and revocations this consumer has seen.
@@ -310,7 +323,7 @@ pub fn retrying(
 /// offsets are committed in both guarantees when state is durable.
 pub fn commit_with_offsets(
     producer: &rdkafka::producer::FutureProducer,
-    offsets: &std::collections::HashMap<(String, i32), i64>,
+    offsets: &crate::source::Offsets,
     group: &rdkafka::consumer::ConsumerGroupMetadata,
 ) -> rdkafka::error::KafkaResult<()> {
     use rdkafka::producer::Producer;
@@ -336,7 +349,7 @@ impl OffsetStore for KafkaOffsets {
         {
             // A partition revoked meanwhile refuses the store; its new owner re-reads it.
             if let Err(e) = self.0.store_offset(topic, *partition, *offset) {
-                tracing::debug!(topic, partition, offset, error = %e, "offset store refused");
+                tracing::debug!(topic = &**topic, partition, offset, error = %e, "offset store refused");
             }
         }
         Ok(())
@@ -350,7 +363,8 @@ impl OffsetStore for KafkaOffsets {
 impl Source for KafkaSource {
     async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
         loop {
-            let m = match self.consumer.recv().await {
+            let consumer = self.consumer.clone();
+            let m = match consumer.recv().await {
                 Ok(m) => m,
                 Err(e) => {
                     // Transient broker errors are retried by librdkafka; log and go on.
@@ -371,7 +385,7 @@ impl Source for KafkaSource {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 origin: Origin::Kafka {
-                    topic: m.topic().to_string(),
+                    topic: self.name(m.topic()),
                     partition: m.partition(),
                     offset: m.offset(),
                 },

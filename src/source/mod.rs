@@ -12,11 +12,15 @@ use std::time::Instant;
 
 use crate::decode::Stream;
 
+/// The next offset to commit per (topic, partition).
+pub type Offsets = std::collections::HashMap<(Arc<str>, i32), i64>;
+
 /// Where an input came from; what a dead letter's `x-source-*` headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Kafka {
-        topic: String,
+        /// Shared with every input of the topic (no allocation per message).
+        topic: Arc<str>,
         partition: i32,
         offset: i64,
     },

@@ -8,7 +8,7 @@
 //! and restore reads `read_committed`: an aborted transaction's state never comes back.
 
 use std::borrow::Cow;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -79,7 +79,7 @@ impl ChangelogWriter {
     pub async fn commit(
         &self,
         snapshot: &[(Stream, Change)],
-        offsets: &HashMap<(String, i32), i64>,
+        offsets: &crate::source::Offsets,
         group: Option<ConsumerGroupMetadata>,
     ) -> Result<(), StateError> {
         if snapshot.is_empty() && offsets.is_empty() {
@@ -99,7 +99,7 @@ impl ChangelogWriter {
     async fn commit_in_txn(
         &self,
         snapshot: &[(Stream, Change)],
-        offsets: &HashMap<(String, i32), i64>,
+        offsets: &crate::source::Offsets,
         group: &ConsumerGroupMetadata,
     ) -> Result<(), StateError> {
         let mut acks = Vec::with_capacity(snapshot.len());
