@@ -102,55 +102,18 @@ impl Pipeline {
                 if n >= max_batch {
                     break;
                 }
-                next = tokio::select! {
-                    biased;
-                    _ = stop.recv() => { stopping = true; None }
-                    r = tokio::time::timeout_at(deadline, source.next()) => match r {
-                        Err(_) | Ok(Ok(None)) => None,
-                        Ok(Ok(Some(e))) => Some(e),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "source failed inside a transaction; aborting it");
-                            None
-                        }
-                    },
-                };
+                (next, stopping) = next_in_txn(&mut source, &mut stop, deadline).await;
             }
             acks.extend(self.flush_state().await);
-            match self
+            let outcome = self
                 .commit(&producer, source.group_metadata(), acks, &offsets)
-                .await
-            {
-                Ok(()) => {
-                    committed_txns += 1;
-                    self.metrics
-                        .transactions
-                        .with_label_values(&["committed"])
-                        .inc();
-                    for r in alerted {
-                        self.metrics
-                            .event_to_alert
-                            .observe(r.elapsed().as_secs_f64());
-                    }
-                }
-                Err(TxnFailure::Abortable(why)) => {
-                    tracing::warn!(error = %why, inputs = n, "transaction failed; aborting and rewinding");
-                    self.metrics
-                        .transactions
-                        .with_label_values(&["aborted"])
-                        .inc();
-                    if let Err(e) = retrying(|| producer.abort_transaction(TXN_TIMEOUT)) {
-                        return Err(PipelineError::Transaction(format!(
-                            "abort_transaction: {e}"
-                        )));
-                    }
-                    self.reset_state();
-                    blocking(|| self.restore(RESTORE_TIMEOUT))?;
-                    source.rewind(TXN_TIMEOUT)?;
-                }
-                Err(TxnFailure::Fatal(why)) => {
-                    tracing::error!(error = %why, "transactional producer failed (fenced?); stopping");
-                    return Err(PipelineError::Transaction(why));
-                }
+                .await;
+            if self.settle(&producer, outcome, n, alerted)? {
+                committed_txns += 1;
+            } else {
+                self.reset_state();
+                blocking(|| self.restore(RESTORE_TIMEOUT))?;
+                source.rewind(TXN_TIMEOUT)?;
             }
             if stopping {
                 break;
@@ -166,6 +129,46 @@ impl Pipeline {
             "pipeline stopped (exactly-once)"
         );
         Ok(summary)
+    }
+
+    /// Counts how a transaction ended and aborts a failed one: true when it committed,
+    /// false when it was aborted (the caller rewinds its state and inputs); a fatal
+    /// failure (fenced) is an error.
+    pub(super) fn settle(
+        &self,
+        producer: &FutureProducer,
+        outcome: Result<(), TxnFailure>,
+        inputs: usize,
+        alerted: Vec<Instant>,
+    ) -> Result<bool, PipelineError> {
+        match outcome {
+            Ok(()) => {
+                self.metrics
+                    .transactions
+                    .with_label_values(&["committed"])
+                    .inc();
+                for r in alerted {
+                    self.metrics
+                        .event_to_alert
+                        .observe(r.elapsed().as_secs_f64());
+                }
+                Ok(true)
+            }
+            Err(TxnFailure::Abortable(why)) => {
+                tracing::warn!(error = %why, inputs, "transaction failed; aborting and rewinding");
+                self.metrics
+                    .transactions
+                    .with_label_values(&["aborted"])
+                    .inc();
+                retrying(|| producer.abort_transaction(TXN_TIMEOUT))
+                    .map_err(|e| PipelineError::Transaction(format!("abort_transaction: {e}")))?;
+                Ok(false)
+            }
+            Err(TxnFailure::Fatal(why)) => {
+                tracing::error!(error = %why, "transactional producer failed (fenced?); stopping");
+                Err(PipelineError::Transaction(why))
+            }
+        }
     }
 
     /// Waits for every output of the transaction, adds the input offsets with the
@@ -184,6 +187,28 @@ impl Pipeline {
         let meta =
             meta.ok_or_else(|| TxnFailure::Abortable("no consumer group metadata yet".into()))?;
         commit_with_offsets(producer, offsets, &meta).map_err(|e| classify(&e))
+    }
+}
+
+/// The next input of an open transaction: `None` at its deadline, at the source's end
+/// or error (the transaction then commits what it has, or aborts), or on shutdown
+/// (then also `true`: commit and stop).
+pub(super) async fn next_in_txn(
+    source: &mut KafkaSource,
+    stop: &mut crate::shutdown::Shutdown,
+    deadline: tokio::time::Instant,
+) -> (Option<crate::source::Envelope>, bool) {
+    tokio::select! {
+        biased;
+        _ = stop.recv() => (None, true),
+        r = tokio::time::timeout_at(deadline, source.next()) => match r {
+            Err(_) | Ok(Ok(None)) => (None, false),
+            Ok(Ok(Some(e))) => (Some(e), false),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "source failed inside a transaction; aborting it");
+                (None, false)
+            }
+        },
     }
 }
 

@@ -191,12 +191,7 @@ impl Pipeline {
                 reserved: [0; 3],
             },
         )?;
-        self.metrics
-            .state_restore_seconds
-            .set(stats.elapsed.as_secs_f64());
-        self.metrics
-            .state_restored_records
-            .set(stats.records as i64);
+        self.restored(&stats);
         self.metrics.detector_keys.set(self.detectors.keys() as i64);
         self.metrics
             .open_episodes
@@ -211,6 +206,16 @@ impl Pipeline {
             "state restored"
         );
         Ok(stats)
+    }
+
+    /// A restore's figures on /metrics.
+    fn restored(&self, stats: &RestoreStats) {
+        self.metrics
+            .state_restore_seconds
+            .set(stats.elapsed.as_secs_f64());
+        self.metrics
+            .state_restored_records
+            .set(stats.records as i64);
     }
 
     /// Drops every detector key and episode (exactly-once rewind; restore follows).

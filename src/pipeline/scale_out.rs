@@ -34,14 +34,14 @@ use std::time::Instant;
 
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
-use super::exactly_once::{blocking, TxnFailure, RESTORE_TIMEOUT};
+use super::exactly_once::{blocking, next_in_txn, TxnFailure, RESTORE_TIMEOUT};
 use super::{fresh_state, Handled, Pipeline, PipelineError, RunSummary};
 use crate::alert::AlertPolicy;
 use crate::decode::Stream;
 use crate::detect::{DetectorSet, Owner};
 use crate::shutdown::ShutdownTrigger;
 use crate::sink::{send_with_backpressure, Ack};
-use crate::source::kafka::{retrying, KafkaSource, TXN_TIMEOUT};
+use crate::source::kafka::{KafkaSource, TXN_TIMEOUT};
 use crate::source::{Envelope, Origin, Source};
 use crate::state::changelog::{repartition_topics, restore_partitions, Record, RestoreTarget};
 use crate::state::StateError;
@@ -169,18 +169,7 @@ impl Pipeline {
                 if n >= max_batch {
                     break;
                 }
-                next = tokio::select! {
-                    biased;
-                    _ = stop.recv() => { stopping = true; None }
-                    r = tokio::time::timeout_at(deadline, source.next()) => match r {
-                        Err(_) | Ok(Ok(None)) => None,
-                        Ok(Ok(Some(e))) => Some(e),
-                        Ok(Err(e)) => {
-                            tracing::warn!(error = %e, "source failed inside a transaction; aborting it");
-                            None
-                        }
-                    },
-                };
+                (next, stopping) = next_in_txn(&mut source, &mut stop, deadline).await;
             }
             acks.extend(self.flush_tasks().await);
             let outcome = if source.rebalances() != generation {
@@ -191,38 +180,12 @@ impl Pipeline {
             } else {
                 self.commit(&producer, meta, acks, &offsets).await
             };
-            match outcome {
-                Ok(()) => {
-                    committed_txns += 1;
-                    self.metrics
-                        .transactions
-                        .with_label_values(&["committed"])
-                        .inc();
-                    for r in alerted {
-                        self.metrics
-                            .event_to_alert
-                            .observe(r.elapsed().as_secs_f64());
-                    }
-                }
-                Err(TxnFailure::Abortable(why)) => {
-                    tracing::warn!(error = %why, inputs = n, "transaction failed; aborting and rewinding");
-                    self.metrics
-                        .transactions
-                        .with_label_values(&["aborted"])
-                        .inc();
-                    if let Err(e) = retrying(|| producer.abort_transaction(TXN_TIMEOUT)) {
-                        return Err(PipelineError::Transaction(format!(
-                            "abort_transaction: {e}"
-                        )));
-                    }
-                    self.drop_tasks("aborted transaction");
-                    carry = None;
-                    source.rewind(TXN_TIMEOUT)?;
-                }
-                Err(TxnFailure::Fatal(why)) => {
-                    tracing::error!(error = %why, "transactional producer failed (fenced?); stopping");
-                    return Err(PipelineError::Transaction(why));
-                }
+            if self.settle(&producer, outcome, n, alerted)? {
+                committed_txns += 1;
+            } else {
+                self.drop_tasks("aborted transaction");
+                carry = None;
+                source.rewind(TXN_TIMEOUT)?;
             }
             self.set_task_gauges();
             if stopping {
@@ -302,12 +265,8 @@ impl Pipeline {
             Some(&want),
             &mut TaskTarget(&mut fresh),
         )?;
-        self.metrics
-            .state_restore_seconds
-            .set(stats.elapsed.as_secs_f64());
-        self.metrics
-            .state_restored_records
-            .set(stats.records as i64);
+        tasks.held.extend(fresh);
+        self.restored(&stats);
         tracing::info!(
             tasks = ?want,
             records = stats.records,
@@ -315,7 +274,6 @@ impl Pipeline {
             seconds = stats.elapsed.as_secs_f64(),
             "tasks restored"
         );
-        tasks.held.extend(fresh);
         Ok(())
     }
 
