@@ -456,16 +456,31 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     if let Some((state, _)) = &console {
         pipeline = pipeline.with_console(state.clone());
     }
+    tracing::info!(
+        brokers = %cfg.kafka.brokers,
+        group = %cfg.kafka.group_id,
+        properties = %config::redact::Properties(&cfg.kafka.properties),
+        "connecting to Kafka"
+    );
     if cfg.state.changelog {
         // A broker that has just started may refuse admin requests for a few seconds.
+        // SIGTERM meanwhile (a wrong password never gets further) stops at once.
+        let mut stopping = trigger.subscribe();
         let mut tries = 0;
         loop {
-            match riskstream::state::changelog::ensure_topics(&cfg).await {
+            let created = tokio::select! {
+                _ = stopping.recv() => return Ok(ExitCode::SUCCESS),
+                r = riskstream::state::changelog::ensure_topics(&cfg) => r,
+            };
+            match created {
                 Ok(()) => break,
                 Err(e) if tries < 30 => {
                     tries += 1;
                     tracing::warn!(error = %e, "changelog topics not ready; retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    tokio::select! {
+                        _ = stopping.recv() => return Ok(ExitCode::SUCCESS),
+                        _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    }
                 }
                 Err(e) => return Err(e).context("creating the state changelog topics"),
             }
