@@ -362,7 +362,7 @@ fn batched_observation_equals_one_event_at_a_time() {
     let mut one = s.fresh();
     let mut batched = s.fresh();
     let t0 = std::time::Instant::now();
-    let sizes = [1usize, 7, 64, 300, 1000, 63, 256];
+    let sizes = [1usize, 7, 64, 300, 1024, 63, 1500, 256];
     let (mut i, mut k) = (0, 0);
     let mut seen = 0;
     while i < evs.len() {

@@ -309,11 +309,11 @@ pub struct BatchItem<'a> {
 type DetectorRun = (Vec<(u32, u8, Signal)>, Vec<(u32, f64)>);
 
 /// Batches at least this large run their detectors in parallel. The pipeline gathers
-/// at most 256 inputs, and that many only when inputs wait (a backlog): then both cores
+/// at most 1024 inputs, and that many only when inputs wait (a backlog): then both cores
 /// work on the detectors. A smaller batch means the pipeline keeps up; it stays on one
 /// thread, because waking the pool's workers (which then spin a while looking for more
 /// work) takes CPU from librdkafka and the broker and adds to each alert's latency.
-pub const PAR_BATCH: usize = 256;
+pub const PAR_BATCH: usize = 1024;
 
 /// What observing one event produced.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]

@@ -98,8 +98,10 @@ struct Handled {
     alerted: Option<Instant>,
 }
 
-/// Most inputs in one committer hand-off.
-const BATCH: usize = 256;
+/// Most inputs gathered and handled together, and in one committer hand-off. 1024, not
+/// 256: each parallel batch wakes the detector pool once, and larger batches made a 2M
+/// backlog drain ~12% faster (docs/PERFORMANCE.md).
+const BATCH: usize = 1024;
 
 pub struct Pipeline {
     decoder: Decoder,
