@@ -53,7 +53,8 @@ pub struct Tasks {
     partitions: u32,
     /// Routing only: owns everything and never observes (it finds routing keys).
     router: DetectorSet,
-    topics: [String; 3],
+    /// Shared, so routing an input copies no topic name.
+    topics: [std::sync::Arc<str>; 3],
     parts: Vec<u32>,
 }
 
@@ -78,7 +79,7 @@ impl Pipeline {
             held: HashMap::new(),
             partitions: self.cfg.state.partitions.max(1) as u32,
             router,
-            topics: repartition_topics(&self.cfg),
+            topics: repartition_topics(&self.cfg).map(Into::into),
             parts: Vec::new(),
         });
         let commit_interval = self.cfg.processing.commit_interval;
@@ -141,13 +142,12 @@ impl Pipeline {
             let mut next = Some(first);
             let mut n = 0usize;
             while let Some(env) = next.take() {
-                if let Some(t) = self.task_of(&source, &env) {
-                    if !self.holds(t) {
-                        // Received under this transaction's generation (else the
-                        // commit below aborts, and the carry with it).
-                        carry = Some((env, generation));
-                        break;
-                    }
+                let task = self.task_of(&source, &env);
+                if task.is_some_and(|t| !self.holds(t)) {
+                    // Received under this transaction's generation (else the commit
+                    // below aborts, and the carry with it).
+                    carry = Some((env, generation));
+                    break;
                 }
                 if let Origin::Kafka {
                     topic,
@@ -157,7 +157,7 @@ impl Pipeline {
                 {
                     offsets.insert((topic.clone(), *partition), offset + 1);
                 }
-                match self.task_of(&source, &env) {
+                match task {
                     Some(t) => {
                         let h = self.in_task(t, env, &mut summary).await;
                         alerted.extend(h.alerted);

@@ -175,37 +175,31 @@ impl Drop for Guard {
 
 impl Run {
     pub fn spawn(&self, instance: &str) -> Guard {
-        Guard(
-            Command::new(env!("CARGO_BIN_EXE_riskstream"))
-                .args(["run", "--config"])
-                .arg(&self.config)
-                .env(
-                    "RUST_LOG",
-                    std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-                )
-                .env("RISKSTREAM_INSTANCE_ID", instance)
-                .stdout(Stdio::null())
-                .stderr(Stdio::inherit())
-                .spawn()
-                .expect("spawn riskstream"),
-        )
+        Guard(self.command(instance).spawn().expect("spawn riskstream"))
     }
 
-    /// A run of its own instance `instance`, with its own metrics address (several
-    /// instances of one run share the group); returns the process and that address.
-    pub fn spawn_instance(&self, instance: &str) -> (Guard, String) {
-        let addr = free_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_riskstream"))
-            .args(["run", "--config"])
+    /// `riskstream run` of this run's config as instance `instance`.
+    fn command(&self, instance: &str) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_riskstream"));
+        c.args(["run", "--config"])
             .arg(&self.config)
             .env(
                 "RUST_LOG",
                 std::env::var("RISKSTREAM_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .env("RISKSTREAM_INSTANCE_ID", instance)
-            .env("RISKSTREAM_METRICS_ADDR", &addr)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::inherit());
+        c
+    }
+
+    /// A run of its own instance `instance`, with its own metrics address (several
+    /// instances of one run share the group); returns the process and that address.
+    pub fn spawn_instance(&self, instance: &str) -> (Guard, String) {
+        let addr = free_addr();
+        let child = self
+            .command(instance)
+            .env("RISKSTREAM_METRICS_ADDR", &addr)
             .spawn()
             .expect("spawn riskstream");
         (Guard(child), addr)
