@@ -4,10 +4,14 @@
 #   deploy/kafka/kafka.sh start    # fetch jars, format storage, make the TLS certificates (each on first use), start, create topics
 #   deploy/kafka/kafka.sh stop     # SIGTERM, wait up to 30 s, then SIGKILL
 #   deploy/kafka/kafka.sh status   # exit 0 = running and answering, 3 = stopped, 1 = process up but not answering
+#   deploy/kafka/kafka.sh topics   # list the topics
+#   deploy/kafka/kafka.sh delete-topics NAME...   # delete these topics (exact names)
 #
 # Environment:
 #   RISKSTREAM_KAFKA_HOME   cache/state dir (default ~/.cache/riskstream/kafka-4.1.1)
 #   RISKSTREAM_KAFKA_RESET  =1 on start: wipe the data dir (stops a running broker first)
+#   RISKSTREAM_KAFKA_JVM_OPTS  the broker JVM's heap and GC flags (default: 256m-1g heap, G1
+#                           with 20 ms pause target)
 #   JAVA_HOME               optional; otherwise `java`/`javac` from PATH (Java 17+). javac is optional:
 #                           with it, topics are ensured by one cached Admin-client JVM instead of
 #                           one TopicCommand JVM per topic.
@@ -467,6 +471,16 @@ ensure_topics_cli() {
 # ---------------------------------------------------------------------------------------------
 # commands
 
+do_delete_topics() { # exact names; one TopicCommand JVM per 200 (its --topic is a regex)
+  local names=("$@") i chunk
+  for ((i = 0; i < ${#names[@]}; i += 200)); do
+    chunk=$(printf '%s\n' "${names[@]:i:200}" | sed 's/[.[\*^$()+?{}|]/\\&/g' | paste -sd'|')
+    tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --delete \
+      --topic "^($chunk)\$" >/dev/null || return 1
+  done
+  log "deleted ${#names[@]} topics"
+}
+
 do_stop() {
   local pid
   if ! pid=$(broker_pid); then
@@ -529,7 +543,7 @@ do_start() {
   # nohup+setsid: own session, survives the calling shell. fd 9 (our lock) must not leak into it.
   # setsid does not fork here (we are not a group leader), so $! is the JVM's pid.
   nohup setsid "$JAVA" \
-    -Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 \
+    ${RISKSTREAM_KAFKA_JVM_OPTS:--Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35} \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     "$MARKER" \
     -Dlog4j2.configurationFile="$LOG4J" \
@@ -570,8 +584,17 @@ main() {
   local cmd=${1:-}
   case "$cmd" in
   start | stop | status) ;;
+  topics)
+    tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$BOOTSTRAP" --list
+    exit
+    ;;
+  delete-topics)
+    shift
+    do_delete_topics "$@"
+    exit
+    ;;
   *)
-    echo "usage: $0 start|stop|status" >&2
+    echo "usage: $0 start|stop|status|topics|delete-topics NAME..." >&2
     exit 2
     ;;
   esac
