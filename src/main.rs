@@ -138,6 +138,11 @@ fn parse_grace(s: &str) -> Result<i64, String> {
     }
 }
 
+// mimalloc instead of glibc malloc: decoding allocates per event on both cores, and a
+// million detector keys allocate on restore (docs/PERFORMANCE.md has the A/B figures).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.cmd {
