@@ -48,7 +48,11 @@ fn city(cfg: &Config) -> City {
     )
 }
 
-type Step = (Stream, Vec<Signal>, Option<chrono::DateTime<chrono::FixedOffset>>);
+type Step = (
+    Stream,
+    Vec<Signal>,
+    Option<chrono::DateTime<chrono::FixedOffset>>,
+);
 
 fn alert_policy(c: &mut Criterion) {
     let cfg = cfg();
