@@ -10,8 +10,8 @@
 # Environment:
 #   RISKSTREAM_KAFKA_HOME   cache/state dir (default ~/.cache/riskstream/kafka-4.1.1)
 #   RISKSTREAM_KAFKA_RESET  =1 on start: wipe the data dir (stops a running broker first)
-#   RISKSTREAM_KAFKA_JVM_OPTS  the broker JVM's heap and GC flags (default: 256m-1g heap, G1
-#                           with 20 ms pause target)
+#   RISKSTREAM_KAFKA_JVM_OPTS  the broker JVM's heap and GC flags (default: 1 GB heap, the
+#                           serial collector with a 128 MB young generation; see DEFAULT_JVM_OPTS)
 #   JAVA_HOME               optional; otherwise `java`/`javac` from PATH (Java 17+). javac is optional:
 #                           with it, topics are ensured by one cached Admin-client JVM instead of
 #                           one TopicCommand JVM per topic.
@@ -471,6 +471,14 @@ ensure_topics_cli() {
 # ---------------------------------------------------------------------------------------------
 # commands
 
+# The local broker shares a small machine with riskstream and the tests. G1's young
+# collections take every core at once (~20 ms each, every 2-3 s under the bench's load)
+# and its concurrent threads add work; the serial collector stops one core for about as
+# long, less often (a fixed 128 MB young generation). On 2 cores that moved the bench's
+# p99 at 50k/s from 15-19 ms to under 10 ms and the backlog rate ~15% up
+# (docs/PERFORMANCE.md). A production broker on its own host follows Kafka's G1 advice.
+DEFAULT_JVM_OPTS="-Xms1g -Xmx1g -Xmn128m -XX:+UseSerialGC"
+
 do_delete_topics() { # exact names; one TopicCommand JVM per 200 (its --topic is a regex)
   local names=("$@") i chunk
   for ((i = 0; i < ${#names[@]}; i += 200)); do
@@ -543,7 +551,7 @@ do_start() {
   # nohup+setsid: own session, survives the calling shell. fd 9 (our lock) must not leak into it.
   # setsid does not fork here (we are not a group leader), so $! is the JVM's pid.
   nohup setsid "$JAVA" \
-    ${RISKSTREAM_KAFKA_JVM_OPTS:--Xms256m -Xmx1g -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35} \
+    ${RISKSTREAM_KAFKA_JVM_OPTS:-$DEFAULT_JVM_OPTS} \
     -XX:+ExitOnOutOfMemoryError -Djava.awt.headless=true \
     "$MARKER" \
     -Dlog4j2.configurationFile="$LOG4J" \
