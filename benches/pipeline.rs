@@ -12,7 +12,7 @@
 //! Run: cargo bench --bench pipeline   (figures in docs/PERFORMANCE.md)
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use riskstream::alert::AlertPolicy;
@@ -23,7 +23,7 @@ use riskstream::detect::{BuildCtx, DetectorSet, Signal};
 use riskstream::pipeline::Pipeline;
 use riskstream::simulate::{generate, City, SimConfig};
 use riskstream::sink::{CollectSink, LogDeadLetters};
-use riskstream::source::{Envelope, NoOffsets, OffsetStore, Origin, Source, SourceError};
+use riskstream::source::{Envelope, NoOffsets, OffsetStore, Source, SourceError};
 use riskstream::telemetry::metrics::Metrics;
 
 // The binary's allocator, so the pipeline figure is the binary's.
@@ -128,21 +128,7 @@ impl Source for MemSource {
 fn pipeline(c: &mut Criterion) {
     let cfg = cfg();
     let city = city(&cfg);
-    let envs: Vec<Envelope> = city
-        .events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| Envelope {
-            stream: e.stream,
-            key: Some(e.key.as_bytes().to_vec()),
-            payload: e.json.as_bytes().to_vec(),
-            origin: Origin::File {
-                name: "city".into(),
-                line: i as u64,
-            },
-            received: Instant::now(),
-        })
-        .collect();
+    let envs: Vec<Envelope> = city.envelopes();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -878,7 +878,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::sink::{CollectSink, LogDeadLetters};
-    use crate::source::{NoOffsets, OffsetStore, Origin, SourceError};
+    use crate::source::{NoOffsets, OffsetStore, SourceError};
 
     /// Messages from memory. `trickle`: nothing is ready between two messages (a quiet
     /// input), so each is handled alone; otherwise all are ready (a backlog: full
@@ -950,21 +950,7 @@ mod tests {
             },
             &cfg.regions,
         );
-        let mut envs: Vec<Envelope> = city
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Envelope {
-                stream: e.stream,
-                key: Some(e.key.as_bytes().to_vec()),
-                payload: e.json.as_bytes().to_vec(),
-                origin: Origin::File {
-                    name: "city".into(),
-                    line: i as u64,
-                },
-                received: Instant::now(),
-            })
-            .collect();
+        let mut envs: Vec<Envelope> = city.envelopes();
         let mut bad = envs[0].clone();
         bad.payload = b"{not json".to_vec();
         envs.insert(envs.len() / 2, bad);

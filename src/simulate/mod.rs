@@ -88,6 +88,28 @@ pub struct City {
     pub labels: Vec<Label>,
 }
 
+impl City {
+    /// The messages as a source hands them over, in arrival order (in-process runs of
+    /// the pipeline: tests and benches). Origins are lines of a file named `city`.
+    pub fn envelopes(&self) -> Vec<crate::source::Envelope> {
+        let now = std::time::Instant::now();
+        self.events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| crate::source::Envelope {
+                stream: e.stream,
+                key: Some(e.key.as_bytes().to_vec()),
+                payload: e.json.as_bytes().to_vec(),
+                origin: crate::source::Origin::File {
+                    name: "city".into(),
+                    line: i as u64,
+                },
+                received: now,
+            })
+            .collect()
+    }
+}
+
 /// Standard normal by Box-Muller (no extra dependency for one distribution).
 pub(crate) fn normal(rng: &mut impl Rng) -> f64 {
     let u1: f64 = rng.random_range(f64::EPSILON..1.0);
