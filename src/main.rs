@@ -200,11 +200,11 @@ fn producer_with(cfg: &Config, transactional_id: Option<&str>) -> anyhow::Result
     };
     c.set("enable.idempotence", "true")
         .set("acks", "all")
-        // Alerts and dead letters are few and each holds back an input's offset and the
-        // event-to-alert latency: wait 1 ms, not 5, for a batch to fill (issue 6).
-        .set("linger.ms", "1")
         .set("compression.type", "lz4")
         .set("message.timeout.ms", &message_timeout);
+    // Alerts and dead letters are few and each holds back an input's offset and the
+    // event-to-alert latency: wait 1 ms, not 5, for a batch to fill (issue 6).
+    set_bounds(&mut c, &[("linger.ms", "1")], cfg);
     // The producer queue's memory bound (issue 7): alerts, dead letters and changelog
     // writes wait in it for the broker; on QueueFull the pipeline waits (backpressure,
     // never a drop). librdkafka's default is 1 GiB, reachable by a storm of large dead
