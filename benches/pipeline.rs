@@ -23,7 +23,8 @@ use riskstream::detect::{BuildCtx, DetectorSet, Signal};
 use riskstream::pipeline::Pipeline;
 use riskstream::simulate::{generate, City, SimConfig};
 use riskstream::sink::{CollectSink, LogDeadLetters};
-use riskstream::source::{Envelope, NoOffsets, OffsetStore, Source, SourceError};
+use riskstream::source::memory::MemorySource;
+use riskstream::source::Envelope;
 use riskstream::telemetry::metrics::Metrics;
 
 // The binary's allocator, so the pipeline figure is the binary's.
@@ -110,21 +111,6 @@ fn alert_policy(c: &mut Criterion) {
     );
 }
 
-/// Messages from memory, in arrival order.
-struct MemSource(std::vec::IntoIter<Envelope>);
-
-impl Source for MemSource {
-    async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
-        Ok(self.0.next())
-    }
-    fn offset_store(&self) -> Arc<dyn OffsetStore> {
-        Arc::new(NoOffsets)
-    }
-    fn finish(&mut self) -> Result<(), SourceError> {
-        Ok(())
-    }
-}
-
 fn pipeline(c: &mut Criterion) {
     let cfg = cfg();
     let city = city(&cfg);
@@ -151,7 +137,7 @@ fn pipeline(c: &mut Criterion) {
                 );
                 let (trigger, _) = riskstream::shutdown::channel();
                 let s = rt
-                    .block_on(p.run(MemSource(envs.into_iter()), trigger))
+                    .block_on(p.run(MemorySource::new(envs), trigger))
                     .expect("pipeline runs");
                 assert_eq!(s.consumed as usize, city.events.len());
                 let n = alerts.lock().unwrap().len();

@@ -423,7 +423,7 @@ impl Pipeline {
         // Parallel only for a backlog: two full batches in a row. One full batch is
         // also what a single large fetch gives at a steady rate, and there waking the
         // detector pool (its workers spin on both cores afterwards) raised the p99.
-        let parallel = full && self.behind && envs.len() >= crate::detect::PAR_BATCH;
+        let parallel = full && self.behind;
         self.behind = full;
         if parallel {
             for h in self.handle_batch(envs, summary).await {
@@ -484,8 +484,8 @@ impl Pipeline {
         }
     }
 
-    /// Like [`Self::handle`] for a batch of inputs, in order, with the detectors of the
-    /// batch running on all cores ([`DetectorSet::observe_batch`]): the same outputs.
+    /// Like [`Self::handle`] for a full batch of inputs (a backlog), in order, decoded
+    /// and then observed on all cores ([`DetectorSet::observe_batch`]): the same outputs.
     async fn handle_batch(
         &mut self,
         envs: Vec<Envelope>,
@@ -496,13 +496,11 @@ impl Pipeline {
             self.metrics.consumed(env.stream);
         }
         let decoder = &self.decoder;
-        let decode = |env: &Envelope| decoder.decode(env.stream, &env.payload);
-        // A full batch (a backlog) decodes on all cores too, as its detectors run.
-        let decoded: Vec<_> = if envs.len() >= crate::detect::PAR_BATCH {
+        let decoded: Vec<_> = {
             use rayon::prelude::*;
-            envs.par_iter().map(decode).collect()
-        } else {
-            envs.iter().map(decode).collect()
+            envs.par_iter()
+                .map(|env| decoder.decode(env.stream, &env.payload))
+                .collect()
         };
         let items: Vec<crate::detect::BatchItem<'_>> = envs
             .iter()
@@ -878,35 +876,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::sink::{CollectSink, LogDeadLetters};
-    use crate::source::{NoOffsets, OffsetStore, SourceError};
-
-    /// Messages from memory. `trickle`: nothing is ready between two messages (a quiet
-    /// input), so each is handled alone; otherwise all are ready (a backlog: full
-    /// batches, the detectors of every batch after the first in parallel).
-    struct MemSource {
-        envs: std::vec::IntoIter<Envelope>,
-        trickle: bool,
-        ready: bool,
-    }
-
-    impl Source for MemSource {
-        async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
-            if self.trickle {
-                self.ready = !self.ready;
-                if !self.ready {
-                    // Pending once: the pipeline handles what it gathered, then waits.
-                    tokio::task::yield_now().await;
-                }
-            }
-            Ok(self.envs.next())
-        }
-        fn offset_store(&self) -> Arc<dyn OffsetStore> {
-            Arc::new(NoOffsets)
-        }
-        fn finish(&mut self) -> Result<(), SourceError> {
-            Ok(())
-        }
-    }
+    use crate::source::memory::MemorySource;
 
     async fn alerts_of(cfg: &Config, envs: Vec<Envelope>, trickle: bool) -> Vec<String> {
         let (sink, collected) = CollectSink::new();
@@ -919,10 +889,10 @@ mod tests {
             Arc::new(clock),
         );
         let (trigger, _keep) = crate::shutdown::channel();
-        let source = MemSource {
-            envs: envs.into_iter(),
-            trickle,
-            ready: false,
+        let source = if trickle {
+            MemorySource::trickle(envs)
+        } else {
+            MemorySource::new(envs)
         };
         let s = p.run(source, trigger).await.expect("pipeline runs");
         assert_eq!(s.invalid, 1);

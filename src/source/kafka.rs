@@ -243,13 +243,15 @@ impl KafkaSource {
         self.consumer.group_metadata()
     }
 
-    /// The shared name of `topic` (a handful of topics: a linear search).
-    fn name(&mut self, topic: &str) -> Arc<str> {
-        if let Some(n) = self.names.iter().find(|n| &***n == topic) {
+    /// The shared name of `topic` in `names` (a handful of topics: a linear search). A
+    /// function of the field, not of `self`, so a message borrowed from the consumer can
+    /// be named without cloning the consumer's handle per message.
+    fn shared_name(names: &mut Vec<Arc<str>>, topic: &str) -> Arc<str> {
+        if let Some(n) = names.iter().find(|n| &***n == topic) {
             return n.clone();
         }
         let n: Arc<str> = topic.into();
-        self.names.push(n.clone());
+        names.push(n.clone());
         n
     }
 
@@ -363,8 +365,7 @@ impl OffsetStore for KafkaOffsets {
 impl Source for KafkaSource {
     async fn next(&mut self) -> Result<Option<Envelope>, SourceError> {
         loop {
-            let consumer = self.consumer.clone();
-            let m = match consumer.recv().await {
+            let m = match self.consumer.recv().await {
                 Ok(m) => m,
                 Err(e) => {
                     // Transient broker errors are retried by librdkafka; log and go on.
@@ -385,7 +386,7 @@ impl Source for KafkaSource {
                 key: m.key().map(<[u8]>::to_vec),
                 payload: m.payload().map(<[u8]>::to_vec).unwrap_or_default(),
                 origin: Origin::Kafka {
-                    topic: self.name(m.topic()),
+                    topic: Self::shared_name(&mut self.names, m.topic()),
                     partition: m.partition(),
                     offset: m.offset(),
                 },

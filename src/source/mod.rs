@@ -4,6 +4,7 @@
 //! [`OffsetStore`], which for Kafka stores the offset for the next commit.
 
 pub mod kafka;
+pub mod memory;
 pub mod replay;
 
 use std::future::Future;
