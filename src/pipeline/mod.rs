@@ -29,6 +29,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod backlog;
 pub mod exactly_once;
 pub mod scale_out;
 
@@ -133,6 +134,9 @@ pub struct Pipeline {
     tasks: Option<scale_out::Tasks>,
     /// The last gathered batch was full: the source is behind (a backlog).
     behind: bool,
+    /// A backlog batch on the detector pool ([`backlog`]); `detectors` is then an empty
+    /// stand-in until it lands.
+    inflight: Option<backlog::InFlight>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -173,6 +177,7 @@ impl Pipeline {
             clock,
             tasks: None,
             behind: false,
+            inflight: None,
         }
     }
 
@@ -323,6 +328,7 @@ impl Pipeline {
                     continue;
                 }
                 None => {
+                    self.finish_in_flight(&mut open, &mut summary).await;
                     if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
                         break;
                     }
@@ -369,6 +375,7 @@ impl Pipeline {
             self.handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
                 .await;
         }
+        self.finish_in_flight(&mut open, &mut summary).await;
         if open.inputs > 0 {
             self.hand_over(&tx, &mut open).await;
         }
@@ -426,10 +433,15 @@ impl Pipeline {
         let parallel = full && self.behind;
         self.behind = full;
         if parallel {
-            for h in self.handle_batch(envs, summary).await {
-                open.merge(h);
+            // Batch N+1 goes to the pool before batch N's alerts go out, so the two
+            // overlap ([`backlog`]).
+            let landed = self.land().await;
+            self.start_batch(envs, summary);
+            if let Some(done) = landed {
+                self.finish_batch(done, open, summary).await;
             }
         } else {
+            self.finish_in_flight(open, summary).await;
             // Not a backlog: each input's alerts go out before the next input is
             // decoded, instead of after the whole batch's detectors (at 50k/s offered
             // that wait was most of the consume -> alert p99; docs/PERFORMANCE.md).
@@ -442,6 +454,7 @@ impl Pipeline {
             return false;
         }
         if self.flush_due() {
+            self.finish_in_flight(open, summary).await;
             if open.inputs > 0 && !self.hand_over(tx, open).await {
                 return false;
             }
@@ -479,45 +492,53 @@ impl Pipeline {
                     env.received,
                     &mut self.signals,
                 );
+                if self.tasks.is_none() {
+                    self.metrics.detector_keys.set(self.detectors.keys() as i64);
+                }
                 self.observed(env, obs, summary).await
             }
         }
     }
 
-    /// Like [`Self::handle`] for a full batch of inputs (a backlog), in order, decoded
-    /// and then observed on all cores ([`DetectorSet::observe_batch`]): the same outputs.
-    async fn handle_batch(
-        &mut self,
-        envs: Vec<Envelope>,
-        summary: &mut RunSummary,
-    ) -> Vec<Handled> {
+    /// Sends a full batch of inputs (a backlog) to the detector pool, decoded and
+    /// observed there on all cores ([`DetectorSet::observe_batch`]: the same outputs as
+    /// [`Self::handle`] one by one); [`Self::finish_batch`] does the rest.
+    fn start_batch(&mut self, envs: Vec<Envelope>, summary: &mut RunSummary) {
+        debug_assert!(self.inflight.is_none(), "one batch in flight at a time");
         for env in &envs {
             summary.consumed += 1;
             self.metrics.consumed(env.stream);
         }
-        let decoder = &self.decoder;
-        let decoded: Vec<_> = {
-            use rayon::prelude::*;
-            envs.par_iter()
-                .map(|env| decoder.decode(env.stream, &env.payload))
-                .collect()
-        };
-        let items: Vec<crate::detect::BatchItem<'_>> = envs
-            .iter()
-            .zip(&decoded)
-            .filter_map(|(env, d)| {
-                Some(crate::detect::BatchItem {
-                    event: &d.as_ref().ok()?.event,
-                    partition: partition_of(env),
-                    received: env.received,
-                })
-            })
-            .collect();
-        let mut results = self.detectors.observe_batch(&items).into_iter();
-        drop(items);
-        let mut out = Vec::with_capacity(envs.len());
-        for (env, d) in envs.into_iter().zip(decoded) {
-            out.push(match d {
+        let detectors = std::mem::replace(&mut self.detectors, DetectorSet::stand_in());
+        self.inflight = Some(backlog::start(self.decoder.clone(), detectors, envs));
+    }
+
+    /// Takes the detector set back from the batch in flight, if any, with its results.
+    async fn land(&mut self) -> Option<backlog::Detected> {
+        let (detectors, done) = self.inflight.take()?.wait().await;
+        self.detectors = detectors;
+        Some(done)
+    }
+
+    /// Lands the batch in flight, if any, and finishes it.
+    async fn finish_in_flight(&mut self, open: &mut Pending, summary: &mut RunSummary) {
+        if let Some(done) = self.land().await {
+            self.finish_batch(done, open, summary).await;
+        }
+    }
+
+    /// The rest of a detected batch, input by input: dead letters, the alert policy,
+    /// the sinks.
+    async fn finish_batch(
+        &mut self,
+        done: backlog::Detected,
+        open: &mut Pending,
+        summary: &mut RunSummary,
+    ) {
+        self.metrics.detector_keys.set(done.keys as i64);
+        let mut results = done.results.into_iter();
+        for (env, d) in done.envs.into_iter().zip(done.decoded) {
+            let h = match d {
                 Err(e) => self.invalid(env, &e, summary).await,
                 Ok(d) => {
                     if d.unlisted_region {
@@ -527,9 +548,9 @@ impl Pipeline {
                     self.signals = signals;
                     self.observed(env, obs, summary).await
                 }
-            });
+            };
+            open.merge(h);
         }
-        out
     }
 
     /// An input that does not decode: to the dead letters.
@@ -661,9 +682,6 @@ impl Pipeline {
                     r
                 }));
             }
-        }
-        if self.tasks.is_none() {
-            self.metrics.detector_keys.set(self.detectors.keys() as i64);
         }
         acks
     }
