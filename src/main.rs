@@ -140,6 +140,10 @@ fn parse_grace(s: &str) -> Result<i64, String> {
 
 // mimalloc instead of glibc malloc: decoding allocates per event on both cores, and a
 // million detector keys allocate on restore (docs/PERFORMANCE.md has the A/B figures).
+// Built with `no_thp`: mimalloc otherwise madvises its arenas for transparent huge pages,
+// and with the kernel's THP defrag on `madvise` (Debian's default) each fault of a fresh
+// huge page may compact memory first: growing a detector map of 28k keys stalled the
+// pipeline 34 ms instead of 5 ms, and such stalls were most of the alert p99's tail.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
