@@ -289,6 +289,8 @@ pub struct DetectorSet {
     routes: Vec<String>,
     /// Restore: records announced per stream, until the first batch sizes the maps.
     to_reserve: [usize; 3],
+    /// Each detector's time on the last parallel batch, in `observe_batch`'s job order.
+    job_costs: Vec<u64>,
 }
 
 /// One changelog value of detector state: each detector holding the key, by its
@@ -354,6 +356,7 @@ impl DetectorSet {
             owner: ctx.owner,
             routes: Vec::new(),
             to_reserve: [0; 3],
+            job_costs: Vec::new(),
         }
     }
 
@@ -372,6 +375,7 @@ impl DetectorSet {
             owner: Owner::All,
             routes: Vec::new(),
             to_reserve: [0; 3],
+            job_costs: Vec::new(),
         }
     }
 
@@ -539,9 +543,31 @@ impl DetectorSet {
             .collect();
         let done: Vec<DetectorRun> = if items.len() >= PAR_BATCH {
             use rayon::prelude::*;
-            // One detector per task: the costs differ up to 30x (robust_z vs threshold),
-            // and rayon's default split into halves of the list left one core idle.
-            jobs.into_par_iter().with_max_len(1).map(run).collect()
+            // One detector per task, the costliest of the last batch first: costs differ
+            // up to 30x (robust_z vs threshold), and a costly detector started last keeps
+            // one core busy while the other idles (longest-processing-time-first).
+            let costs = &mut self.job_costs;
+            costs.resize(jobs.len(), 0);
+            let mut order: Vec<(usize, (usize, &mut Box<dyn Detector>))> =
+                jobs.into_iter().enumerate().collect();
+            order.sort_by_key(|(g, _)| std::cmp::Reverse(costs[*g]));
+            let mut timed: Vec<(usize, u64, DetectorRun)> = order
+                .into_par_iter()
+                .with_max_len(1)
+                .map(|(g, job)| {
+                    let t = std::time::Instant::now();
+                    let r = run(job);
+                    (g, t.elapsed().as_nanos() as u64, r)
+                })
+                .collect();
+            timed.sort_unstable_by_key(|(g, _, _)| *g);
+            timed
+                .into_iter()
+                .map(|(g, ns, r)| {
+                    costs[g] = ns;
+                    r
+                })
+                .collect()
         } else {
             jobs.into_iter().map(run).collect()
         };

@@ -267,12 +267,17 @@ impl Detector for Offline {
             return 0.0;
         }
         let t = r.ts.timestamp();
-        let site = self.names.intern(&r.site_id);
-        let kind = self.names.intern(&r.kind);
         let (w, factor) = (self.cfg.interval_weight, self.cfg.factor);
         let st = self.state.touch(&r.sensor_id, r.ts);
-        st.site = site;
-        st.kind = kind;
+        // A sensor's site and kind rarely change: compare with the names held before
+        // paying two hash lookups to intern them again.
+        let new = st.last_ts == i64::MIN;
+        if new || self.names.name(st.site) != r.site_id {
+            st.site = self.names.intern(&r.site_id);
+        }
+        if new || self.names.name(st.kind) != r.kind {
+            st.kind = self.names.intern(&r.kind);
+        }
         st.region = r.region;
         let was_alerting = st.alerting;
         if st.last_ts != i64::MIN && t > st.last_ts {
