@@ -548,8 +548,7 @@ impl DetectorSet {
             // one core busy while the other idles (longest-processing-time-first).
             let costs = &mut self.job_costs;
             costs.resize(jobs.len(), 0);
-            let mut order: Vec<(usize, (usize, &mut Box<dyn Detector>))> =
-                jobs.into_iter().enumerate().collect();
+            let mut order: Vec<_> = jobs.into_iter().enumerate().collect();
             order.sort_by_key(|(g, _)| std::cmp::Reverse(costs[*g]));
             let mut timed: Vec<(usize, u64, DetectorRun)> = order
                 .into_par_iter()
