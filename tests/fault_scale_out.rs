@@ -58,7 +58,18 @@ async fn scale_out_survives_a_kill_and_a_join() {
         .values()
         .sum();
     let mut d = faulty.spawn_instance("so-3");
-    let status = loader.wait().expect("simulate");
+    let status = loop {
+        if let Some(st) = loader.try_wait().expect("simulate") {
+            break st;
+        }
+        supervise(
+            &faulty,
+            &mut [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)],
+            &mut restarts,
+            Duration::from_secs(1),
+        )
+        .await;
+    };
     assert!(status.success(), "simulate failed: {status}");
     let total: i64 = faults::end_offsets(&inputs.topics()).values().sum();
     let deadline = std::time::Instant::now() + Duration::from_secs(240);
