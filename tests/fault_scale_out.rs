@@ -35,12 +35,14 @@ async fn scale_out_survives_a_kill_and_a_join() {
     // with a fatal INVALID_TXN_STATE (confluentinc/librdkafka#4849), and riskstream then
     // stops (the producer is unusable). A restart is one more fault the outputs must
     // survive exactly; how many there were is printed.
-    let mut restarts: Vec<String> = Vec::new();
+    let mut restarts: Vec<(String, std::process::ExitStatus)> = Vec::new();
+    let never = || false;
     supervise(
         &faulty,
         &mut [("so-0", &mut a), ("so-1", &mut b), ("so-2", &mut c)],
         &mut restarts,
         Duration::from_secs(15),
+        never,
     )
     .await;
     let at_kill: i64 = faults::committed(&faulty.group, &inputs.topics())
@@ -52,38 +54,36 @@ async fn scale_out_survives_a_kill_and_a_join() {
         &mut [("so-0", &mut a), ("so-2", &mut c)],
         &mut restarts,
         Duration::from_secs(12),
+        never,
     )
     .await;
     let at_join: i64 = faults::committed(&faulty.group, &inputs.topics())
         .values()
         .sum();
     let mut d = faulty.spawn_instance("so-3");
-    let status = loop {
-        if let Some(st) = loader.try_wait().expect("simulate") {
-            break st;
-        }
-        supervise(
-            &faulty,
-            &mut [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)],
-            &mut restarts,
-            Duration::from_secs(1),
-        )
-        .await;
-    };
+    let mut loaded = None;
+    supervise(
+        &faulty,
+        &mut [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)],
+        &mut restarts,
+        Duration::from_secs(600),
+        || {
+            loaded = loader.try_wait().expect("simulate");
+            loaded.is_some()
+        },
+    )
+    .await;
+    let status = loaded.expect("simulate did not end within 600 s");
     assert!(status.success(), "simulate failed: {status}");
     let total: i64 = faults::end_offsets(&inputs.topics()).values().sum();
-    let deadline = std::time::Instant::now() + Duration::from_secs(240);
-    let mut caught_up = false;
-    while !caught_up && std::time::Instant::now() < deadline {
-        supervise(
-            &faulty,
-            &mut [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)],
-            &mut restarts,
-            Duration::ZERO,
-        )
-        .await;
-        caught_up = faulty.wait_committed(&inputs, Duration::from_secs(1));
-    }
+    let caught_up = supervise(
+        &faulty,
+        &mut [("so-0", &mut a), ("so-2", &mut c), ("so-3", &mut d)],
+        &mut restarts,
+        Duration::from_secs(240),
+        || faulty.all_committed(&inputs),
+    )
+    .await;
     assert!(caught_up, "faulty run did not catch up");
     assert!(restarts.len() <= 2, "survivors kept failing: {restarts:?}");
     // Work per surviving instance: its committed transactions.
@@ -133,7 +133,7 @@ async fn scale_out_survives_a_kill_and_a_join() {
     for (name, n) in &txns {
         // A restarted instance's counters start again at 0, and it may rejoin when the
         // others already hold the remaining work.
-        let restarted = restarts.iter().any(|r| r.starts_with(&format!("{name} ")));
+        let restarted = restarts.iter().any(|(r, _)| r == name);
         assert!(
             *n > 0.0 || restarted,
             "{name} committed no work: partitions not shared"
@@ -153,25 +153,31 @@ async fn scale_out_survives_a_kill_and_a_join() {
     assert_eq!(cmp.faulty, cmp.reference);
 }
 
-/// Watches the running instances for `for_at_least` (at least once): one that exited
-/// with a failure is started again under its name, as `Restart=on-failure` would.
+/// Watches the running instances until `done` holds or `within` has passed (checking
+/// at least once; with `|| false` it simply waits `within`): one that exited with a
+/// failure is started again under its name, as `Restart=on-failure` would. Returns
+/// whether `done` held.
 async fn supervise(
     run: &faults::Run,
     instances: &mut [(&str, &mut (faults::Guard, String))],
-    restarts: &mut Vec<String>,
-    for_at_least: Duration,
-) {
-    let until = std::time::Instant::now() + for_at_least;
+    restarts: &mut Vec<(String, std::process::ExitStatus)>,
+    within: Duration,
+    mut done: impl FnMut() -> bool,
+) -> bool {
+    let until = std::time::Instant::now() + within;
     loop {
         for (name, inst) in instances.iter_mut() {
             if let Ok(Some(st)) = inst.0.try_wait() {
                 assert!(!st.success(), "{name} exited 0 on its own");
-                restarts.push(format!("{name} ({st})"));
+                restarts.push((name.to_string(), st));
                 **inst = run.spawn_instance(name);
             }
         }
+        if done() {
+            return true;
+        }
         if std::time::Instant::now() >= until {
-            return;
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }

@@ -344,6 +344,20 @@ impl DetectorSet {
         }
         let lateness =
             chrono::Duration::from_std(allowed_lateness).unwrap_or(chrono::Duration::zero());
+        Self::with(by_stream, lateness, ctx.owner)
+    }
+
+    /// A set with no detectors, holding the place of one that is away (a backlog batch
+    /// on the detector pool takes the pipeline's set with it). Allocates nothing.
+    pub fn stand_in() -> Self {
+        Self::with(Default::default(), chrono::Duration::zero(), Owner::All)
+    }
+
+    fn with(
+        by_stream: [Vec<Box<dyn Detector>>; 3],
+        lateness: chrono::Duration,
+        owner: Owner,
+    ) -> Self {
         Self {
             by_stream,
             watermarks: [
@@ -353,26 +367,7 @@ impl DetectorSet {
             ],
             tracking: false,
             watermark_dirty: [false; 3],
-            owner: ctx.owner,
-            routes: Vec::new(),
-            to_reserve: [0; 3],
-            job_costs: Vec::new(),
-        }
-    }
-
-    /// A set with no detectors, holding the place of one that is away (a backlog batch
-    /// on the detector pool takes the pipeline's set with it). Allocates nothing.
-    pub fn stand_in() -> Self {
-        Self {
-            by_stream: Default::default(),
-            watermarks: [
-                Watermark::new(chrono::Duration::zero()),
-                Watermark::new(chrono::Duration::zero()),
-                Watermark::new(chrono::Duration::zero()),
-            ],
-            tracking: false,
-            watermark_dirty: [false; 3],
-            owner: Owner::All,
+            owner,
             routes: Vec::new(),
             to_reserve: [0; 3],
             job_costs: Vec::new(),

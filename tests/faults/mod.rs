@@ -210,17 +210,21 @@ impl Run {
     pub fn wait_committed(&self, inputs: &Inputs, timeout: Duration) -> bool {
         let deadline = Instant::now() + timeout;
         while Instant::now() < deadline {
-            let ends = end_offsets(&inputs.topics());
-            let done = committed(&self.group, &inputs.topics());
-            if !ends.is_empty()
-                && ends.iter().all(|(tp, e)| done.get(tp) == Some(e))
-                && self.repartition_drained()
-            {
+            if self.all_committed(inputs) {
                 return true;
             }
             std::thread::sleep(Duration::from_millis(300));
         }
         false
+    }
+
+    /// Whether the group has committed every input offset (and repartition record) now.
+    pub fn all_committed(&self, inputs: &Inputs) -> bool {
+        let ends = end_offsets(&inputs.topics());
+        let done = committed(&self.group, &inputs.topics());
+        !ends.is_empty()
+            && ends.iter().all(|(tp, e)| done.get(tp) == Some(e))
+            && self.repartition_drained()
     }
 
     /// Every repartition partition committed to its end. Its records are written in
