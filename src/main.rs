@@ -601,7 +601,10 @@ async fn start_console(
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let decoder = Decoder::new(cfg.regions.clone());
-    let ctx = BuildCtx::new(cfg.regions.clone());
+    let ctx = BuildCtx {
+        false_alarms_per_day: cfg.detectors.false_alarms_per_day,
+        ..BuildCtx::new(cfg.regions.clone())
+    };
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),
         cfg.processing.allowed_lateness,

@@ -236,6 +236,9 @@ pub struct DetectorsConfig {
     pub incidents: Vec<DetectorConfig>,
     pub sensors: Vec<DetectorConfig>,
     pub fraud: Vec<DetectorConfig>,
+    /// False episodes per key and day that a detector with a budget may raise (each
+    /// detector's own `false_alarms_per_day` overrides it).
+    pub false_alarms_per_day: f64,
 }
 
 impl Default for DetectorsConfig {
@@ -248,6 +251,7 @@ impl Default for DetectorsConfig {
                 D::EwmaZ(Default::default()),
             ],
             fraud: vec![D::EntityBurst(Default::default())],
+            false_alarms_per_day: crate::detect::tail::DEFAULT_FALSE_ALARMS_PER_DAY,
         }
     }
 }
@@ -373,10 +377,24 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
         match d.as_table() {
             None => problems.push("detectors: must be a table of per-stream lists".into()),
             Some(t) => {
-                for k in t.keys() {
-                    if Stream::parse(k).is_none() {
+                for (k, v) in t {
+                    if k == "false_alarms_per_day" {
+                        match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                            Some(b) => {
+                                crate::detect::tail::validate_budget(
+                                    b,
+                                    "detectors.false_alarms_per_day",
+                                    &mut problems,
+                                );
+                                detectors.false_alarms_per_day = b;
+                            }
+                            None => problems.push(
+                                "detectors.false_alarms_per_day: must be a number".into(),
+                            ),
+                        }
+                    } else if Stream::parse(k).is_none() {
                         problems.push(format!(
-                            "detectors.{k}: unknown stream (expected incidents, sensors, fraud)"
+                            "detectors.{k}: unknown stream (expected incidents, sensors, fraud, or false_alarms_per_day)"
                         ));
                     }
                 }

@@ -269,6 +269,7 @@ impl Detector for Cusum {
                     threshold: h,
                     window: format!("{run} readings"),
                     p_value: None,
+                    false_alarms_per_day: None,
                 },
             }
         }) else {

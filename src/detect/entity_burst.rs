@@ -186,6 +186,7 @@ impl Detector for EntityBurst {
                         threshold: -self.alpha.log10(),
                         window: self.window_label.clone(),
                         p_value: Some(p),
+                        false_alarms_per_day: None,
                     },
                 }
             } else if !firing && ring.alerting {

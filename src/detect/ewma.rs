@@ -256,6 +256,7 @@ impl Detector for EwmaZ {
                     threshold: k,
                     window: self.window.clone(),
                     p_value: None,
+                    false_alarms_per_day: None,
                 },
             }
         }) else {

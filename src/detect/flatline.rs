@@ -218,6 +218,7 @@ impl Detector for Flatline {
                     threshold: mins(self.max_secs),
                     window: self.window.clone(),
                     p_value: None,
+                    false_alarms_per_day: None,
                 },
             }
         };

@@ -16,6 +16,7 @@ mod rate_spike;
 mod restore;
 mod robust_z;
 pub mod score;
+pub mod tail;
 mod site_correlation;
 mod spread;
 mod threshold;
@@ -46,9 +47,13 @@ pub struct Evidence {
     pub threshold: f64,
     /// The time scale the detector looked at, e.g. `5m`.
     pub window: String,
-    /// For count detectors: P(X >= observed) under the baseline model.
+    /// For count detectors: P(X >= observed) under the baseline model; for detectors with
+    /// a false-alarm budget: the tail probability of `score` under the key's own scores.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub p_value: Option<f64>,
+    /// The budget `threshold` was set from: false episodes per key and day.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub false_alarms_per_day: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +90,9 @@ pub struct BuildCtx {
     pub regions: Arc<Regions>,
     /// Which routes this detector set owns (scale-out); `All` on a single instance.
     pub owner: Owner,
+    /// `[detectors] false_alarms_per_day`: the budget of detectors that keep one, unless
+    /// a detector's own table sets it.
+    pub false_alarms_per_day: f64,
 }
 
 impl BuildCtx {
@@ -93,6 +101,7 @@ impl BuildCtx {
         Self {
             regions,
             owner: Owner::All,
+            false_alarms_per_day: tail::DEFAULT_FALSE_ALARMS_PER_DAY,
         }
     }
 }

@@ -366,6 +366,7 @@ impl Detector for Offline {
                             threshold: limit,
                             window: fmt_duration(Duration::from_secs(limit.round() as u64)),
                             p_value: None,
+                            false_alarms_per_day: None,
                         },
                     },
                 });

@@ -217,6 +217,7 @@ impl Detector for RateOfChange {
                     threshold: limit,
                     window: self.window.clone(),
                     p_value: None,
+                    false_alarms_per_day: None,
                 },
             }
         }) else {

@@ -537,6 +537,7 @@ impl RateSpike {
                     threshold: -self.cfg.alpha.log10(),
                     window: self.window_label.clone(),
                     p_value: Some(p),
+                    false_alarms_per_day: None,
                 },
             }
         } else if st.alerting {

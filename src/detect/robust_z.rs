@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
+    kind_label, score, tail, tail::Tail, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
@@ -61,6 +61,22 @@ pub struct RobustZConfig {
     /// 100-MAD event (default 0.005).
     #[serde(default = "default_min_mad")]
     pub min_mad: f64,
+    /// False episodes this detector may raise per sensor and day: each sensor's threshold
+    /// is raised above `z_threshold` as far as the tail of its own scores needs
+    /// (src/detect/tail.rs). Default: `[detectors] false_alarms_per_day`.
+    #[serde(default)]
+    pub false_alarms_per_day: Option<f64>,
+    /// The budget never raises the threshold above this many robust standard deviations
+    /// (default 30): a sensor noisy enough to need more still alarms on a gross change.
+    #[serde(default = "default_max_z")]
+    pub max_z_threshold: f64,
+    /// A shift that has lasted this long of event time ...
+    #[serde(default = "default_relearn_after", with = "humantime_serde")]
+    pub relearn_after: Duration,
+    /// ... and this many readings is the sensor's new normal: the episode ends and the
+    /// window re-learns (default 30m and 30 readings).
+    #[serde(default = "default_relearn_readings")]
+    pub relearn_readings: u32,
     /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
@@ -78,6 +94,15 @@ fn default_min_samples() -> usize {
 fn default_min_mad() -> f64 {
     0.005
 }
+fn default_max_z() -> f64 {
+    30.0
+}
+fn default_relearn_after() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_relearn_readings() -> u32 {
+    30
+}
 fn default_ttl() -> Duration {
     Duration::from_secs(6 * 3600)
 }
@@ -91,6 +116,10 @@ impl Default for RobustZConfig {
             direction: Direction::Both,
             min_samples: default_min_samples(),
             min_mad: default_min_mad(),
+            false_alarms_per_day: None,
+            max_z_threshold: default_max_z(),
+            relearn_after: default_relearn_after(),
+            relearn_readings: default_relearn_readings(),
             ttl: default_ttl(),
         }
     }
@@ -114,24 +143,36 @@ impl DetectorSpec for RobustZConfig {
         if !(score::positive(self.min_mad) && self.min_mad.is_finite()) {
             problems.push(format!("{path}.min_mad: must be > 0"));
         }
+        if let Some(b) = self.false_alarms_per_day {
+            tail::validate_budget(b, &format!("{path}.false_alarms_per_day"), problems);
+        }
+        if !(self.max_z_threshold.is_finite() && self.max_z_threshold >= self.z_threshold) {
+            problems.push(format!("{path}.max_z_threshold: must be >= z_threshold"));
+        }
+        if self.relearn_readings == 0 {
+            problems.push(format!("{path}.relearn_readings: must be > 0"));
+        }
         if self.ttl.is_zero() {
             problems.push(format!("{path}.ttl: must be > 0"));
         }
     }
 
-    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> RobustZ {
+    fn build(&self, _stream: Stream, ctx: &BuildCtx) -> RobustZ {
         let cap = self.window.clamp(1, MAX_WINDOW);
         RobustZ {
             cfg: self.clone(),
             cap,
             warm: self.min_samples.min(cap),
             window: format!("{cap} readings"),
+            budget: self.false_alarms_per_day.unwrap_or(ctx.false_alarms_per_day),
             state: KeyedState::new(self.ttl),
         }
     }
 }
 
-/// The last readings of one series, a ring buffer. 260 bytes.
+/// The last readings of one series (a ring buffer) and what the detector has learned
+/// about the series: its tail, its resolution, its reporting interval, and the regime it
+/// left at its last re-learn. 320 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
     #[serde(with = "crate::state::codec::array")]
@@ -141,6 +182,25 @@ pub struct RobustState {
     /// Readings held (<= the window).
     len: u8,
     alerting: bool,
+    /// `prev_median` and `prev_scale` hold a regime left at a re-learn.
+    has_prev: bool,
+    /// The tail of this series' scores: its threshold (the false-alarm budget).
+    tail: Tail,
+    /// EWMA of the size of the non-zero steps between consecutive readings: the series'
+    /// own resolution, a floor on its scale (a window of identical readings of a
+    /// quantized sensor must not make its next one-quantum step a 100-sigma event).
+    step: f32,
+    /// EWMA of the seconds between readings: turns the budget per day into one per reading.
+    interval: f32,
+    prev_median: f32,
+    prev_scale: f32,
+    /// The last reading (for the step) and its event time (for the interval).
+    last_value: f32,
+    /// Readings in the current episode.
+    episode_readings: u32,
+    last_ts: i64,
+    /// Event time the current episode opened.
+    episode_start: i64,
 }
 
 impl Default for RobustState {
@@ -150,6 +210,16 @@ impl Default for RobustState {
             head: 0,
             len: 0,
             alerting: false,
+            has_prev: false,
+            tail: Tail::default(),
+            step: 0.0,
+            interval: 0.0,
+            prev_median: 0.0,
+            prev_scale: 0.0,
+            last_value: 0.0,
+            episode_readings: 0,
+            last_ts: i64::MIN,
+            episode_start: 0,
         }
     }
 }
@@ -165,6 +235,37 @@ impl RobustState {
 
     pub fn len(&self) -> usize {
         self.len as usize
+    }
+
+    /// Empties the window (a re-learn): the series' tail, resolution and interval stay.
+    fn clear_window(&mut self) {
+        self.head = 0;
+        self.len = 0;
+    }
+
+    /// Learns the step from the last reading and the interval since it (in-order
+    /// readings only: a late one says nothing about either).
+    fn learn_motion(&mut self, x: f64, t: i64, learn_step: bool) {
+        if self.last_ts != i64::MIN && t > self.last_ts {
+            let dt = (t - self.last_ts) as f32;
+            self.interval = if self.interval > 0.0 {
+                self.interval + 0.05 * (dt - self.interval)
+            } else {
+                dt
+            };
+            let d = (x as f32 - self.last_value).abs();
+            if learn_step && d > 0.0 && d.is_finite() {
+                self.step = if self.step > 0.0 {
+                    self.step + 0.02 * (d.min(self.step * 50.0) - self.step)
+                } else {
+                    d
+                };
+            }
+        }
+        if t >= self.last_ts {
+            self.last_ts = t;
+            self.last_value = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
+        }
     }
 
     /// Median and the robust scale of the window, as a standard deviation: `1.4826 MAD`,
@@ -222,7 +323,52 @@ pub struct RobustZ {
     /// Readings needed before scoring.
     warm: usize,
     window: String,
+    /// False episodes per sensor and day.
+    budget: f64,
     state: KeyedState<RobustState>,
+}
+
+/// The series' resolution floors its scale at this fraction of its typical step (for
+/// Gaussian noise of σ the mean step is 1.13σ, so the floor is about 0.9σ).
+const STEP_FLOOR: f64 = 0.8;
+
+/// What one reading is judged against.
+struct Judged {
+    z: f64,
+    expected: f64,
+    threshold: f64,
+    tail_p: f64,
+}
+
+/// The reading's robust z and the threshold this series has earned. While an episode
+    /// is open the window holds only the readings before it (firing readings are not
+    /// pushed), so the episode is judged against the regime it left and ends when the
+    /// value returns to it; a reading that fits the regime left at the last re-learn is
+    /// judged against that regime (a return to the old normal is not a new anomaly).
+fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
+        let (med, window_scale) = st.median_scale();
+        let floor = (MAD_TO_SIGMA * cfg.min_mad).max(STEP_FLOOR * f64::from(st.step));
+        let mut z = (x - med) / window_scale.max(floor);
+        let mut expected = med;
+        if st.has_prev {
+            let zp = (x - f64::from(st.prev_median)) / f64::from(st.prev_scale).max(floor);
+            if zp.abs() < z.abs() {
+                z = zp;
+                expected = f64::from(st.prev_median);
+            }
+        }
+        let fit = st.tail.fit();
+        let interval = if st.interval > 0.0 { f64::from(st.interval) } else { 60.0 };
+        let q = tail::risk_per_reading(budget, interval);
+        let threshold = fit
+            .threshold(q)
+            .clamp(cfg.z_threshold, cfg.max_z_threshold);
+        Judged {
+            z,
+            expected,
+            threshold,
+            tail_p: fit.tail_probability(cfg.direction.counted(z)),
+        }
 }
 
 impl Detector for RobustZ {
@@ -238,19 +384,47 @@ impl Detector for RobustZ {
         if r.status == SensorStatus::Fault {
             return 0.0;
         }
-        let k = self.cfg.z_threshold;
+        let t = r.ts.timestamp();
+        let budget = self.budget;
         let st = self.state.touch(&r.sensor_id, r.ts);
         if st.len() < self.warm {
+            st.learn_motion(r.value, t, true);
             st.push(r.value, self.cap);
             return 0.0;
         }
-        let (med, scale) = st.median_scale();
-        let z = (r.value - med) / scale.max(MAD_TO_SIGMA * self.cfg.min_mad);
-        st.push(r.value, self.cap);
-        let counted = self.cfg.direction.counted(z);
-        let s = score::from_ratio(counted, k);
-        let Some(kind) = transition(counted > k, &mut st.alerting, || {
-            let dir = if z >= 0.0 { "above" } else { "below" };
+        let j = judge(&self.cfg, budget, st, r.value);
+        let counted = self.cfg.direction.counted(j.z);
+        let mut firing = counted > j.threshold;
+        st.learn_motion(r.value, t, !firing);
+        if firing {
+            if !st.alerting {
+                st.episode_start = t;
+                st.episode_readings = 0;
+            }
+            st.episode_readings = st.episode_readings.saturating_add(1);
+            let lasted = t.saturating_sub(st.episode_start);
+            if lasted >= self.cfg.relearn_after.as_secs() as i64
+                && st.episode_readings >= self.cfg.relearn_readings
+            {
+                // The shift has lasted: it is the new normal. Remember the regime it left
+                // (a return to it is no anomaly), end the episode, learn the new one.
+                let (med, scale) = st.median_scale();
+                st.prev_median = med as f32;
+                st.prev_scale = scale as f32;
+                st.has_prev = true;
+                st.clear_window();
+                st.push(r.value, self.cap);
+                firing = false;
+            }
+        } else {
+            // Only readings judged normal teach the tail and the window (as SPOT keeps
+            // alarms out of its peaks): an episode is judged against what came before it.
+            st.tail.learn(counted);
+            st.push(r.value, self.cap);
+        }
+        let s = score::from_ratio(counted, j.threshold);
+        let Some(kind) = transition(firing, &mut st.alerting, || {
+            let dir = if j.z >= 0.0 { "above" } else { "below" };
             SignalKind::Anomalous {
                 score: s,
                 level: None,
@@ -261,11 +435,12 @@ impl Detector for RobustZ {
                 ),
                 evidence: Evidence {
                     observed: r.value,
-                    expected: med,
-                    score: (z * 100.0).round() / 100.0,
-                    threshold: k,
+                    expected: j.expected,
+                    score: (j.z * 100.0).round() / 100.0,
+                    threshold: (j.threshold * 100.0).round() / 100.0,
                     window: self.window.clone(),
-                    p_value: None,
+                    p_value: Some(j.tail_p),
+                    false_alarms_per_day: Some(budget),
                 },
             }
         }) else {

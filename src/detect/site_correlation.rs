@@ -334,6 +334,7 @@ impl Detector for SiteCorrelation {
                     threshold: f64::from(min),
                     window: self.window_label.clone(),
                     p_value: None,
+                    false_alarms_per_day: None,
                 },
             }
         } else if !firing && ring.alerting {

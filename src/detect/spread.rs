@@ -213,6 +213,7 @@ impl Detector for Spread {
                             threshold: f64::from(min),
                             window: self.window_label.clone(),
                             p_value: None,
+                            false_alarms_per_day: None,
                         },
                     },
                 )

@@ -244,6 +244,7 @@ impl Detector for Threshold {
                         threshold: limit,
                         window: "instant".into(),
                         p_value: None,
+                        false_alarms_per_day: None,
                     },
                 }
             }
