@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
+    kind_label, score, tail, tail::{EpisodeClock, Motion, Tail}, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
@@ -70,6 +70,21 @@ pub struct CusumConfig {
     /// EWMA weight with which μ0 and σ keep learning while not alerting; 0 = frozen (default).
     #[serde(default)]
     pub relearn_weight: f64,
+    /// False episodes per sensor and day: each sensor's decision interval is raised above
+    /// `h` as far as the tail of its own sums needs (src/detect/tail.rs). Default:
+    /// `[detectors] false_alarms_per_day`.
+    #[serde(default)]
+    pub false_alarms_per_day: Option<f64>,
+    /// The budget never raises the decision interval above this, in σ (default 8 h).
+    #[serde(default)]
+    pub max_h: Option<f64>,
+    /// A shift that has lasted this long of event time ...
+    #[serde(default = "default_relearn_after", with = "humantime_serde")]
+    pub relearn_after: Duration,
+    /// ... and this many readings is the sensor's new normal: μ0 moves to the shifted
+    /// mean and the episode ends (default 30m and 30 readings).
+    #[serde(default = "default_relearn_readings")]
+    pub relearn_readings: u32,
     /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
@@ -87,6 +102,12 @@ fn default_min_samples() -> u32 {
 fn default_min_std() -> f64 {
     0.001
 }
+fn default_relearn_after() -> Duration {
+    Duration::from_secs(30 * 60)
+}
+fn default_relearn_readings() -> u32 {
+    30
+}
 fn default_ttl() -> Duration {
     Duration::from_secs(6 * 3600)
 }
@@ -103,6 +124,10 @@ impl Default for CusumConfig {
             target_std: None,
             min_std: default_min_std(),
             relearn_weight: 0.0,
+            false_alarms_per_day: None,
+            max_h: None,
+            relearn_after: default_relearn_after(),
+            relearn_readings: default_relearn_readings(),
             ttl: default_ttl(),
         }
     }
@@ -141,14 +166,25 @@ impl DetectorSpec for CusumConfig {
         if !(self.relearn_weight >= 0.0 && self.relearn_weight < 1.0) {
             problems.push(format!("{path}.relearn_weight: must be in [0, 1)"));
         }
+        if let Some(b) = self.false_alarms_per_day {
+            tail::validate_budget(b, &format!("{path}.false_alarms_per_day"), problems);
+        }
+        if matches!(self.max_h, Some(m) if !(m.is_finite() && m >= self.h)) {
+            problems.push(format!("{path}.max_h: must be >= h"));
+        }
+        if self.relearn_readings == 0 {
+            problems.push(format!("{path}.relearn_readings: must be > 0"));
+        }
         if self.ttl.is_zero() {
             problems.push(format!("{path}.ttl: must be > 0"));
         }
     }
 
-    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> Cusum {
+    fn build(&self, _stream: Stream, ctx: &BuildCtx) -> Cusum {
         Cusum {
             cfg: self.clone(),
+            budget: self.false_alarms_per_day.unwrap_or(ctx.false_alarms_per_day),
+            max_h: self.max_h.unwrap_or(8.0 * self.h),
             warm_n: if self.needs_warm_up() {
                 self.min_samples
             } else {
@@ -159,7 +195,7 @@ impl DetectorSpec for CusumConfig {
     }
 }
 
-/// The sums and the target of one series. 48 bytes.
+/// The sums and the target of one series, and what the budget learns of it. 104 bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Welford mean during warm-up, then μ0.
@@ -175,6 +211,9 @@ pub struct CusumState {
     np: u16,
     nm: u16,
     alerting: bool,
+    tail: Tail,
+    motion: Motion,
+    episode: EpisodeClock,
 }
 
 impl CusumState {
@@ -200,8 +239,14 @@ pub struct Cusum {
     cfg: CusumConfig,
     /// Readings of warm-up: `min_samples`, or 0 when both targets are fixed.
     warm_n: u32,
+    /// False episodes per sensor and day, and the highest decision interval it may set.
+    budget: f64,
+    max_h: f64,
     state: KeyedState<CusumState>,
 }
+
+/// The series' resolution floors σ at this fraction of its typical step (as robust_z's).
+const STEP_FLOOR: f64 = 0.8;
 
 impl Detector for Cusum {
     fn name(&self) -> &'static str {
@@ -217,9 +262,11 @@ impl Detector for Cusum {
             return 0.0;
         }
         let cfg = &self.cfg;
+        let t = r.ts.timestamp();
         let st = self.state.touch(&r.sensor_id, r.ts);
         let x = r.value;
         if st.n < self.warm_n {
+            st.motion.learn(x, t, true);
             // Welford; at the last warm-up reading M2 becomes the sample variance.
             st.n += 1;
             let d = x - st.mean;
@@ -232,9 +279,16 @@ impl Detector for Cusum {
         }
         st.n = st.n.saturating_add(1);
         let mu = cfg.target_mean.unwrap_or(st.mean);
-        let sd = cfg.target_std.unwrap_or(st.var.sqrt()).max(cfg.min_std);
+        let sd = cfg
+            .target_std
+            .unwrap_or(st.var.sqrt())
+            .max(cfg.min_std)
+            .max(STEP_FLOOR * st.motion.step());
         let z = (x - mu) / sd;
-        let (k, h) = (cfg.k, cfg.h);
+        let fit = st.tail.fit();
+        let q = tail::risk_per_reading(self.budget, st.motion.interval());
+        let k = cfg.k;
+        let h = fit.threshold(q).clamp(cfg.h, self.max_h);
         st.step(z, k, h);
         // The counted side: the larger one for `both`.
         let up = match cfg.direction {
@@ -244,20 +298,41 @@ impl Detector for Cusum {
         };
         let (c, run) = if up { (st.cp, st.np) } else { (st.cm, st.nm) };
         let s = score::from_ratio(c, h);
-        let firing = c > h;
-        if !firing && !st.alerting && cfg.relearn_weight > 0.0 {
-            let w = cfg.relearn_weight;
-            let d = x - st.mean;
-            st.mean += w * d;
-            st.var = (1.0 - w) * (st.var + w * d * d);
+        let mut firing = c > h;
+        st.motion.learn(x, t, !firing && !st.alerting);
+        let shift = sd * (k + c / f64::from(run.max(1)));
+        let est = if up { mu + shift } else { mu - shift };
+        if firing {
+            let relearn_after = cfg.relearn_after.as_secs() as i64;
+            if cfg.target_mean.is_none()
+                && st
+                    .episode
+                    .tick(t, !st.alerting, relearn_after, cfg.relearn_readings)
+            {
+                // The shift has lasted: its mean is the new target, the episode ends.
+                st.mean = est;
+                st.cp = 0.0;
+                st.cm = 0.0;
+                st.np = 0;
+                st.nm = 0;
+                firing = false;
+            }
+        } else if !st.alerting {
+            // Only quiet readings teach the tail (as SPOT keeps alarms out of its peaks).
+            st.tail.learn(c);
+            // The target follows slow change (a daily cycle) only while both sums are
+            // low: a shift that is accumulating is not learned away.
+            if cfg.relearn_weight > 0.0 && st.cp.max(st.cm) < 0.5 * h {
+                let w = cfg.relearn_weight;
+                let d = x - st.mean;
+                st.mean += w * d;
+                st.var = (1.0 - w) * (st.var + w * d * d);
+            }
         }
+        let tail_p = fit.tail_probability(c);
+        let budget = self.budget;
         let Some(kind) = transition(firing, &mut st.alerting, || {
-            let shift = sd * (k + c / f64::from(run.max(1)));
-            let (word, est) = if up {
-                ("up", mu + shift)
-            } else {
-                ("down", mu - shift)
-            };
+            let word = if up { "up" } else { "down" };
             SignalKind::Anomalous {
                 score: s,
                 level: None,
@@ -266,10 +341,10 @@ impl Detector for Cusum {
                     observed: est,
                     expected: mu,
                     score: (c * 100.0).round() / 100.0,
-                    threshold: h,
+                    threshold: (h * 100.0).round() / 100.0,
                     window: format!("{run} readings"),
-                    p_value: None,
-                    false_alarms_per_day: None,
+                    p_value: Some(tail_p),
+                    false_alarms_per_day: Some(budget),
                 },
             }
         }) else {

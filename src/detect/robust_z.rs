@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, tail, tail::Tail, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
+    kind_label, score, tail, tail::{EpisodeClock, Motion, Tail}, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
@@ -186,21 +186,10 @@ pub struct RobustState {
     has_prev: bool,
     /// The tail of this series' scores: its threshold (the false-alarm budget).
     tail: Tail,
-    /// EWMA of the size of the non-zero steps between consecutive readings: the series'
-    /// own resolution, a floor on its scale (a window of identical readings of a
-    /// quantized sensor must not make its next one-quantum step a 100-sigma event).
-    step: f32,
-    /// EWMA of the seconds between readings: turns the budget per day into one per reading.
-    interval: f32,
     prev_median: f32,
     prev_scale: f32,
-    /// The last reading (for the step) and its event time (for the interval).
-    last_value: f32,
-    /// Readings in the current episode.
-    episode_readings: u32,
-    last_ts: i64,
-    /// Event time the current episode opened.
-    episode_start: i64,
+    motion: Motion,
+    episode: EpisodeClock,
 }
 
 impl Default for RobustState {
@@ -212,14 +201,10 @@ impl Default for RobustState {
             alerting: false,
             has_prev: false,
             tail: Tail::default(),
-            step: 0.0,
-            interval: 0.0,
             prev_median: 0.0,
             prev_scale: 0.0,
-            last_value: 0.0,
-            episode_readings: 0,
-            last_ts: i64::MIN,
-            episode_start: 0,
+            motion: Motion::default(),
+            episode: EpisodeClock::default(),
         }
     }
 }
@@ -237,35 +222,10 @@ impl RobustState {
         self.len as usize
     }
 
-    /// Empties the window (a re-learn): the series' tail, resolution and interval stay.
+    /// Empties the window (a re-learn): the series' tail and motion stay.
     fn clear_window(&mut self) {
         self.head = 0;
         self.len = 0;
-    }
-
-    /// Learns the step from the last reading and the interval since it (in-order
-    /// readings only: a late one says nothing about either).
-    fn learn_motion(&mut self, x: f64, t: i64, learn_step: bool) {
-        if self.last_ts != i64::MIN && t > self.last_ts {
-            let dt = (t - self.last_ts) as f32;
-            self.interval = if self.interval > 0.0 {
-                self.interval + 0.05 * (dt - self.interval)
-            } else {
-                dt
-            };
-            let d = (x as f32 - self.last_value).abs();
-            if learn_step && d > 0.0 && d.is_finite() {
-                self.step = if self.step > 0.0 {
-                    self.step + 0.02 * (d.min(self.step * 50.0) - self.step)
-                } else {
-                    d
-                };
-            }
-        }
-        if t >= self.last_ts {
-            self.last_ts = t;
-            self.last_value = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
-        }
     }
 
     /// Median and the robust scale of the window, as a standard deviation: `1.4826 MAD`,
@@ -347,7 +307,7 @@ struct Judged {
     /// judged against that regime (a return to the old normal is not a new anomaly).
 fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
         let (med, window_scale) = st.median_scale();
-        let floor = (MAD_TO_SIGMA * cfg.min_mad).max(STEP_FLOOR * f64::from(st.step));
+        let floor = (MAD_TO_SIGMA * cfg.min_mad).max(STEP_FLOOR * st.motion.step());
         let mut z = (x - med) / window_scale.max(floor);
         let mut expected = med;
         if st.has_prev {
@@ -358,8 +318,7 @@ fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
             }
         }
         let fit = st.tail.fit();
-        let interval = if st.interval > 0.0 { f64::from(st.interval) } else { 60.0 };
-        let q = tail::risk_per_reading(budget, interval);
+        let q = tail::risk_per_reading(budget, st.motion.interval());
         let threshold = fit
             .threshold(q)
             .clamp(cfg.z_threshold, cfg.max_z_threshold);
@@ -388,23 +347,19 @@ impl Detector for RobustZ {
         let budget = self.budget;
         let st = self.state.touch(&r.sensor_id, r.ts);
         if st.len() < self.warm {
-            st.learn_motion(r.value, t, true);
+            st.motion.learn(r.value, t, true);
             st.push(r.value, self.cap);
             return 0.0;
         }
         let j = judge(&self.cfg, budget, st, r.value);
         let counted = self.cfg.direction.counted(j.z);
         let mut firing = counted > j.threshold;
-        st.learn_motion(r.value, t, !firing);
+        st.motion.learn(r.value, t, !firing);
         if firing {
-            if !st.alerting {
-                st.episode_start = t;
-                st.episode_readings = 0;
-            }
-            st.episode_readings = st.episode_readings.saturating_add(1);
-            let lasted = t.saturating_sub(st.episode_start);
-            if lasted >= self.cfg.relearn_after.as_secs() as i64
-                && st.episode_readings >= self.cfg.relearn_readings
+            let relearn_after = self.cfg.relearn_after.as_secs() as i64;
+            if st
+                .episode
+                .tick(t, !st.alerting, relearn_after, self.cfg.relearn_readings)
             {
                 // The shift has lasted: it is the new normal. Remember the regime it left
                 // (a return to it is no anomaly), end the episode, learn the new one.

@@ -1,0 +1,371 @@
+//! A false-alarm budget for adaptive detectors: each key's firing threshold is set from the
+//! tail of the scores that key's detector has actually produced, so a sensor with heavy
+//! tails, quantized values or frequent small steps gets a higher threshold than a sensor
+//! with clean Gaussian noise, and both fire about as rarely as the budget allows.
+//!
+//! Method: peaks over threshold with a generalized Pareto tail, as in SPOT (Siffer,
+//! Fouque, Termier, Largouët, "Anomaly Detection in Streams with Extreme Value Theory",
+//! KDD 2017). Scores above a fixed level `u` are peaks; their excesses `y = s - u` follow
+//! a GPD(ξ, σ) for a high enough `u` (Pickands–Balkema–de Haan). SPOT keeps every peak and
+//! refits by maximum likelihood; here the fit is by the method of moments (Hosking &
+//! Wallis 1987) from the running mean and mean square of the excesses, so the state is
+//! four numbers per key and each reading costs O(1):
+//!
+//! ```text
+//!   m = E[y], v = Var[y]:   ξ = (1 - m²/v) / 2,   σ = m (1 + m²/v) / 2
+//!   P(S > s) ≈ (Nt / n) (1 + ξ (s - u) / σ)^(-1/ξ)          (s > u; exp(-(s-u)/σ) at ξ = 0)
+//!   threshold at risk q:  z_q = u + σ/ξ ((q n / Nt)^(-ξ) - 1)   (u - σ ln(q n / Nt) at ξ = 0)
+//! ```
+//!
+//! The moments are unbiased only for ξ < 1/2, so ξ is clamped to [-1/2, 1/2): a heavier
+//! tail than that is treated as ξ just under 1/2, which still raises the threshold steeply.
+//!
+//! The model starts from a prior worth `PRIOR_N` scores of Gaussian noise (the tail of
+//! |z| for N(0,1) above u), so a new key's threshold is the Gaussian one and the data moves
+//! it. Counts are capped at `HORIZON` (older evidence is scaled down), so the model
+//! follows a sensor whose behaviour changes over weeks. Scores of readings that fired are
+//! kept out (as SPOT does): an anomaly must not teach the model that anomalies are normal.
+
+use serde::{Deserialize, Serialize};
+
+/// Scores (|z|, in standard deviations) above this are peaks. Three sigma: Gaussian noise
+/// exceeds it on 0.27% of readings, few enough that the excesses are a tail.
+pub const PEAK_LEVEL: f64 = 3.0;
+/// The prior's weight, in scores.
+const PRIOR_N: f32 = 2000.0;
+/// P(|Z| > 3) for Z ~ N(0, 1).
+const GAUSS_TAIL: f32 = 0.0027;
+/// Mean and mean square of |Z| - 3 given |Z| > 3 (numerical integration of the normal tail).
+const GAUSS_M1: f32 = 0.2830;
+const GAUSS_M2: f32 = 0.1507;
+/// Counts beyond this are scaled down: the model remembers about this many scores.
+const HORIZON: f32 = 200_000.0;
+/// Largest shape the moment fit may report (its moments exist only below 1/2).
+const MAX_SHAPE: f64 = 0.49;
+
+/// One key's tail model: 16 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Tail {
+    /// Scores seen (weighted; the prior counts).
+    n: f32,
+    /// Of which above [`PEAK_LEVEL`].
+    peaks: f32,
+    /// Mean and mean square of the excesses over [`PEAK_LEVEL`].
+    m1: f32,
+    m2: f32,
+}
+
+impl Default for Tail {
+    fn default() -> Self {
+        Self {
+            n: PRIOR_N,
+            peaks: PRIOR_N * GAUSS_TAIL,
+            m1: GAUSS_M1,
+            m2: GAUSS_M2,
+        }
+    }
+}
+
+/// The fitted tail: what an alert's evidence can show.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Fit {
+    /// Fraction of scores above the peak level.
+    pub rate: f64,
+    pub shape: f64,
+    pub scale: f64,
+}
+
+impl Fit {
+    /// P(S > s) under the fitted tail (1 at or below the peak level's rate).
+    pub fn tail_probability(&self, s: f64) -> f64 {
+        if !(s > PEAK_LEVEL) {
+            return self.rate.max(f64::MIN_POSITIVE).min(1.0);
+        }
+        let y = (s - PEAK_LEVEL) / self.scale;
+        let surv = if self.shape.abs() < 1e-9 {
+            (-y).exp()
+        } else {
+            let base = 1.0 + self.shape * y;
+            if base <= 0.0 {
+                0.0 // beyond the upper end point of a bounded (ξ < 0) tail
+            } else {
+                base.powf(-1.0 / self.shape)
+            }
+        };
+        (self.rate * surv).clamp(0.0, 1.0)
+    }
+
+    /// The score exceeded with probability `q` (per reading): the threshold that meets a
+    /// budget of `q` false exceedances per reading. Never below the peak level.
+    pub fn threshold(&self, q: f64) -> f64 {
+        if !(q > 0.0) || q >= self.rate {
+            return PEAK_LEVEL;
+        }
+        let r = q / self.rate; // < 1
+        let x = if self.shape.abs() < 1e-9 {
+            -self.scale * r.ln()
+        } else {
+            self.scale / self.shape * (r.powf(-self.shape) - 1.0)
+        };
+        PEAK_LEVEL + x
+    }
+}
+
+impl Tail {
+    /// Learns one score (`s >= 0`, e.g. |z|). Non-finite scores are ignored.
+    pub fn learn(&mut self, s: f64) {
+        if !s.is_finite() {
+            return;
+        }
+        if self.n >= HORIZON {
+            // Forget a tenth of everything at once (the ratios are kept): O(1), and the
+            // model's memory stays about HORIZON scores long.
+            self.n *= 0.9;
+            self.peaks *= 0.9;
+        }
+        self.n += 1.0;
+        if s > PEAK_LEVEL {
+            // Excesses are clamped so one absurd score cannot swamp the moments.
+            let y = (s - PEAK_LEVEL).min(1e3) as f32;
+            self.peaks += 1.0;
+            let w = 1.0 / self.peaks;
+            self.m1 += w * (y - self.m1);
+            self.m2 += w * (y * y - self.m2);
+        }
+    }
+
+    /// The method-of-moments GPD fit of the excesses.
+    pub fn fit(&self) -> Fit {
+        let m = f64::from(self.m1).max(1e-6);
+        let v = (f64::from(self.m2) - m * m).max(1e-12);
+        let r = m * m / v;
+        let shape = (0.5 * (1.0 - r)).clamp(-0.5, MAX_SHAPE);
+        // σ from the clamped shape keeps the fitted mean excess: E[y] = σ / (1 - ξ).
+        let scale = (m * (1.0 - shape)).max(1e-6);
+        Fit {
+            rate: f64::from(self.peaks / self.n),
+            shape,
+            scale,
+        }
+    }
+
+    /// Scores learned, the prior included.
+    pub fn count(&self) -> f64 {
+        f64::from(self.n)
+    }
+}
+
+/// What a budgeted detector learns of a series' motion, besides its scores: the
+/// seconds between readings (a budget per day becomes one per reading) and the size of
+/// its non-zero steps, its own resolution (a floor on its scale: a window of identical
+/// readings of a quantized sensor must not make its next one-quantum step a 100-sigma
+/// event). 20 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Motion {
+    last_ts: i64,
+    last_value: f32,
+    /// EWMA of the seconds between in-order readings (0: none yet).
+    interval: f32,
+    /// EWMA of |x_t - x_{t-1}| over the non-zero steps (0: none yet).
+    step: f32,
+}
+
+impl Default for Motion {
+    fn default() -> Self {
+        Self {
+            last_ts: i64::MIN,
+            last_value: 0.0,
+            interval: 0.0,
+            step: 0.0,
+        }
+    }
+}
+
+impl Motion {
+    /// Learns from the reading `x` at `t` (seconds). Steps are learned only when
+    /// `learn_step` (not from readings the detector judged anomalous); a late reading
+    /// teaches neither.
+    pub fn learn(&mut self, x: f64, t: i64, learn_step: bool) {
+        let x = x.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
+        if self.last_ts != i64::MIN && t > self.last_ts {
+            let dt = (t - self.last_ts) as f32;
+            self.interval = if self.interval > 0.0 {
+                self.interval + 0.05 * (dt - self.interval)
+            } else {
+                dt
+            };
+            let d = (x - self.last_value).abs();
+            if learn_step && d > 0.0 && d.is_finite() {
+                // One huge step moves the average at most 50 typical steps' worth.
+                self.step = if self.step > 0.0 {
+                    self.step + 0.02 * (d.min(self.step * 50.0) - self.step)
+                } else {
+                    d
+                };
+            }
+        }
+        if t >= self.last_ts {
+            self.last_ts = t;
+            self.last_value = x;
+        }
+    }
+
+    /// Seconds between readings (60 until two have been seen).
+    pub fn interval(&self) -> f64 {
+        if self.interval > 0.0 {
+            f64::from(self.interval)
+        } else {
+            60.0
+        }
+    }
+
+    /// The typical non-zero step.
+    pub fn step(&self) -> f64 {
+        f64::from(self.step)
+    }
+}
+
+/// How long the current episode of a key has lasted: a sustained shift becomes the key's
+/// new normal once it has lasted both `relearn_after` of event time and
+/// `relearn_readings` readings. 12 bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct EpisodeClock {
+    start: i64,
+    readings: u32,
+}
+
+impl EpisodeClock {
+    /// Counts a firing reading at `t`; `opened` when it opens the episode. True once the
+    /// episode has lasted long enough to be re-learned.
+    pub fn tick(&mut self, t: i64, opened: bool, after_secs: i64, after_readings: u32) -> bool {
+        if opened {
+            self.start = t;
+            self.readings = 0;
+        }
+        self.readings = self.readings.saturating_add(1);
+        t.saturating_sub(self.start) >= after_secs && self.readings >= after_readings
+    }
+}
+
+/// The default budget: one false episode per key and detector every ten days.
+pub const DEFAULT_FALSE_ALARMS_PER_DAY: f64 = 0.1;
+
+/// Config check of a budget (false episodes per key and day).
+pub fn validate_budget(b: f64, path: &str, problems: &mut Vec<String>) {
+    if !(b > 0.0 && b <= 100.0) {
+        problems.push(format!("{path}: must be in (0, 100] false episodes per key and day"));
+    }
+}
+
+/// A false-alarm budget per key and day, turned into a risk per reading for a key that
+/// reports every `interval_s` seconds.
+pub fn risk_per_reading(per_day: f64, interval_s: f64) -> f64 {
+    (per_day * interval_s.max(1e-3) / 86_400.0).clamp(1e-12, 0.5)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    use statrs::distribution::{ContinuousCDF, Exp, Normal, Pareto};
+
+    fn learned(dist: &impl ContinuousCDF<f64, f64>, n: usize, seed: u64) -> Tail {
+        // Inverse-CDF sampling: the test's only randomness is the uniform draw.
+        let mut rng = StdRng::seed_from_u64(seed);
+        let mut t = Tail::default();
+        for _ in 0..n {
+            let u: f64 = rng.random_range(1e-12..1.0);
+            t.learn(dist.inverse_cdf(u));
+        }
+        t
+    }
+
+    #[test]
+    fn prior_is_the_gaussian_tail() {
+        // The prior's constants against statrs: P(|Z| > 3) and the moments of the excess.
+        let n = Normal::new(0.0, 1.0).unwrap();
+        let p = 2.0 * (1.0 - n.cdf(3.0));
+        assert!((p - f64::from(GAUSS_TAIL)).abs() < 1e-4, "{p}");
+        // E[|Z| - 3 | |Z| > 3] and E[(|Z| - 3)^2 | ...] by the trapezoid rule.
+        let (mut m0, mut m1, mut m2) = (0.0, 0.0, 0.0);
+        let h = 1e-4;
+        let mut x = 3.0;
+        while x < 12.0 {
+            let d = (-(x * x) / 2.0f64).exp();
+            m0 += d;
+            m1 += d * (x - 3.0);
+            m2 += d * (x - 3.0) * (x - 3.0);
+            x += h;
+        }
+        assert!((m1 / m0 - f64::from(GAUSS_M1)).abs() < 2e-3, "{}", m1 / m0);
+        assert!((m2 / m0 - f64::from(GAUSS_M2)).abs() < 2e-3, "{}", m2 / m0);
+        // A fresh key's threshold at one false alarm per million readings is the Gaussian
+        // two-sided quantile (4.89) within the moment fit's error.
+        let z = Tail::default().fit().threshold(1e-6);
+        assert!((4.5..5.3).contains(&z), "{z}");
+    }
+
+    #[test]
+    fn exponential_scores_give_the_exponential_quantile() {
+        // Exp(1): P(S > s) = e^-s, so the threshold at risk q is -ln q (13.8 at 1e-6).
+        let t = learned(&Exp::new(1.0).unwrap(), 200_000, 1);
+        let f = t.fit();
+        assert!(f.shape.abs() < 0.06, "{f:?}");
+        assert!((f.rate - (-3.0f64).exp()).abs() < 0.005, "{f:?}");
+        let z = f.threshold(1e-6);
+        assert!((z - 1e6f64.ln()).abs() < 1.0, "{z}");
+        let p = f.tail_probability(10.0);
+        assert!((p / (-10.0f64).exp() - 1.0).abs() < 0.3, "{p}");
+    }
+
+    #[test]
+    fn pareto_scores_raise_the_threshold_far_above_gaussian() {
+        // Pareto(scale 1, shape 4): P(S > s) = s^-4 (ξ = 1/4); at q = 1e-6, s = 31.6.
+        let d = Pareto::new(1.0, 4.0).unwrap();
+        let t = learned(&d, 200_000, 2);
+        let f = t.fit();
+        assert!((f.shape - 0.25).abs() < 0.1, "{f:?}");
+        let z = f.threshold(1e-6);
+        assert!((z / 31.6 - 1.0).abs() < 0.35, "{z}");
+        // The same key under the Gaussian prior would have fired at ~5.
+        assert!(z > 3.0 * Tail::default().fit().threshold(1e-6));
+    }
+
+    #[test]
+    fn threshold_and_tail_probability_are_inverse() {
+        let t = learned(&Pareto::new(1.0, 3.0).unwrap(), 50_000, 3);
+        let f = t.fit();
+        for q in [1e-3, 1e-5, 1e-7] {
+            let z = f.threshold(q);
+            assert!((f.tail_probability(z) / q - 1.0).abs() < 1e-6, "q {q} z {z}");
+        }
+        // Below the peaks' own rate the threshold is the peak level itself.
+        assert_eq!(f.threshold(0.9), PEAK_LEVEL);
+    }
+
+    #[test]
+    fn memory_is_bounded_and_state_stays_finite() {
+        let mut t = Tail::default();
+        for i in 0..1_000_000u32 {
+            t.learn(if i % 2 == 0 { 1e308 } else { f64::MIN_POSITIVE });
+            t.learn(f64::NAN);
+        }
+        assert!(t.count() <= f64::from(HORIZON) + 1.0);
+        let f = t.fit();
+        assert!(f.rate.is_finite() && f.shape.is_finite() && f.scale.is_finite());
+        assert!(f.threshold(1e-6).is_finite());
+    }
+
+    #[test]
+    fn risk_per_reading_scales_with_the_interval() {
+        // One false alarm per 10 days: per 5-minute reading 1/2880, per second 1/864000.
+        assert!((risk_per_reading(0.1, 300.0) - 0.1 / 288.0).abs() < 1e-12);
+        assert!((risk_per_reading(0.1, 1.0) - 0.1 / 86_400.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn state_is_16_bytes() {
+        assert_eq!(std::mem::size_of::<Tail>(), 16);
+    }
+}
