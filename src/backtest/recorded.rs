@@ -216,10 +216,11 @@ fn number(text: &str, what: &str) -> Result<f64, String> {
 
 /// A label: `0`/`1`, also written `0.0`/`1.0` (SKAB).
 fn flag(text: &str, what: &str) -> Result<bool, String> {
-    match number(text, what)? {
-        v if v == 0.0 => Ok(false),
-        v if v == 1.0 => Ok(true),
-        _ => Err(format!("{what} must be 0 or 1, got `{text}`")),
+    let v = number(text, what)?;
+    if v == 0.0 || v == 1.0 {
+        Ok(v == 1.0)
+    } else {
+        Err(format!("{what} must be 0 or 1, got `{text}`"))
     }
 }
 
