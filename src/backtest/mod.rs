@@ -20,6 +20,11 @@
 //!   and for labels on one sensor also in readings (that sensor's readings from the
 //!   label's start up to the episode's start, inclusive: 1 = caught on the first
 //!   anomalous reading). Median and p90 interpolate linearly between ranks.
+//!
+//! [`recorded`] scores labelled recorded series (SKAB, plain CSV) instead, one fresh
+//! pipeline per file.
+
+pub mod recorded;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -47,6 +52,13 @@ pub enum BacktestError {
     Usage(String),
     #[error("{path}: line {line}: {message}")]
     Label {
+        path: String,
+        line: usize,
+        message: String,
+    },
+    /// A malformed row of a recorded series (`line` counts from 1, the header included).
+    #[error("{path}: line {line}: {message}")]
+    Row {
         path: String,
         line: usize,
         message: String,
