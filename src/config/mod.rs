@@ -388,9 +388,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
                                 );
                                 detectors.false_alarms_per_day = b;
                             }
-                            None => problems.push(
-                                "detectors.false_alarms_per_day: must be a number".into(),
-                            ),
+                            None => problems
+                                .push("detectors.false_alarms_per_day: must be a number".into()),
                         }
                     } else if Stream::parse(k).is_none() {
                         problems.push(format!(

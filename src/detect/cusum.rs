@@ -30,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, tail, tail::{EpisodeClock, Motion, Tail}, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
-    SignalKind,
+    kind_label, score, tail,
+    tail::{EpisodeClock, Motion, Tail},
+    BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
 
@@ -183,7 +184,9 @@ impl DetectorSpec for CusumConfig {
     fn build(&self, _stream: Stream, ctx: &BuildCtx) -> Cusum {
         Cusum {
             cfg: self.clone(),
-            budget: self.false_alarms_per_day.unwrap_or(ctx.false_alarms_per_day),
+            budget: self
+                .false_alarms_per_day
+                .unwrap_or(ctx.false_alarms_per_day),
             max_h: self.max_h.unwrap_or(8.0 * self.h),
             warm_n: if self.needs_warm_up() {
                 self.min_samples
@@ -195,7 +198,7 @@ impl DetectorSpec for CusumConfig {
     }
 }
 
-/// The sums and the target of one series, and what the budget learns of it. 104 bytes.
+/// The sums and the target of one series, and what the budget learns of it. 120 bytes.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Welford mean during warm-up, then μ0.
@@ -214,6 +217,8 @@ pub struct CusumState {
     tail: Tail,
     motion: Motion,
     episode: EpisodeClock,
+    /// The target left at the last re-learn: a return to it is no new shift.
+    prev_mean: Option<f64>,
 }
 
 impl CusumState {
@@ -244,9 +249,6 @@ pub struct Cusum {
     max_h: f64,
     state: KeyedState<CusumState>,
 }
-
-/// The series' resolution floors σ at this fraction of its typical step (as robust_z's).
-const STEP_FLOOR: f64 = 0.8;
 
 impl Detector for Cusum {
     fn name(&self) -> &'static str {
@@ -279,11 +281,7 @@ impl Detector for Cusum {
         }
         st.n = st.n.saturating_add(1);
         let mu = cfg.target_mean.unwrap_or(st.mean);
-        let sd = cfg
-            .target_std
-            .unwrap_or(st.var.sqrt())
-            .max(cfg.min_std)
-            .max(STEP_FLOOR * st.motion.step());
+        let sd = cfg.target_std.unwrap_or(st.var.sqrt()).max(cfg.min_std);
         let z = (x - mu) / sd;
         let fit = st.tail.fit();
         let q = tail::risk_per_reading(self.budget, st.motion.interval());
@@ -302,15 +300,29 @@ impl Detector for Cusum {
         st.motion.learn(x, t, !firing && !st.alerting);
         let shift = sd * (k + c / f64::from(run.max(1)));
         let est = if up { mu + shift } else { mu - shift };
-        if firing {
+        if firing && st.prev_mean.is_some_and(|p| (est - p).abs() < 3.0 * sd) {
+            // The series went back to the regime it left at the last re-learn: that
+            // target is restored and nothing fires.
+            st.mean = st.prev_mean.take().unwrap_or(mu);
+            st.cp = 0.0;
+            st.cm = 0.0;
+            st.np = 0;
+            st.nm = 0;
+            firing = false;
+        } else if firing {
             let relearn_after = cfg.relearn_after.as_secs() as i64;
             if cfg.target_mean.is_none()
                 && st
                     .episode
                     .tick(t, !st.alerting, relearn_after, cfg.relearn_readings)
             {
-                // The shift has lasted: its mean is the new target, the episode ends.
-                st.mean = est;
+                // The shift has lasted: the episode ends and the target is learned anew
+                // from the next `min_samples` readings (the run's mean estimate is
+                // biased by the cap on the sums, so it is not taken as the target).
+                st.prev_mean = Some(mu);
+                st.n = 0;
+                st.mean = 0.0;
+                st.var = 0.0;
                 st.cp = 0.0;
                 st.cm = 0.0;
                 st.np = 0;
@@ -495,8 +507,10 @@ mod tests {
             "{st:?}"
         );
         // A shift of about one σ (0.003 MPa) upward: each reading alone is unremarkable.
+        // 50 readings (25 min): shorter than relearn_after, so one episode that clears
+        // when the shift ends.
         let mut fired_at = None;
-        for i in 0..100 {
+        for i in 0..50 {
             t += 30;
             out.clear();
             d.observe(
@@ -557,6 +571,54 @@ mod tests {
     }
 
     #[test]
+    fn a_sustained_shift_is_one_episode_then_the_new_normal() {
+        let mut d = det(CusumConfig::default());
+        let mut out = Vec::new();
+        let noise = |i: i64| ((i * 7919) % 11) as f64 / 10.0 - 0.5;
+        let mut t = 0;
+        for i in 0..200 {
+            t += 30;
+            d.observe(
+                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
+                false,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // A step of ~6σ held for 4 hours: one episode; after relearn_after (30 min, 30
+        // readings) it clears and the new level raises nothing more.
+        for i in 0..480 {
+            t += 30;
+            d.observe(
+                &reading("P", "pressure", t, 1.02 + 0.01 * noise(i)),
+                false,
+                &mut out,
+            );
+        }
+        let opened = out
+            .iter()
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .count();
+        assert!(opened >= 1, "{out:?}");
+        let clears: Vec<_> = out.iter().filter(|s| s.kind == SignalKind::Clear).collect();
+        assert_eq!(clears.len(), 1, "{out:?}");
+        assert_eq!(out.last().unwrap().kind, SignalKind::Clear);
+        let lasted = clears[0].ts.timestamp() - out[0].ts.timestamp();
+        assert!((1800..1800 + 30 * 30).contains(&lasted), "{lasted}");
+        // Back to the old level after the re-learn: a return, not a new episode.
+        out.clear();
+        for i in 0..200 {
+            t += 30;
+            d.observe(
+                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
+                false,
+                &mut out,
+            );
+        }
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
     fn relearn_follows_only_while_quiet() {
         let mut d = det(CusumConfig {
             min_samples: 5,
@@ -604,8 +666,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_48_bytes() {
-        assert_eq!(std::mem::size_of::<CusumState>(), 48);
+    fn state_is_120_bytes() {
+        assert_eq!(std::mem::size_of::<CusumState>(), 120);
     }
 
     proptest! {
@@ -617,7 +679,9 @@ mod tests {
                 let s = d.observe(&reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
                 prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
                 let st = d.state.get("P").unwrap();
-                prop_assert!(st.cp >= 0.0 && st.cm >= 0.0 && st.cp <= CAP * 5.0 && st.cm <= CAP * 5.0);
+                // The budget may raise h up to max_h (8 h by default): the cap follows it.
+                prop_assert!(st.cp >= 0.0 && st.cm >= 0.0 && st.cp <= CAP * 40.0 && st.cm <= CAP * 40.0);
+                prop_assert!(st.mean.is_finite() && st.var.is_finite());
             }
             for sig in &out {
                 if let SignalKind::Anomalous { score, evidence, .. } = &sig.kind {

@@ -16,9 +16,9 @@ mod rate_spike;
 mod restore;
 mod robust_z;
 pub mod score;
-pub mod tail;
 mod site_correlation;
 mod spread;
+pub mod tail;
 mod threshold;
 mod watermark;
 

@@ -24,8 +24,9 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, tail, tail::{EpisodeClock, Motion, Tail}, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
-    SignalKind,
+    kind_label, score, tail,
+    tail::{EpisodeClock, Motion, Tail},
+    BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
 
@@ -164,7 +165,9 @@ impl DetectorSpec for RobustZConfig {
             cap,
             warm: self.min_samples.min(cap),
             window: format!("{cap} readings"),
-            budget: self.false_alarms_per_day.unwrap_or(ctx.false_alarms_per_day),
+            budget: self
+                .false_alarms_per_day
+                .unwrap_or(ctx.false_alarms_per_day),
             state: KeyedState::new(self.ttl),
         }
     }
@@ -172,7 +175,7 @@ impl DetectorSpec for RobustZConfig {
 
 /// The last readings of one series (a ring buffer) and what the detector has learned
 /// about the series: its tail, its resolution, its reporting interval, and the regime it
-/// left at its last re-learn. 320 bytes.
+/// left at its last re-learn. 328 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
     #[serde(with = "crate::state::codec::array")]
@@ -288,10 +291,6 @@ pub struct RobustZ {
     state: KeyedState<RobustState>,
 }
 
-/// The series' resolution floors its scale at this fraction of its typical step (for
-/// Gaussian noise of σ the mean step is 1.13σ, so the floor is about 0.9σ).
-const STEP_FLOOR: f64 = 0.8;
-
 /// What one reading is judged against.
 struct Judged {
     z: f64,
@@ -301,33 +300,31 @@ struct Judged {
 }
 
 /// The reading's robust z and the threshold this series has earned. While an episode
-    /// is open the window holds only the readings before it (firing readings are not
-    /// pushed), so the episode is judged against the regime it left and ends when the
-    /// value returns to it; a reading that fits the regime left at the last re-learn is
-    /// judged against that regime (a return to the old normal is not a new anomaly).
+/// is open the window holds only the readings before it (firing readings are not
+/// pushed), so the episode is judged against the regime it left and ends when the
+/// value returns to it; a reading that fits the regime left at the last re-learn is
+/// judged against that regime (a return to the old normal is not a new anomaly).
 fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
-        let (med, window_scale) = st.median_scale();
-        let floor = (MAD_TO_SIGMA * cfg.min_mad).max(STEP_FLOOR * st.motion.step());
-        let mut z = (x - med) / window_scale.max(floor);
-        let mut expected = med;
-        if st.has_prev {
-            let zp = (x - f64::from(st.prev_median)) / f64::from(st.prev_scale).max(floor);
-            if zp.abs() < z.abs() {
-                z = zp;
-                expected = f64::from(st.prev_median);
-            }
+    let (med, window_scale) = st.median_scale();
+    let floor = (MAD_TO_SIGMA * cfg.min_mad).max(tail::STEP_FLOOR * st.motion.step());
+    let mut z = (x - med) / window_scale.max(floor);
+    let mut expected = med;
+    if st.has_prev {
+        let zp = (x - f64::from(st.prev_median)) / f64::from(st.prev_scale).max(floor);
+        if zp.abs() < z.abs() {
+            z = zp;
+            expected = f64::from(st.prev_median);
         }
-        let fit = st.tail.fit();
-        let q = tail::risk_per_reading(budget, st.motion.interval());
-        let threshold = fit
-            .threshold(q)
-            .clamp(cfg.z_threshold, cfg.max_z_threshold);
-        Judged {
-            z,
-            expected,
-            threshold,
-            tail_p: fit.tail_probability(cfg.direction.counted(z)),
-        }
+    }
+    let fit = st.tail.fit();
+    let q = tail::risk_per_reading(budget, st.motion.interval());
+    let threshold = fit.threshold(q).clamp(cfg.z_threshold, cfg.max_z_threshold);
+    Judged {
+        z,
+        expected,
+        threshold,
+        tail_p: fit.tail_probability(cfg.direction.counted(z)),
+    }
 }
 
 impl Detector for RobustZ {
@@ -568,8 +565,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_260_bytes() {
-        assert_eq!(std::mem::size_of::<RobustState>(), 260);
+    fn state_is_328_bytes() {
+        assert_eq!(std::mem::size_of::<RobustState>(), 328);
     }
 
     proptest! {

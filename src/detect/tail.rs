@@ -168,6 +168,8 @@ pub struct Motion {
     interval: f32,
     /// EWMA of |x_t - x_{t-1}| over the non-zero steps (0: none yet).
     step: f32,
+    /// Non-zero steps learned (saturating): the first ones are averaged plainly.
+    steps: u16,
 }
 
 impl Default for Motion {
@@ -177,6 +179,7 @@ impl Default for Motion {
             last_value: 0.0,
             interval: 0.0,
             step: 0.0,
+            steps: 0,
         }
     }
 }
@@ -196,12 +199,17 @@ impl Motion {
             };
             let d = (x - self.last_value).abs();
             if learn_step && d > 0.0 && d.is_finite() {
-                // One huge step moves the average at most 50 typical steps' worth.
-                self.step = if self.step > 0.0 {
-                    self.step + 0.02 * (d.min(self.step * 50.0) - self.step)
+                // A plain mean of the first 50 steps, then an EWMA: one early spike (a
+                // warm-up outlier) fades instead of setting the scale. Once a few steps
+                // are known, one step counts at most four typical ones.
+                self.steps = self.steps.saturating_add(1);
+                let d = if self.steps > 4 {
+                    d.min(4.0 * self.step)
                 } else {
                     d
                 };
+                let w = (1.0 / f32::from(self.steps)).max(0.02);
+                self.step += w * (d - self.step);
             }
         }
         if t >= self.last_ts {
@@ -247,13 +255,20 @@ impl EpisodeClock {
     }
 }
 
+/// A learned scale is floored at this fraction of the series' typical step: for Gaussian
+/// noise of σ the mean step is 1.13σ, so the floor (0.68σ) stays below the noise; for a
+/// quantized series it is about half a quantum.
+pub const STEP_FLOOR: f64 = 0.6;
+
 /// The default budget: one false episode per key and detector every ten days.
 pub const DEFAULT_FALSE_ALARMS_PER_DAY: f64 = 0.1;
 
 /// Config check of a budget (false episodes per key and day).
 pub fn validate_budget(b: f64, path: &str, problems: &mut Vec<String>) {
     if !(b > 0.0 && b <= 100.0) {
-        problems.push(format!("{path}: must be in (0, 100] false episodes per key and day"));
+        problems.push(format!(
+            "{path}: must be in (0, 100] false episodes per key and day"
+        ));
     }
 }
 
@@ -338,7 +353,10 @@ mod tests {
         let f = t.fit();
         for q in [1e-3, 1e-5, 1e-7] {
             let z = f.threshold(q);
-            assert!((f.tail_probability(z) / q - 1.0).abs() < 1e-6, "q {q} z {z}");
+            assert!(
+                (f.tail_probability(z) / q - 1.0).abs() < 1e-6,
+                "q {q} z {z}"
+            );
         }
         // Below the peaks' own rate the threshold is the peak level itself.
         assert_eq!(f.threshold(0.9), PEAK_LEVEL);
