@@ -965,6 +965,67 @@ mod tests {
     }
 
     #[test]
+    fn a_restored_policy_continues_its_reading_counts_exactly() {
+        // 5-minute readings: open, clear, resolve by readings, cool down by readings,
+        // re-open; restored from the log after every step.
+        #[derive(Clone)]
+        enum Step {
+            Sig(i64, SignalKind),
+            Ev(i64),
+            Wm(i64),
+        }
+        let mut steps = vec![Step::Sig(0, bad(Level::Yellow)), Step::Ev(0), Step::Wm(0)];
+        for i in 1..=12 {
+            let t = i * 300;
+            if i == 1 {
+                steps.push(Step::Sig(t, SignalKind::Clear));
+            }
+            if i == 11 {
+                steps.push(Step::Sig(t, bad(Level::Yellow)));
+            }
+            steps.extend([Step::Ev(t), Step::Wm(t)]);
+        }
+        let run = |p: &mut AlertPolicy, st: &Step| {
+            let mut out = Vec::new();
+            match st {
+                Step::Sig(t, k) => out.extend(p.on_signal(sig(*t, k.clone()))),
+                Step::Ev(t) => {
+                    p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", *t, 1.0))
+                }
+                Step::Wm(t) => p.on_watermark(Stream::Sensors, wm(*t), &mut out),
+            }
+            out.into_iter()
+                .map(|a| (a.alert_id, a.status, a.seq))
+                .collect::<Vec<_>>()
+        };
+        let mut whole = Vec::new();
+        let (mut a, _c) = policy();
+        for st in &steps {
+            whole.extend(run(&mut a, st));
+        }
+        // Open, resolved after 3 clear readings, re-opened after 6 more.
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        for split in 0..steps.len() {
+            let (mut a, _ca) = policy();
+            a.track_changes();
+            let mut log = BTreeMap::new();
+            let mut got = Vec::new();
+            for st in &steps[..split] {
+                got.extend(run(&mut a, st));
+                compact(&mut a, &mut log);
+            }
+            let (mut b, _cb) = policy();
+            for (k, v) in &log {
+                b.restore(k, v.as_deref()).unwrap();
+            }
+            for st in &steps[split..] {
+                got.extend(run(&mut b, st));
+            }
+            assert_eq!(got, whole, "split {split}");
+        }
+    }
+
+    #[test]
     fn records_without_reading_counts_restore() {
         // An episode record written before the readings holds existed.
         let (mut p, _c) = policy();
