@@ -8,8 +8,19 @@
 //!                                                                    │ a higher level re-opens at once
 //! ```
 //!
-//! Memory: one entry per open or cooling episode; an episode with no signal at all for
-//! `stale_after` resolves, so keys a detector evicted cannot leave episodes open forever.
+//! Both holds count readings as well as event time: an episode resolves only once its
+//! condition has been clear for `resolve_after` *and* for `resolve_after_readings` events of
+//! its key, and its cooldown lasts until `cooldown` *and* `cooldown_readings` events of the
+//! key have passed. Time alone is no discipline for a slow series: with 5-minute sampling
+//! a 5-minute hold is one reading, and a condition flickering every other reading became
+//! an episode per flicker (issue #18). The policy counts a key's events through
+//! [`AlertPolicy::on_event`]; an episode whose key is not an event key (a region's
+//! windows, `rate_spike`) never sees one counted, and time alone governs it.
+//!
+//! Memory: one entry per open or cooling episode, plus one index entry per episode key's
+//! event key; an episode with no signal at all for `stale_after` resolves, so keys a
+//! detector evicted cannot leave episodes open forever, and a cooldown waiting for
+//! readings of a key that went silent is forgotten `stale_after` after its time ran out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -20,7 +31,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{Alert, Level, LevelBands, RoutePolicy, Status};
 use crate::clock::Clock;
-use crate::decode::Stream;
+use crate::decode::{Event, Stream};
 use crate::detect::{Signal, SignalKind};
 use crate::regions::{RegionRef, Regions};
 use crate::state::{Change, StateError};
@@ -31,9 +42,14 @@ pub struct AlertPolicyConfig {
     /// The condition must stay clear this long before the episode resolves.
     #[serde(with = "humantime_serde")]
     pub resolve_after: Duration,
+    /// ... and for at least this many events of the episode's key (the clearing one
+    /// included).
+    pub resolve_after_readings: u32,
     /// After a resolve, the same key does not re-open at the same or a lower level for this long.
     #[serde(with = "humantime_serde")]
     pub cooldown: Duration,
+    /// ... and until this many events of the key have been seen since the resolve.
+    pub cooldown_readings: u32,
     /// An episode still open after this long rises one level (and again after each multiple).
     #[serde(with = "humantime_serde")]
     pub escalate_after: Duration,
@@ -49,11 +65,23 @@ pub struct AlertPolicyConfig {
     pub levels: BTreeMap<String, LevelBands>,
 }
 
+/// Three clear readings: one or two clear readings in a row are what a condition
+/// flickering around its limit shows between its anomalous ones; three tell a condition
+/// that has gone. For a 30 s sensor that is 1.5 minutes, so the 5-minute `resolve_after`
+/// still governs; for 5-minute sampling it is 15 minutes instead of one reading.
+pub const DEFAULT_RESOLVE_AFTER_READINGS: u32 = 3;
+/// Twice the resolve hold: a condition that returns within six readings of its resolve
+/// is the same condition, not a new episode (10 minutes is 20 readings of a 30 s sensor,
+/// so time still governs there).
+pub const DEFAULT_COOLDOWN_READINGS: u32 = 6;
+
 impl Default for AlertPolicyConfig {
     fn default() -> Self {
         Self {
             resolve_after: Duration::from_secs(300),
+            resolve_after_readings: DEFAULT_RESOLVE_AFTER_READINGS,
             cooldown: Duration::from_secs(600),
+            cooldown_readings: DEFAULT_COOLDOWN_READINGS,
             escalate_after: Duration::from_secs(3600),
             stale_after: Duration::from_secs(6 * 3600),
             max_event_ids: 10,
@@ -71,6 +99,17 @@ impl AlertPolicyConfig {
         if self.stale_after < self.resolve_after {
             problems.push(format!("{path}.stale_after: must be >= resolve_after"));
         }
+        // A key's events are counted one by one; more than this is a typo, not a policy.
+        if self.resolve_after_readings > MAX_READINGS {
+            problems.push(format!(
+                "{path}.resolve_after_readings: must be <= {MAX_READINGS}"
+            ));
+        }
+        if self.cooldown_readings > MAX_READINGS {
+            problems.push(format!(
+                "{path}.cooldown_readings: must be <= {MAX_READINGS}"
+            ));
+        }
         if self.max_event_ids == 0 {
             problems.push(format!("{path}.max_event_ids: must be >= 1"));
         }
@@ -81,16 +120,27 @@ impl AlertPolicyConfig {
     }
 }
 
+const MAX_READINGS: u32 = 10_000;
+
+/// The `readings` fields are `serde(default)`: a record written before they existed
+/// restores as "no reading counted yet", which only ever holds an episode longer.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Phase {
     Open {
         clear_since: Option<i64>,
+        /// Events of the key since `clear_since` (the clearing one included), counted up
+        /// to `resolve_after_readings` only.
+        #[serde(default)]
+        clear_readings: u32,
         escalations: u32,
         /// Since when the detector has asked for a lower level than the episode shows.
         lower_since: Option<i64>,
     },
     Cooldown {
         until: i64,
+        /// Events of the key since the resolve, counted up to `cooldown_readings` only.
+        #[serde(default)]
+        readings: u32,
     },
 }
 
@@ -105,6 +155,11 @@ struct Episode {
     last_signal: i64,
     /// The level the detector itself asked for, before escalation.
     detector_level: Level,
+    /// An event of the episode's key has been counted: the readings holds apply. False
+    /// for keys that are not event keys (a region of `rate_spike`), where they could
+    /// never be met.
+    #[serde(default)]
+    counted: bool,
 }
 
 pub struct AlertPolicy {
@@ -112,6 +167,11 @@ pub struct AlertPolicy {
     regions: Arc<Regions>,
     clock: Arc<dyn Clock>,
     episodes: HashMap<String, Episode>,
+    /// Event key (`stream:key`, see [`event_key`]) -> the keys of its episodes, so that
+    /// [`Self::on_event`] finds them with one lookup; exactly the keys of `episodes`.
+    by_event_key: HashMap<String, Vec<String>>,
+    /// Scratch for building event keys without allocating per event.
+    key_buf: String,
     /// Episodes in the Open phase, kept on every transition: the gauge reads it per event.
     open: usize,
     /// Durable state: episode keys changed since the last `changes`, per stream.
@@ -130,6 +190,8 @@ impl AlertPolicy {
             regions,
             clock,
             episodes: HashMap::new(),
+            by_event_key: HashMap::new(),
+            key_buf: String::new(),
             open: 0,
             tracking: false,
             dirty: Default::default(),
@@ -179,10 +241,99 @@ impl AlertPolicy {
             ),
             None => self.episodes.remove(k),
         };
+        match (old.is_some(), self.episodes.contains_key(k)) {
+            (false, true) => self.index_add(k),
+            (true, false) => self.index_remove(k),
+            _ => {}
+        }
         let is_open = |e: &Episode| matches!(e.phase, Phase::Open { .. });
         self.open -= old.as_ref().is_some_and(is_open) as usize;
         self.open += self.episodes.get(k).is_some_and(is_open) as usize;
         Ok(())
+    }
+
+    fn index_add(&mut self, ekey: &str) {
+        self.by_event_key
+            .entry(event_key(ekey))
+            .or_default()
+            .push(ekey.to_string());
+    }
+
+    fn index_remove(&mut self, ekey: &str) {
+        let ek = event_key(ekey);
+        if let Some(v) = self.by_event_key.get_mut(&ek) {
+            v.retain(|x| x != ekey);
+            if v.is_empty() {
+                self.by_event_key.remove(&ek);
+            }
+        }
+    }
+
+    /// One event of `stream` was observed (after its signals went to [`Self::on_signal`]):
+    /// it is one more reading of every episode of its keys (a sensor reading: its sensor
+    /// and its site; a fraud report: each suspect it names). O(1) per event: a lookup per
+    /// key, and nothing at all while no episode is open or cooling.
+    pub fn on_event(&mut self, ev: &Event) {
+        if self.by_event_key.is_empty() {
+            return;
+        }
+        let stream = ev.stream();
+        match ev {
+            Event::Sensor(r) => {
+                self.count_reading(stream, "", &r.sensor_id);
+                self.count_reading(stream, "", &r.site_id);
+            }
+            Event::Fraud(f) => {
+                for (kind, value) in f.suspects() {
+                    self.count_reading(stream, kind, value);
+                }
+            }
+            // Incident detectors key regions, whose events are windows: time governs.
+            Event::Incident(_) => {}
+        }
+    }
+
+    /// Counts one reading for the episodes of event key `stream:[kind:]key`.
+    fn count_reading(&mut self, stream: Stream, kind: &str, key: &str) {
+        self.key_buf.clear();
+        self.key_buf.push_str(stream.as_str());
+        self.key_buf.push(':');
+        if !kind.is_empty() {
+            self.key_buf.push_str(kind);
+            self.key_buf.push(':');
+        }
+        self.key_buf.push_str(key);
+        let Some(ekeys) = self.by_event_key.get(self.key_buf.as_str()) else {
+            return;
+        };
+        let (need_clear, need_cool) = (self.cfg.resolve_after_readings, self.cfg.cooldown_readings);
+        for ekey in ekeys {
+            let Some(ep) = self.episodes.get_mut(ekey) else {
+                continue;
+            };
+            let mut changed = !ep.counted;
+            ep.counted = true;
+            // Counted only up to what the holds need: the changelog then gets at most that
+            // many records per episode, not one per event.
+            match &mut ep.phase {
+                Phase::Open {
+                    clear_since: Some(_),
+                    clear_readings,
+                    ..
+                } if *clear_readings < need_clear => {
+                    *clear_readings += 1;
+                    changed = true;
+                }
+                Phase::Cooldown { readings, .. } if *readings < need_cool => {
+                    *readings += 1;
+                    changed = true;
+                }
+                _ => {}
+            }
+            if changed && self.tracking {
+                self.dirty[stream.index()].push(ekey.clone());
+            }
+        }
     }
 
     fn bands(&self, stream: Stream, detector: &str) -> LevelBands {
@@ -221,12 +372,20 @@ impl AlertPolicy {
         let (score, level_hint, title, evidence) = match sig.kind {
             SignalKind::Clear => {
                 if let Some(Episode {
-                    phase: Phase::Open { clear_since, .. },
+                    phase:
+                        Phase::Open {
+                            clear_since,
+                            clear_readings,
+                            ..
+                        },
                     last_signal,
                     ..
                 }) = self.episodes.get_mut(&ekey)
                 {
-                    clear_since.get_or_insert(t);
+                    if clear_since.is_none() {
+                        *clear_since = Some(t);
+                        *clear_readings = 0;
+                    }
                     *last_signal = (*last_signal).max(t);
                     self.mark(sig.stream, &ekey);
                 }
@@ -248,6 +407,7 @@ impl AlertPolicy {
                 let hold = self.cfg.resolve_after.as_secs() as i64;
                 let Phase::Open {
                     clear_since,
+                    clear_readings,
                     escalations,
                     lower_since,
                 } = &mut ep.phase
@@ -255,6 +415,7 @@ impl AlertPolicy {
                     unreachable!()
                 };
                 *clear_since = None;
+                *clear_readings = 0;
                 ep.last_signal = ep.last_signal.max(t);
                 if let Some(id) = sig.event_id {
                     push_capped(&mut ep.last.event_ids, id, max_ids);
@@ -289,11 +450,18 @@ impl AlertPolicy {
                 ep.last.seq += 1;
                 Some(ep.last.clone())
             }
+            // Cooling until both the time and the readings have passed; a key whose events
+            // are not counted (`counted` false) is held by time alone.
             Some(Episode {
-                phase: Phase::Cooldown { until },
+                phase: Phase::Cooldown { until, readings },
                 last,
+                counted,
                 ..
-            }) if t < *until && level <= last.level => None,
+            }) if (t < *until || (*counted && *readings < self.cfg.cooldown_readings))
+                && level <= last.level =>
+            {
+                None
+            }
             _ => {
                 let region = sig.region;
                 let alert = Alert {
@@ -314,11 +482,17 @@ impl AlertPolicy {
                     actions: None,
                 };
                 self.open += 1;
+                // A re-open replaces a cooling episode of the same key: indexed already.
+                let fresh = !self.episodes.contains_key(&ekey);
+                if fresh {
+                    self.index_add(&ekey);
+                }
                 self.episodes.insert(
                     ekey,
                     Episode {
                         phase: Phase::Open {
                             clear_since: None,
+                            clear_readings: 0,
                             escalations: 0,
                             lower_since: None,
                         },
@@ -328,6 +502,7 @@ impl AlertPolicy {
                         opened: t,
                         last_signal: t,
                         detector_level: level,
+                        counted: false,
                     },
                 );
                 Some(alert)
@@ -347,23 +522,30 @@ impl AlertPolicy {
         let stale = self.cfg.stale_after.as_secs() as i64;
         let esc = self.cfg.escalate_after.as_secs() as i64;
         let cool = self.cfg.cooldown.as_secs() as i64;
+        let hold_readings = self.cfg.resolve_after_readings;
+        let cool_readings = self.cfg.cooldown_readings;
         let mut now = None;
         let mut forget = Vec::new();
         let mut changed = Vec::new();
         for (k, ep) in self.episodes.iter_mut().filter(|(_, e)| e.stream == stream) {
             let before = (ep.last.seq, escalation_count(&ep.phase));
             match &mut ep.phase {
-                Phase::Cooldown { until } => {
-                    if w >= *until {
+                Phase::Cooldown { until, readings } => {
+                    let read = !ep.counted || *readings >= cool_readings;
+                    // A key that went silent cannot bring its readings: forgotten anyway
+                    // `stale_after` later, so the cooldown cannot hold memory forever.
+                    if w >= *until && (read || w - *until >= stale) {
                         forget.push(k.clone());
                     }
                 }
                 Phase::Open {
                     clear_since,
+                    clear_readings,
                     escalations,
                     ..
                 } => {
-                    let cleared = clear_since.is_some_and(|c| w - c >= hold);
+                    let cleared = clear_since.is_some_and(|c| w - c >= hold)
+                        && (!ep.counted || *clear_readings >= hold_readings);
                     if cleared || w - ep.last_signal >= stale {
                         ep.last.status = Status::Resolved;
                         ep.last.detected_at = now
@@ -375,7 +557,10 @@ impl AlertPolicy {
                             .clone();
                         ep.last.seq += 1;
                         out.push(ep.last.clone());
-                        ep.phase = Phase::Cooldown { until: w + cool };
+                        ep.phase = Phase::Cooldown {
+                            until: w + cool,
+                            readings: 0,
+                        };
                         self.open -= 1;
                     } else if clear_since.is_none()
                         && ep.last.level < Level::Red
@@ -409,12 +594,24 @@ impl AlertPolicy {
         }
         for k in forget {
             self.episodes.remove(&k);
+            self.index_remove(&k);
             self.mark(stream, &k);
         }
         for k in changed {
             self.mark(stream, &k);
         }
     }
+}
+
+/// The event key of episode key `stream:detector:key`: `stream:key` (a key may hold ':').
+fn event_key(ekey: &str) -> String {
+    let mut parts = ekey.splitn(3, ':');
+    let (stream, _detector, key) = (
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+        parts.next().unwrap_or(""),
+    );
+    format!("{stream}:{key}")
 }
 
 fn escalation_count(p: &Phase) -> u32 {
@@ -621,6 +818,235 @@ mod tests {
         assert_eq!(out[0].level, Level::Yellow);
         // The detector repeating blue does not undo the escalation.
         assert!(p.on_signal(sig(3700, bad(Level::Blue))).is_none());
+    }
+
+    /// Drives `p` through one sensor's readings, `period` seconds apart for `n` readings
+    /// (each up to `jitter` s late, as a real sampler drifts), the condition on where
+    /// `on(i)`; the watermark follows event time every 60 s as the other sensors of the
+    /// stream would move it. Returns (opens, resolves).
+    fn drive(
+        p: &mut AlertPolicy,
+        period: i64,
+        jitter: i64,
+        n: i64,
+        on: impl Fn(i64) -> bool,
+    ) -> (usize, usize) {
+        let (mut opens, mut resolves) = (0, 0);
+        let mut out = Vec::new();
+        let mut next_wm = 60;
+        for i in 0..n {
+            let t = i * period + (i * 7) % (jitter + 1);
+            while next_wm < t {
+                p.on_watermark(Stream::Sensors, wm(next_wm), &mut out);
+                next_wm += 60;
+            }
+            let kind = if on(i) {
+                bad(Level::Yellow)
+            } else {
+                SignalKind::Clear
+            };
+            out.extend(p.on_signal(sig(t, kind)));
+            p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", t, 1.0));
+            p.on_watermark(Stream::Sensors, wm(t), &mut out);
+            for a in out.drain(..) {
+                match (a.status, a.seq) {
+                    (Status::Firing, 1) => opens += 1,
+                    (Status::Resolved, _) => resolves += 1,
+                    _ => {}
+                }
+            }
+        }
+        (opens, resolves)
+    }
+
+    fn policy_with(f: impl FnOnce(&mut AlertPolicyConfig)) -> AlertPolicy {
+        let mut cfg = AlertPolicyConfig::default();
+        f(&mut cfg);
+        let clock = ManualClock::new(ts("2026-11-26T00:00:00Z").with_timezone(&chrono::Utc));
+        AlertPolicy::new(cfg, Arc::new(crate::regions::demo()), Arc::new(clock))
+    }
+
+    #[test]
+    fn five_minute_readings_flickering_for_an_hour_are_one_episode() {
+        // On, off, on, off ... every 5 minutes for an hour, then clear for an hour.
+        let flicker = |i: i64| i < 12 && i % 2 == 0;
+        // Time alone (the holds of before issue #18): an episode per few flickers.
+        let mut old = policy_with(|c| {
+            c.resolve_after_readings = 0;
+            c.cooldown_readings = 0;
+        });
+        let (opens, _) = drive(&mut old, 300, 20, 24, flicker);
+        assert!(opens > 1, "time alone: {opens} episodes");
+        // Readings too: one clear reading between two anomalous ones never resolves.
+        let (mut p, _c) = policy();
+        assert_eq!(drive(&mut p, 300, 20, 24, flicker), (1, 1));
+        assert_eq!(p.open_count(), 0);
+    }
+
+    #[test]
+    fn resolve_waits_for_the_readings_and_cooldown_for_both() {
+        let (mut p, _c) = policy();
+        // Open at 0, clear from 300 on, 5-minute readings.
+        let mut out = Vec::new();
+        fn read(
+            p: &mut AlertPolicy,
+            out: &mut Vec<Alert>,
+            i: i64,
+            kind: Option<SignalKind>,
+        ) -> Option<Alert> {
+            let t = i * 300;
+            let r = kind.and_then(|k| p.on_signal(sig(t, k)));
+            p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", t, 1.0));
+            p.on_watermark(Stream::Sensors, wm(t), out);
+            r
+        }
+        assert!(read(&mut p, &mut out, 0, Some(bad(Level::Yellow))).is_some());
+        read(&mut p, &mut out, 1, Some(SignalKind::Clear));
+        read(&mut p, &mut out, 2, None);
+        // 10 minutes clear, but two clear readings: still open.
+        assert!(out.is_empty());
+        read(&mut p, &mut out, 3, None);
+        assert_eq!(out.len(), 1, "third clear reading resolves");
+        assert_eq!(out[0].status, Status::Resolved);
+        // Cooldown: 10 minutes have passed after two readings, but six are needed.
+        read(&mut p, &mut out, 4, None);
+        read(&mut p, &mut out, 5, None);
+        assert!(read(&mut p, &mut out, 6, Some(bad(Level::Yellow))).is_none());
+        for i in 7..=9 {
+            read(&mut p, &mut out, i, None);
+        }
+        // Six readings since the resolve: the cooldown is over and forgotten.
+        assert!(read(&mut p, &mut out, 10, Some(bad(Level::Yellow))).is_some());
+    }
+
+    #[test]
+    fn with_one_second_readings_time_governs() {
+        let (mut p, _c) = policy();
+        let (opens, resolves) = drive(&mut p, 1, 0, 1200, |i| i < 10);
+        assert_eq!((opens, resolves), (1, 1));
+        // Resolved at the first watermark 300 s after the clear at 10 s, not 3 readings
+        // after it.
+        let (mut p, _c) = policy();
+        let (_, early) = drive(&mut p, 1, 0, 309, |i| i < 10);
+        assert_eq!(early, 0);
+        let (_, r) = drive(&mut p, 1, 0, 311, |i| i < 10);
+        assert_eq!(r, 1);
+    }
+
+    #[test]
+    fn keys_without_counted_events_are_held_by_time_alone() {
+        // A region key (rate_spike) never sees an event of its own: time decides.
+        let (mut p, _c) = policy();
+        p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
+        p.on_event(&crate::detect::testutil::reading(
+            "OTHER", "gas_lel", 0, 1.0,
+        ));
+        p.on_signal(sig(30, SignalKind::Clear));
+        let mut out = Vec::new();
+        p.on_watermark(Stream::Sensors, wm(330), &mut out);
+        assert_eq!(out.len(), 1);
+        p.on_watermark(Stream::Sensors, wm(330 + 600), &mut out);
+        assert!(p.episodes.is_empty() && p.by_event_key.is_empty());
+    }
+
+    #[test]
+    fn a_silent_key_does_not_hold_its_cooldown_forever() {
+        let (mut p, _c) = policy();
+        p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
+        p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", 0, 1.0));
+        let mut out = Vec::new();
+        // No signal at all: stale after 6 h, then cooling without readings.
+        p.on_watermark(Stream::Sensors, wm(6 * 3600), &mut out);
+        assert_eq!(out.len(), 1);
+        p.on_watermark(Stream::Sensors, wm(6 * 3600 + 600), &mut out);
+        assert_eq!(p.episodes.len(), 1, "time passed, readings not");
+        p.on_watermark(Stream::Sensors, wm(12 * 3600 + 600), &mut out);
+        assert!(p.episodes.is_empty() && p.by_event_key.is_empty());
+    }
+
+    #[test]
+    fn a_restored_policy_continues_its_reading_counts_exactly() {
+        // 5-minute readings: open, clear, resolve by readings, cool down by readings,
+        // re-open; restored from the log after every step.
+        #[derive(Clone)]
+        enum Step {
+            Sig(i64, SignalKind),
+            Ev(i64),
+            Wm(i64),
+        }
+        let mut steps = vec![Step::Sig(0, bad(Level::Yellow)), Step::Ev(0), Step::Wm(0)];
+        for i in 1..=12 {
+            let t = i * 300;
+            if i == 1 {
+                steps.push(Step::Sig(t, SignalKind::Clear));
+            }
+            if i == 11 {
+                steps.push(Step::Sig(t, bad(Level::Yellow)));
+            }
+            steps.extend([Step::Ev(t), Step::Wm(t)]);
+        }
+        let run = |p: &mut AlertPolicy, st: &Step| {
+            let mut out = Vec::new();
+            match st {
+                Step::Sig(t, k) => out.extend(p.on_signal(sig(*t, k.clone()))),
+                Step::Ev(t) => {
+                    p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", *t, 1.0))
+                }
+                Step::Wm(t) => p.on_watermark(Stream::Sensors, wm(*t), &mut out),
+            }
+            out.into_iter()
+                .map(|a| (a.alert_id, a.status, a.seq))
+                .collect::<Vec<_>>()
+        };
+        let mut whole = Vec::new();
+        let (mut a, _c) = policy();
+        for st in &steps {
+            whole.extend(run(&mut a, st));
+        }
+        // Open, resolved after 3 clear readings, re-opened after 6 more.
+        assert_eq!(whole.len(), 3, "{whole:?}");
+        for split in 0..steps.len() {
+            let (mut a, _ca) = policy();
+            a.track_changes();
+            let mut log = BTreeMap::new();
+            let mut got = Vec::new();
+            for st in &steps[..split] {
+                got.extend(run(&mut a, st));
+                compact(&mut a, &mut log);
+            }
+            let (mut b, _cb) = policy();
+            for (k, v) in &log {
+                b.restore(k, v.as_deref()).unwrap();
+            }
+            for st in &steps[split..] {
+                got.extend(run(&mut b, st));
+            }
+            assert_eq!(got, whole, "split {split}");
+        }
+    }
+
+    #[test]
+    fn records_without_reading_counts_restore() {
+        // An episode record written before the readings holds existed.
+        let (mut p, _c) = policy();
+        p.track_changes();
+        p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
+        let mut log = BTreeMap::new();
+        compact(&mut p, &mut log);
+        let (k, v) = log.into_iter().next().unwrap();
+        let mut j: serde_json::Value = serde_json::from_slice(&v.unwrap()).unwrap();
+        j.as_object_mut().unwrap().remove("counted");
+        j["phase"]["Open"]
+            .as_object_mut()
+            .unwrap()
+            .remove("clear_readings");
+        let (mut q, _c) = policy();
+        q.restore(&k, Some(&serde_json::to_vec(&j).unwrap()))
+            .unwrap();
+        assert_eq!(q.open_count(), 1);
+        assert_eq!(q.by_event_key.len(), 1);
+        q.restore(&k, None).unwrap();
+        assert!(q.by_event_key.is_empty());
     }
 
     #[test]

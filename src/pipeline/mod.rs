@@ -382,7 +382,7 @@ impl Pipeline {
         if ended {
             // Finite input: close the windows the data covers.
             let moved = self.detectors.flush(&mut self.signals);
-            self.policy_step(&moved);
+            self.policy_step(None, &moved);
             let acks = self.publish_all(&mut summary).await;
             let _ = tx.send(Pending::internal(acks)).await;
         }
@@ -495,7 +495,7 @@ impl Pipeline {
                 if self.tasks.is_none() {
                     self.metrics.detector_keys.set(self.detectors.keys() as i64);
                 }
-                self.observed(env, obs, summary).await
+                self.observed(env, &d.event, obs, summary).await
             }
         }
     }
@@ -546,7 +546,7 @@ impl Pipeline {
                     }
                     let (obs, signals) = results.next().expect("one result per valid input");
                     self.signals = signals;
-                    self.observed(env, obs, summary).await
+                    self.observed(env, &d.event, obs, summary).await
                 }
             };
             open.merge(h);
@@ -576,6 +576,7 @@ impl Pipeline {
     async fn observed(
         &mut self,
         env: Envelope,
+        event: &crate::decode::Event,
         obs: crate::detect::Observed,
         summary: &mut RunSummary,
     ) -> Handled {
@@ -588,9 +589,9 @@ impl Pipeline {
                 .watermark
                 .with_label_values(&[env.stream.as_str()])
                 .set(w.timestamp() as f64);
-            self.policy_step(&[(env.stream, w)]);
+            self.policy_step(Some(event), &[(env.stream, w)]);
         } else {
-            self.policy_step(&[]);
+            self.policy_step(Some(event), &[]);
         }
         let mut acks = self.publish_all(summary).await;
         let mut alerted = !acks.is_empty();
@@ -625,7 +626,9 @@ impl Pipeline {
         }
     }
 
-    /// Signals -> alerts, then watermark-driven resolves and escalations.
+    /// Signals -> alerts, the event counted as a reading of its keys' episodes (after its
+    /// own signals: the reading that clears a condition is its first clear reading), then
+    /// watermark-driven resolves and escalations.
     ///
     /// `on_watermark` and `open_count` walk every episode, so neither runs per event:
     /// `on_watermark` only when a stream's watermark reached a new second (DetectorSet
@@ -634,6 +637,7 @@ impl Pipeline {
     /// profile, docs/PERFORMANCE.md).
     fn policy_step(
         &mut self,
+        event: Option<&crate::decode::Event>,
         watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
     ) {
         let touched = !self.signals.is_empty() || !watermarks.is_empty();
@@ -641,6 +645,9 @@ impl Pipeline {
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
             }
+        }
+        if let Some(ev) = event {
+            self.policy.on_event(ev);
         }
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
