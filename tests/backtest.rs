@@ -137,13 +137,16 @@ fn backtest_without_inputs_or_labels_is_bad_usage() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("labels.jsonl: line 1"));
 }
 
-// SKAB with config/default.toml, measured 2026-12-07 at the branch backtest-recorded
-// (after e270f0d): caught 14/34 anomalies, 69 false episodes = 1.84 per 10k readings
-// (of 374448), test-split F1 0.558 (FAR 49.18 %, MAR 44.88 %). The bounds leave a little
-// room; tighten them as the sensor detectors improve.
-const MIN_CAUGHT: u64 = 13;
-const MAX_FALSE_PER_10K: f64 = 2.0;
-const MIN_F1: f64 = 0.53;
+// SKAB with config/default.toml, measured 2026-12-07 (issue #18, docs/DETECTORS.md):
+// caught 13/34 anomalies, 7 false episodes = 0.19 per 10k readings (of 374448), test-split
+// F1 0.283 (FAR 2.88 %, MAR 83.14 %). Before the false-alarm budget (e270f0d): 14/34, 69
+// false = 1.84 per 10k, F1 0.558 with FAR 49.18 %: F1 fell because a row is no longer
+// flagged on every other reading; the bound on FAR keeps that gain. The issue's targets
+// are 28/34, <= 1 per 10k and F1 >= 0.78; tighten these as the detectors improve.
+const MIN_CAUGHT: u64 = 12;
+const MAX_FALSE_PER_10K: f64 = 0.5;
+const MIN_F1: f64 = 0.26;
+const MAX_TEST_FAR_PERCENT: f64 = 5.0;
 
 /// The SKAB CSVs: `RISKSTREAM_SKAB_DIR`, else `../shared/data/skab` beside the checkout,
 /// else `/work/shared/data/skab`. Missing data fails the test (a silent skip would hide
@@ -205,6 +208,11 @@ fn skab_with_the_default_config() {
     assert_eq!(test["rows"], 23_801);
     let f1 = test["f1"].as_f64().unwrap();
     assert!(f1 >= MIN_F1, "test-split F1 {f1} < {MIN_F1}");
+    let far = test["far_pct"].as_f64().unwrap();
+    assert!(
+        far <= MAX_TEST_FAR_PERCENT,
+        "test-split FAR {far} % > {MAX_TEST_FAR_PERCENT} %"
+    );
 }
 
 #[test]
