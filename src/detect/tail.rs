@@ -78,8 +78,8 @@ pub struct Fit {
 impl Fit {
     /// P(S > s) under the fitted tail (1 at or below the peak level's rate).
     pub fn tail_probability(&self, s: f64) -> f64 {
-        if !(s > PEAK_LEVEL) {
-            return self.rate.max(f64::MIN_POSITIVE).min(1.0);
+        if s.is_nan() || s <= PEAK_LEVEL {
+            return self.rate.clamp(f64::MIN_POSITIVE, 1.0);
         }
         let y = (s - PEAK_LEVEL) / self.scale;
         let surv = if self.shape.abs() < 1e-9 {
@@ -98,7 +98,7 @@ impl Fit {
     /// The score exceeded with probability `q` (per reading): the threshold that meets a
     /// budget of `q` false exceedances per reading. Never below the peak level.
     pub fn threshold(&self, q: f64) -> f64 {
-        if !(q > 0.0) || q >= self.rate {
+        if q.is_nan() || q <= 0.0 || q >= self.rate {
             return PEAK_LEVEL;
         }
         let r = q / self.rate; // < 1
