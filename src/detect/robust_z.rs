@@ -464,6 +464,74 @@ mod tests {
     }
 
     #[test]
+    fn quantized_series_with_rare_quantum_steps_stays_quiet() {
+        // A flow meter reading 32.0 nine times in ten and 31.0 or 33.0 otherwise (SKAB's
+        // flow rate): before the resolution floor a window of 32.0s made every 33.0 a
+        // 50-sigma event.
+        let mut d = det(RobustZConfig::default());
+        let mut out = Vec::new();
+        for i in 0..2000i64 {
+            let v = match (i * 7919) % 20 {
+                0 => 33.0,
+                1 => 31.0,
+                _ => 32.0,
+            };
+            d.observe(&reading("F", "flow", i, v), false, &mut out);
+        }
+        assert!(out.is_empty(), "{out:?}");
+        // A real drop of 5 l/min still fires.
+        let s = d.observe(&reading("F", "flow", 2000, 27.0), false, &mut out);
+        assert!(s > 0.5 && out.len() == 1, "{s} {out:?}");
+    }
+
+    /// 1 Hz readings around `level` with a small deterministic wiggle.
+    fn feed(d: &mut RobustZ, from: i64, n: i64, level: f64, out: &mut Vec<Signal>) {
+        for i in from..from + n {
+            let v = level + [0.0, 0.1, -0.1, 0.05, -0.05][(i % 5) as usize];
+            d.observe(&reading("V", "pressure", i, v), false, out);
+        }
+    }
+
+    #[test]
+    fn a_shift_shorter_than_relearn_is_one_episode_that_ends_on_return() {
+        let mut d = det(RobustZConfig::default());
+        let mut out = Vec::new();
+        feed(&mut d, 0, 600, 5.0, &mut out);
+        assert!(out.is_empty(), "{out:?}");
+        // Seven minutes 3 units down (a valve closed), then back.
+        feed(&mut d, 600, 420, 2.0, &mut out);
+        feed(&mut d, 1020, 600, 5.0, &mut out);
+        let opens = out
+            .iter()
+            .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
+            .count();
+        let clears: Vec<_> = out.iter().filter(|s| s.kind == SignalKind::Clear).collect();
+        // Anomalous on every shifted reading (the policy folds them into one episode),
+        // one Clear, at the first reading back: no second episode on the way out.
+        assert_eq!(opens, 420);
+        assert_eq!(clears.len(), 1);
+        assert_eq!(clears[0].ts.timestamp() - out[0].ts.timestamp(), 420);
+    }
+
+    #[test]
+    fn a_lasting_shift_is_relearned_and_the_return_raises_nothing() {
+        let mut d = det(RobustZConfig::default());
+        let mut out = Vec::new();
+        feed(&mut d, 0, 600, 5.0, &mut out);
+        // Two hours at a new level: one episode, ended by the re-learn at 30 minutes.
+        feed(&mut d, 600, 7200, 2.0, &mut out);
+        let clears = out.iter().filter(|s| s.kind == SignalKind::Clear).count();
+        assert_eq!(clears, 1, "{:?}", out.last());
+        assert_eq!(out.last().unwrap().kind, SignalKind::Clear);
+        let first = out[0].ts.timestamp();
+        assert_eq!(out.last().unwrap().ts.timestamp() - first, 1800);
+        // Back to the old level: the regime it left, not a new anomaly.
+        out.clear();
+        feed(&mut d, 7800, 600, 5.0, &mut out);
+        assert!(out.is_empty(), "{:?}", out.first());
+    }
+
+    #[test]
     fn median_mad_small_cases() {
         let mut s = RobustState::default();
         for x in [1.0, 2.0, 3.0, 4.0, 100.0] {
