@@ -16,6 +16,7 @@ mod rate_spike;
 mod restore;
 mod robust_z;
 pub mod score;
+mod season;
 mod site_correlation;
 mod spread;
 pub mod tail;

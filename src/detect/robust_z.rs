@@ -18,13 +18,15 @@
 
 use std::time::Duration;
 
-use chrono::{DateTime, FixedOffset};
+use chrono::{DateTime, FixedOffset, Timelike};
 use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, tail,
+    kind_label, score,
+    season::Season,
+    tail,
     tail::{EpisodeClock, Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
@@ -78,6 +80,12 @@ pub struct RobustZConfig {
     /// window re-learns (default 30m and 30 readings).
     #[serde(default = "default_relearn_readings")]
     pub relearn_readings: u32,
+    /// Learn an hour-of-day correction of the median per sensor (src/detect/season.rs):
+    /// for series with a daily schedule (a pump on from 08:00). Off by default: on the
+    /// generated city over 72 h it raised 22 false episodes on cycles that are not daily
+    /// (tank fill/draw), which an hour-of-day offset learns as bias.
+    #[serde(default)]
+    pub daily_rhythm: bool,
     /// Keys idle longer than this are forgotten (default 6h).
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
@@ -121,6 +129,7 @@ impl Default for RobustZConfig {
             max_z_threshold: default_max_z(),
             relearn_after: default_relearn_after(),
             relearn_readings: default_relearn_readings(),
+            daily_rhythm: false,
             ttl: default_ttl(),
         }
     }
@@ -175,7 +184,7 @@ impl DetectorSpec for RobustZConfig {
 
 /// The last readings of one series (a ring buffer) and what the detector has learned
 /// about the series: its tail, its resolution, its reporting interval, and the regime it
-/// left at its last re-learn. 328 bytes.
+/// left at its last re-learn, and its daily rhythm. 432 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
     #[serde(with = "crate::state::codec::array")]
@@ -193,6 +202,8 @@ pub struct RobustState {
     prev_scale: f32,
     motion: Motion,
     episode: EpisodeClock,
+    /// What the rolling median misses at each hour of the day (a daily rhythm).
+    season: Season,
 }
 
 impl Default for RobustState {
@@ -208,6 +219,7 @@ impl Default for RobustState {
             prev_scale: 0.0,
             motion: Motion::default(),
             episode: EpisodeClock::default(),
+            season: Season::default(),
         }
     }
 }
@@ -295,6 +307,8 @@ pub struct RobustZ {
 struct Judged {
     z: f64,
     expected: f64,
+    /// The window's median (what the season learns against).
+    median: f64,
     threshold: f64,
     tail_p: f64,
 }
@@ -304,11 +318,13 @@ struct Judged {
 /// pushed), so the episode is judged against the regime it left and ends when the
 /// value returns to it; a reading that fits the regime left at the last re-learn is
 /// judged against that regime (a return to the old normal is not a new anomaly).
-fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
+fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64, hour: (u32, i64)) -> Judged {
     let (med, window_scale) = st.median_scale();
     let floor = (MAD_TO_SIGMA * cfg.min_mad).max(tail::STEP_FLOOR * st.motion.step());
-    let mut z = (x - med) / window_scale.max(floor);
-    let mut expected = med;
+    // The median plus what it usually misses at this hour of the day.
+    let expected_now = med + st.season.offset(hour.0, hour.1);
+    let mut z = (x - expected_now) / window_scale.max(floor);
+    let mut expected = expected_now;
     if st.has_prev {
         let zp = (x - f64::from(st.prev_median)) / f64::from(st.prev_scale).max(floor);
         if zp.abs() < z.abs() {
@@ -322,6 +338,7 @@ fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64) -> Judged {
     Judged {
         z,
         expected,
+        median: med,
         threshold,
         tail_p: fit.tail_probability(cfg.direction.counted(z)),
     }
@@ -348,10 +365,18 @@ impl Detector for RobustZ {
             st.push(r.value, self.cap);
             return 0.0;
         }
-        let j = judge(&self.cfg, budget, st, r.value);
+        let hour = (r.ts.hour(), t);
+        let j = judge(&self.cfg, budget, st, r.value, hour);
         let counted = self.cfg.direction.counted(j.z);
         let mut firing = counted > j.threshold;
         st.motion.learn(r.value, t, !firing);
+        // The daily rhythm learns from every reading, firing ones too: a step that comes
+        // every morning fires until the morning hours have learned it (a few days), while
+        // one hazard moves its hour's offset by a few percent of its size.
+        if self.cfg.daily_rhythm {
+            st.season
+                .learn(hour.0, t, r.value - j.median, st.motion.interval());
+        }
         if firing {
             let relearn_after = self.cfg.relearn_after.as_secs() as i64;
             if st
@@ -531,6 +556,45 @@ mod tests {
         assert!(out.is_empty(), "{:?}", out.first());
     }
 
+    /// Days (of 8) on which a 5-minute series whose level rises by 5.0 from 08:00 to
+    /// 18:00 every day (a pump on a schedule; noise ±0.4, a step of ~12σ) opens an episode.
+    fn days_alarmed_by_a_daily_step() -> Vec<i64> {
+        let mut d = det(RobustZConfig {
+            daily_rhythm: true,
+            ..Default::default()
+        });
+        let mut out = Vec::new();
+        let mut days = Vec::new();
+        for i in 0..(8 * 288) {
+            let t = i * 300;
+            let hour = (t / 3600) % 24;
+            let v = 5.0
+                + if (8..18).contains(&hour) { 5.0 } else { 0.0 }
+                + [0.0, 0.4, -0.4, 0.2, -0.2][(i % 5) as usize];
+            out.clear();
+            d.observe(&reading("D", "pressure", t, v), false, &mut out);
+            let opened = d.state.get("D").is_some_and(|s| s.alerting)
+                && out
+                    .iter()
+                    .any(|s| matches!(s.kind, SignalKind::Anomalous { .. }));
+            if opened && days.last() != Some(&(t / 86_400)) {
+                days.push(t / 86_400);
+            }
+        }
+        days
+    }
+
+    #[test]
+    fn a_daily_rhythm_is_learned_by_hour_of_day() {
+        // `reading` times are offsets from a fixed UTC+8 instant; only whole days matter.
+        let days = days_alarmed_by_a_daily_step();
+        assert!(days.contains(&0), "the first morning is news: {days:?}");
+        assert!(
+            days.iter().all(|&d| d < 4),
+            "still alarming every morning: {days:?}"
+        );
+    }
+
     #[test]
     fn median_mad_small_cases() {
         let mut s = RobustState::default();
@@ -633,8 +697,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_328_bytes() {
-        assert_eq!(std::mem::size_of::<RobustState>(), 328);
+    fn state_is_432_bytes() {
+        assert_eq!(std::mem::size_of::<RobustState>(), 432);
     }
 
     proptest! {
