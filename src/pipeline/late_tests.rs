@@ -35,9 +35,10 @@ fn t0() -> chrono::DateTime<chrono::FixedOffset> {
     chrono::DateTime::parse_from_rfc3339("2026-11-26T06:00:00+08:00").unwrap()
 }
 
-/// Readings of 30 sensors (10 sites x 3 kinds) every 30 s for 6 hours, in event time
-/// order, each with `true` when it is site 0's during its gateway's outage.
-fn city() -> Vec<(Event, bool)> {
+/// Readings of 30 sensors (10 sites x 3 kinds) every 30 s for `hours`, in event time
+/// order, each with `true` when it is site 0's during its gateway's outage (from
+/// `SILENT_FROM` to 6 h).
+fn city(hours: i64) -> Vec<(Event, bool)> {
     let dec = crate::decode::test_decoder();
     // A small LCG: deterministic noise, so the baselines have a spread to learn.
     let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
@@ -48,7 +49,7 @@ fn city() -> Vec<(Event, bool)> {
         ((seed >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
     };
     let mut out = Vec::new();
-    for step in 0..HOURS * 3600 / PERIOD {
+    for step in 0..hours * 3600 / PERIOD {
         for site in 0..SITES {
             for (k, (kind, base, spread)) in KINDS.iter().enumerate() {
                 // Sensors of a site sample a few seconds apart.
@@ -67,7 +68,7 @@ fn city() -> Vec<(Event, bool)> {
                     .decode(Stream::Sensors, v.to_string().as_bytes())
                     .unwrap()
                     .event;
-                out.push((ev, site == 0 && secs >= SILENT_FROM));
+                out.push((ev, site == 0 && (SILENT_FROM..HOURS * 3600).contains(&secs)));
             }
         }
     }
@@ -167,7 +168,7 @@ fn others(seen: &[Seen]) -> Vec<(String, Status, Level)> {
 
 #[test]
 fn a_late_backlog_fires_and_resolves_as_it_would_have_live() {
-    let all = city();
+    let all = city(HOURS);
     let live: Vec<&Event> = all.iter().map(|(e, _)| e).collect();
     // The gateway's buffer arrives after every live reading, in its own time order:
     // 4 hours behind the watermark at first.
@@ -177,10 +178,16 @@ fn a_late_backlog_fires_and_resolves_as_it_would_have_live() {
         .chain(all.iter().filter(|(_, b)| *b))
         .map(|(e, _)| e)
         .collect();
-    let (live_seen, late_seen) = (run(&live), run(&late));
+    assert_as_live(&run(&live), &run(&late));
+}
+
+/// The late run's alerts against the live run's: site 0's gas step raised the same
+/// episodes at the same levels, resolved from the late data; its outage is one offline
+/// episode per sensor; everything else the same.
+fn assert_as_live(live_seen: &[Seen], late_seen: &[Seen]) {
     let gas = "S00-gas_lel";
-    let live_eps = episodes(&live_seen, gas);
-    let (offline, late_eps): (Vec<_>, Vec<_>) = episodes(&late_seen, gas)
+    let live_eps = episodes(live_seen, gas);
+    let (offline, late_eps): (Vec<_>, Vec<_>) = episodes(late_seen, gas)
         .into_iter()
         .partition(|e| e.detector == "offline");
 
@@ -215,10 +222,10 @@ fn a_late_backlog_fires_and_resolves_as_it_would_have_live() {
     // (orange, escalated to red after an hour silent, as live would) and its backlog
     // resolved that episode 5 minutes into the buffered readings; nothing re-opened.
     for sensor in ["S00-gas_lel", "S00-h2s_ppm", "S00-temperature"] {
-        assert!(episodes(&live_seen, sensor)
+        assert!(episodes(live_seen, sensor)
             .iter()
             .all(|e| e.detector != "offline"));
-        let off: Vec<_> = episodes(&late_seen, sensor)
+        let off: Vec<_> = episodes(late_seen, sensor)
             .into_iter()
             .filter(|e| e.detector == "offline")
             .collect();
@@ -231,8 +238,51 @@ fn a_late_backlog_fires_and_resolves_as_it_would_have_live() {
     }
     assert_eq!(offline.len(), 1);
     for sensor in ["S00-h2s_ppm", "S00-temperature"] {
-        assert_eq!(episodes(&late_seen, sensor).len(), 1, "{sensor}");
+        assert_eq!(episodes(late_seen, sensor).len(), 1, "{sensor}");
     }
     // The other 27 sensors see exactly what they saw live.
-    assert_eq!(others(&late_seen), others(&live_seen));
+    assert_eq!(others(late_seen), others(live_seen));
+}
+
+#[test]
+fn an_upload_among_live_readings_is_judged_the_same() {
+    // The gateway reconnects at 6 h and uploads its 4 hours within the next 5 minutes,
+    // among the live readings of every site (its own included), which move the watermark.
+    let all = city(HOURS + 1);
+    let live: Vec<&Event> = all.iter().map(|(e, _)| e).collect();
+    let reconnect = t0() + chrono::Duration::seconds(HOURS * 3600);
+    let upload =
+        |e: &Event| e.ts() >= reconnect && e.ts() < reconnect + chrono::Duration::seconds(300);
+    let site0 = |e: &Event| matches!(e, Event::Sensor(r) if r.site_id.ends_with("-0000"));
+    // First in, first out: the gateway's readings of those minutes follow its buffer.
+    let backlog: Vec<&Event> = all
+        .iter()
+        .filter(|(e, b)| *b || (upload(e) && site0(e)))
+        .map(|(e, _)| e)
+        .collect();
+    let during: Vec<&Event> = all
+        .iter()
+        .filter(|(e, b)| !b && upload(e) && !site0(e))
+        .map(|(e, _)| e)
+        .collect();
+    let per = backlog.len().div_ceil(during.len());
+    let mut late: Vec<&Event> = all
+        .iter()
+        .filter(|(e, b)| !b && e.ts() < reconnect)
+        .map(|(e, _)| e)
+        .collect();
+    let mut rest = backlog.chunks(per);
+    for e in &during {
+        late.push(e);
+        late.extend(rest.next().unwrap_or_default());
+    }
+    late.extend(
+        all.iter()
+            .filter(|(e, _)| e.ts() >= reconnect + chrono::Duration::seconds(300))
+            .map(|(e, _)| e),
+    );
+    assert_eq!(late.len(), live.len());
+    // The watermark moves during the upload: the offline detector's scans meet the
+    // gateway's sensors with hours-old readings, which must not read as silence again.
+    assert_as_live(&run(&live), &run(&late));
 }
