@@ -17,6 +17,12 @@
 //! [`AlertPolicy::on_event`]; an episode whose key is not an event key (a region's
 //! windows, `rate_spike`) never sees one counted, and time alone governs it.
 //!
+//! Every hold runs on the episode's own clock (`Episode::clock`): the stream's watermark
+//! for a key that is current, the key's own event time for a key behind the stream (a
+//! site gateway uploading hours of buffered readings), so a late backlog's episodes open,
+//! escalate, resolve and cool down as they would have live, not all at once against a
+//! watermark hours ahead.
+//!
 //! Memory: one entry per open or cooling episode, plus one index entry per episode key's
 //! event key; an episode with no signal at all for `stale_after` resolves, so keys a
 //! detector evicted cannot leave episodes open forever, and a cooldown waiting for
