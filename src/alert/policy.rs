@@ -17,6 +17,12 @@
 //! [`AlertPolicy::on_event`]; an episode whose key is not an event key (a region's
 //! windows, `rate_spike`) never sees one counted, and time alone governs it.
 //!
+//! Every hold runs on the episode's own clock (`Episode::clock`): the stream's watermark
+//! for a key that is current, the key's own event time for a key behind the stream (a
+//! site gateway uploading hours of buffered readings), so a late backlog's episodes open,
+//! escalate, resolve and cool down as they would have live, not all at once against a
+//! watermark hours ahead.
+//!
 //! Memory: one entry per open or cooling episode, plus one index entry per episode key's
 //! event key; an episode with no signal at all for `stale_after` resolves, so keys a
 //! detector evicted cannot leave episodes open forever, and a cooldown waiting for
@@ -160,6 +166,110 @@ struct Episode {
     /// never be met.
     #[serde(default)]
     counted: bool,
+    /// The newest event time of the episode's key that [`AlertPolicy::on_event`] saw
+    /// (None: none yet). Kept up to date in memory only: a record restored with an older
+    /// one is corrected by the key's next event, before the clock is read again.
+    #[serde(default)]
+    key_ts: Option<i64>,
+    /// How far that event was behind its stream's watermark when it arrived (s, >= 0):
+    /// the episode's clock is the watermark minus this ([`Episode::clock`]). 0 for a key
+    /// that is current; a gateway uploading hours of buffered readings makes it hours.
+    #[serde(default)]
+    behind: i64,
+}
+
+impl Episode {
+    /// The episode's event time at stream watermark `w`. A key behind the stream (a late
+    /// upload) is judged by its own time: its episodes open, escalate, resolve and cool
+    /// down as they would have live, not at once because the stream is hours ahead.
+    /// Between its events the clock still moves with the watermark, so a key that stops
+    /// entirely goes stale `stale_after` later like any other.
+    fn clock(&self, w: i64) -> i64 {
+        w - self.behind
+    }
+}
+
+/// What one look at an episode at its clock ([`tick`]) did.
+#[derive(Default)]
+struct Ticked {
+    /// Its durable record changed.
+    changed: bool,
+    /// It resolved (left the Open phase).
+    resolved: bool,
+    /// Its cooldown is over: forget it.
+    forget: bool,
+}
+
+/// Resolves, escalates or ends the cooldown of `ep` at its clock `c`; messages to `out`.
+/// `now` is the lazily taken wall-clock stamp shared by one pass.
+fn tick(
+    ep: &mut Episode,
+    c: i64,
+    cfg: &AlertPolicyConfig,
+    regions: &Regions,
+    clock: &dyn Clock,
+    now: &mut Option<String>,
+    out: &mut Vec<Alert>,
+) -> Ticked {
+    let hold = cfg.resolve_after.as_secs() as i64;
+    let stale = cfg.stale_after.as_secs() as i64;
+    let esc = cfg.escalate_after.as_secs() as i64;
+    let cool = cfg.cooldown.as_secs() as i64;
+    let mut stamp = || {
+        now.get_or_insert_with(|| clock.now().to_rfc3339_opts(SecondsFormat::Millis, true))
+            .clone()
+    };
+    let before = (ep.last.seq, escalation_count(&ep.phase));
+    let mut r = Ticked::default();
+    match &mut ep.phase {
+        Phase::Cooldown { until, readings } => {
+            let read = !ep.counted || *readings >= cfg.cooldown_readings;
+            // A key that went silent cannot bring its readings: forgotten anyway
+            // `stale_after` later, so the cooldown cannot hold memory forever.
+            if c >= *until && (read || c - *until >= stale) {
+                r.forget = true;
+            }
+        }
+        Phase::Open {
+            clear_since,
+            clear_readings,
+            escalations,
+            ..
+        } => {
+            let cleared = clear_since.is_some_and(|s| c - s >= hold)
+                && (!ep.counted || *clear_readings >= cfg.resolve_after_readings);
+            if cleared || c - ep.last_signal >= stale {
+                ep.last.status = Status::Resolved;
+                ep.last.detected_at = stamp();
+                ep.last.seq += 1;
+                out.push(ep.last.clone());
+                ep.phase = Phase::Cooldown {
+                    until: c + cool,
+                    readings: 0,
+                };
+                r.resolved = true;
+            } else if clear_since.is_none()
+                && ep.last.level < Level::Red
+                && c - ep.opened >= esc * (i64::from(*escalations) + 1)
+            {
+                *escalations += 1;
+                let mut lvl = ep.detector_level;
+                for _ in 0..*escalations {
+                    lvl = lvl.raised();
+                }
+                if lvl > ep.last.level {
+                    ep.last.level = lvl;
+                    ep.last.route = cfg.route.route(lvl, ep.region, regions);
+                    ep.last.detected_at = stamp();
+                    ep.last.seq += 1;
+                    out.push(ep.last.clone());
+                }
+            }
+        }
+    }
+    // An escalation step can move without a message (the level was already higher).
+    r.changed = before != (ep.last.seq, escalation_count(&ep.phase));
+    r
 }
 
 pub struct AlertPolicy {
@@ -174,6 +284,9 @@ pub struct AlertPolicy {
     key_buf: String,
     /// Episodes in the Open phase, kept on every transition: the gauge reads it per event.
     open: usize,
+    /// Each stream's watermark as last given to [`Self::on_watermark`] (None: not yet
+    /// since start or restore), for placing an event's key behind or at the stream.
+    watermarks: [Option<i64>; 3],
     /// Durable state: episode keys changed since the last `changes`, per stream.
     tracking: bool,
     dirty: [Vec<String>; 3],
@@ -193,6 +306,7 @@ impl AlertPolicy {
             by_event_key: HashMap::new(),
             key_buf: String::new(),
             open: 0,
+            watermarks: [None; 3],
             tracking: false,
             dirty: Default::default(),
         }
@@ -271,21 +385,25 @@ impl AlertPolicy {
 
     /// One event of `stream` was observed (after its signals went to [`Self::on_signal`]):
     /// it is one more reading of every episode of its keys (a sensor reading: its sensor
-    /// and its site; a fraud report: each suspect it names). O(1) per event: a lookup per
-    /// key, and nothing at all while no episode is open or cooling.
-    pub fn on_event(&mut self, ev: &Event) {
+    /// and its site; a fraud report: each suspect it names), and it moves their clocks to
+    /// its event time. An event behind the stream's watermark (a late upload) also judges
+    /// those episodes at once, at their key's time, since the watermark does not move for
+    /// it: their messages go to `out`. O(1) per event: a lookup per key, and nothing at
+    /// all while no episode is open or cooling.
+    pub fn on_event(&mut self, ev: &Event, out: &mut Vec<Alert>) {
         if self.by_event_key.is_empty() {
             return;
         }
         let stream = ev.stream();
+        let t = ev.ts().timestamp();
         match ev {
             Event::Sensor(r) => {
-                self.count_reading(stream, "", &r.sensor_id);
-                self.count_reading(stream, "", &r.site_id);
+                self.count_reading(stream, "", &r.sensor_id, t, out);
+                self.count_reading(stream, "", &r.site_id, t, out);
             }
             Event::Fraud(f) => {
                 for (kind, value) in f.suspects() {
-                    self.count_reading(stream, kind, value);
+                    self.count_reading(stream, kind, value, t, out);
                 }
             }
             // Incident detectors key regions, whose events are windows: time governs.
@@ -293,8 +411,16 @@ impl AlertPolicy {
         }
     }
 
-    /// Counts one reading for the episodes of event key `stream:[kind:]key`.
-    fn count_reading(&mut self, stream: Stream, kind: &str, key: &str) {
+    /// Counts one reading at event time `t` for the episodes of event key
+    /// `stream:[kind:]key`.
+    fn count_reading(
+        &mut self,
+        stream: Stream,
+        kind: &str,
+        key: &str,
+        t: i64,
+        out: &mut Vec<Alert>,
+    ) {
         self.key_buf.clear();
         self.key_buf.push_str(stream.as_str());
         self.key_buf.push(':');
@@ -307,12 +433,27 @@ impl AlertPolicy {
             return;
         };
         let (need_clear, need_cool) = (self.cfg.resolve_after_readings, self.cfg.cooldown_readings);
+        let w = self.watermarks[stream.index()];
+        let mut now = None;
+        let mut forget = Vec::new();
         for ekey in ekeys {
             let Some(ep) = self.episodes.get_mut(ekey) else {
                 continue;
             };
             let mut changed = !ep.counted;
             ep.counted = true;
+            // The key's own time. Without a watermark yet (just restored) there is nothing
+            // to be behind: the record's clock stands until the stream moves.
+            if let Some(w) = w {
+                if ep.key_ts.is_none_or(|k| t > k) {
+                    ep.key_ts = Some(t);
+                    let behind = (w - t).max(0);
+                    // Written when it changes, which a current key's never does: no
+                    // record per event.
+                    changed |= behind != ep.behind;
+                    ep.behind = behind;
+                }
+            }
             // Counted only up to what the holds need: the changelog then gets at most that
             // many records per episode, not one per event.
             match &mut ep.phase {
@@ -330,9 +471,32 @@ impl AlertPolicy {
                 }
                 _ => {}
             }
+            // A late event: the watermark will not move for it, so its key's episodes are
+            // judged here, at the key's time. A current key's wait for the watermark.
+            if let Some(w) = w.filter(|&w| t < w) {
+                let r = tick(
+                    ep,
+                    ep.clock(w),
+                    &self.cfg,
+                    &self.regions,
+                    self.clock.as_ref(),
+                    &mut now,
+                    out,
+                );
+                changed |= r.changed;
+                self.open -= r.resolved as usize;
+                if r.forget {
+                    forget.push(ekey.clone());
+                }
+            }
             if changed && self.tracking {
                 self.dirty[stream.index()].push(ekey.clone());
             }
+        }
+        for k in forget {
+            self.episodes.remove(&k);
+            self.index_remove(&k);
+            self.mark(stream, &k);
         }
     }
 
@@ -503,6 +667,10 @@ impl AlertPolicy {
                         last_signal: t,
                         detector_level: level,
                         counted: false,
+                        // Until the key's next event says otherwise, its time is the
+                        // signal's: behind the stream by as much as the signal is.
+                        key_ts: None,
+                        behind: self.watermarks[sig.stream.index()].map_or(0, |w| (w - t).max(0)),
                     },
                 );
                 Some(alert)
@@ -510,7 +678,15 @@ impl AlertPolicy {
         }
     }
 
-    /// Event time of `stream` reached `wm`: resolve, escalate, forget cooled episodes.
+    /// Restore: `stream`'s watermark was restored at `wm`. Only noted (see
+    /// [`Self::on_event`]); the episodes were judged at it before the restart.
+    pub fn seed_watermark(&mut self, stream: Stream, wm: DateTime<FixedOffset>) {
+        let slot = &mut self.watermarks[stream.index()];
+        *slot = Some(slot.map_or(wm.timestamp(), |s| s.max(wm.timestamp())));
+    }
+
+    /// Event time of `stream` reached `wm`: resolve, escalate, forget cooled episodes,
+    /// each episode at its own clock ([`Episode::clock`]).
     pub fn on_watermark(
         &mut self,
         stream: Stream,
@@ -518,77 +694,25 @@ impl AlertPolicy {
         out: &mut Vec<Alert>,
     ) {
         let w = wm.timestamp();
-        let hold = self.cfg.resolve_after.as_secs() as i64;
-        let stale = self.cfg.stale_after.as_secs() as i64;
-        let esc = self.cfg.escalate_after.as_secs() as i64;
-        let cool = self.cfg.cooldown.as_secs() as i64;
-        let hold_readings = self.cfg.resolve_after_readings;
-        let cool_readings = self.cfg.cooldown_readings;
+        self.seed_watermark(stream, wm);
         let mut now = None;
         let mut forget = Vec::new();
         let mut changed = Vec::new();
         for (k, ep) in self.episodes.iter_mut().filter(|(_, e)| e.stream == stream) {
-            let before = (ep.last.seq, escalation_count(&ep.phase));
-            match &mut ep.phase {
-                Phase::Cooldown { until, readings } => {
-                    let read = !ep.counted || *readings >= cool_readings;
-                    // A key that went silent cannot bring its readings: forgotten anyway
-                    // `stale_after` later, so the cooldown cannot hold memory forever.
-                    if w >= *until && (read || w - *until >= stale) {
-                        forget.push(k.clone());
-                    }
-                }
-                Phase::Open {
-                    clear_since,
-                    clear_readings,
-                    escalations,
-                    ..
-                } => {
-                    let cleared = clear_since.is_some_and(|c| w - c >= hold)
-                        && (!ep.counted || *clear_readings >= hold_readings);
-                    if cleared || w - ep.last_signal >= stale {
-                        ep.last.status = Status::Resolved;
-                        ep.last.detected_at = now
-                            .get_or_insert_with(|| {
-                                self.clock
-                                    .now()
-                                    .to_rfc3339_opts(SecondsFormat::Millis, true)
-                            })
-                            .clone();
-                        ep.last.seq += 1;
-                        out.push(ep.last.clone());
-                        ep.phase = Phase::Cooldown {
-                            until: w + cool,
-                            readings: 0,
-                        };
-                        self.open -= 1;
-                    } else if clear_since.is_none()
-                        && ep.last.level < Level::Red
-                        && w - ep.opened >= esc * (i64::from(*escalations) + 1)
-                    {
-                        *escalations += 1;
-                        let mut lvl = ep.detector_level;
-                        for _ in 0..*escalations {
-                            lvl = lvl.raised();
-                        }
-                        if lvl > ep.last.level {
-                            ep.last.level = lvl;
-                            ep.last.route = self.cfg.route.route(lvl, ep.region, &self.regions);
-                            ep.last.detected_at = now
-                                .get_or_insert_with(|| {
-                                    self.clock
-                                        .now()
-                                        .to_rfc3339_opts(SecondsFormat::Millis, true)
-                                })
-                                .clone();
-                            ep.last.seq += 1;
-                            out.push(ep.last.clone());
-                        }
-                    }
-                }
+            let r = tick(
+                ep,
+                ep.clock(w),
+                &self.cfg,
+                &self.regions,
+                self.clock.as_ref(),
+                &mut now,
+                out,
+            );
+            self.open -= r.resolved as usize;
+            if r.forget {
+                forget.push(k.clone());
             }
-            // An escalation step can move without a message (the level was already higher).
-            if self.tracking && before != (ep.last.seq, escalation_count(&ep.phase)) {
+            if self.tracking && r.changed {
                 changed.push(k.clone());
             }
         }
@@ -638,6 +762,17 @@ mod tests {
     use crate::detect::testutil::ts;
     use crate::detect::Evidence;
 
+    impl AlertPolicy {
+        /// `on_event` for a reading of `sensor` at `secs` on the clock of [`sig`] and
+        /// [`wm`], not behind the watermark: it publishes nothing.
+        fn current_event(&mut self, sensor: &str, secs: i64) {
+            let mut out = Vec::new();
+            let ev = reading_at(sensor, secs);
+            self.on_event(&ev, &mut out);
+            assert!(out.is_empty(), "a current event publishes nothing: {out:?}");
+        }
+    }
+
     fn policy() -> (AlertPolicy, ManualClock) {
         let clock = ManualClock::new(ts("2026-11-26T00:00:00Z").with_timezone(&chrono::Utc));
         let cfg = AlertPolicyConfig::default();
@@ -672,6 +807,11 @@ mod tests {
             title: "t".into(),
             evidence: Evidence::default(),
         }
+    }
+
+    /// A gas reading of `sensor` at `secs` on the clock of [`sig`] and [`wm`].
+    fn reading_at(sensor: &str, secs: i64) -> Event {
+        crate::detect::testutil::reading(sensor, "gas_lel", 8 * 3600 + secs, 1.0)
     }
 
     fn wm(secs: i64) -> DateTime<FixedOffset> {
@@ -846,7 +986,7 @@ mod tests {
                 SignalKind::Clear
             };
             out.extend(p.on_signal(sig(t, kind)));
-            p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", t, 1.0));
+            p.current_event("S1", t);
             p.on_watermark(Stream::Sensors, wm(t), &mut out);
             for a in out.drain(..) {
                 match (a.status, a.seq) {
@@ -896,7 +1036,7 @@ mod tests {
         ) -> Option<Alert> {
             let t = i * 300;
             let r = kind.and_then(|k| p.on_signal(sig(t, k)));
-            p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", t, 1.0));
+            p.current_event("S1", t);
             p.on_watermark(Stream::Sensors, wm(t), out);
             r
         }
@@ -938,9 +1078,7 @@ mod tests {
         // A region key (rate_spike) never sees an event of its own: time decides.
         let (mut p, _c) = policy();
         p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
-        p.on_event(&crate::detect::testutil::reading(
-            "OTHER", "gas_lel", 0, 1.0,
-        ));
+        p.current_event("OTHER", 0);
         p.on_signal(sig(30, SignalKind::Clear));
         let mut out = Vec::new();
         p.on_watermark(Stream::Sensors, wm(330), &mut out);
@@ -953,7 +1091,7 @@ mod tests {
     fn a_silent_key_does_not_hold_its_cooldown_forever() {
         let (mut p, _c) = policy();
         p.on_signal(sig(0, bad(Level::Yellow))).unwrap();
-        p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", 0, 1.0));
+        p.current_event("S1", 0);
         let mut out = Vec::new();
         // No signal at all: stale after 6 h, then cooling without readings.
         p.on_watermark(Stream::Sensors, wm(6 * 3600), &mut out);
@@ -989,9 +1127,7 @@ mod tests {
             let mut out = Vec::new();
             match st {
                 Step::Sig(t, k) => out.extend(p.on_signal(sig(*t, k.clone()))),
-                Step::Ev(t) => {
-                    p.on_event(&crate::detect::testutil::reading("S1", "gas_lel", *t, 1.0))
-                }
+                Step::Ev(t) => p.current_event("S1", *t),
                 Step::Wm(t) => p.on_watermark(Stream::Sensors, wm(*t), &mut out),
             }
             out.into_iter()
@@ -1035,7 +1171,10 @@ mod tests {
         compact(&mut p, &mut log);
         let (k, v) = log.into_iter().next().unwrap();
         let mut j: serde_json::Value = serde_json::from_slice(&v.unwrap()).unwrap();
-        j.as_object_mut().unwrap().remove("counted");
+        // ... and before episodes kept their key's time (late uploads).
+        for f in ["counted", "key_ts", "behind"] {
+            j.as_object_mut().unwrap().remove(f);
+        }
         j["phase"]["Open"]
             .as_object_mut()
             .unwrap()
@@ -1047,6 +1186,61 @@ mod tests {
         assert_eq!(q.by_event_key.len(), 1);
         q.restore(&k, None).unwrap();
         assert!(q.by_event_key.is_empty());
+    }
+
+    #[test]
+    fn a_late_key_is_judged_by_its_own_time() {
+        // The stream is 4 h ahead when S1's buffered readings arrive, one per 30 s of its
+        // own time, while the other sensors move the watermark on by a second per reading.
+        let (mut p, _c) = policy();
+        let mut out = Vec::new();
+        let mut w = 4 * 3600;
+        p.on_watermark(Stream::Sensors, wm(w), &mut out);
+        let mut seen = Vec::new();
+        for i in 0..120 {
+            let t = i * 30;
+            // Anomalous for 10 minutes from 600 s on, then clear.
+            let kind = match t {
+                600..1200 => Some(bad(Level::Yellow)),
+                1200 => Some(SignalKind::Clear),
+                _ => None,
+            };
+            out.extend(kind.and_then(|k| p.on_signal(sig(t, k))));
+            p.on_event(&reading_at("S1", t), &mut out);
+            w += 1;
+            p.on_watermark(Stream::Sensors, wm(w), &mut out);
+            seen.extend(out.drain(..).map(|a| (t, a.status, a.level)));
+        }
+        // Opened at the step, not escalated (the stream being hours past the opening is
+        // no hour of the key's own), resolved 5 minutes of its time after the clear.
+        assert_eq!(
+            seen,
+            [
+                (600, Status::Firing, Level::Yellow),
+                (1500, Status::Resolved, Level::Yellow)
+            ]
+        );
+        // Cooled down by its own time too: a new condition after `cooldown` re-opens.
+        assert!(p.on_signal(sig(3600, bad(Level::Yellow))).is_some());
+        p.on_event(&reading_at("S1", 3600), &mut out);
+        // Then the key stops entirely: the watermark resolves it `stale_after` after its
+        // last signal, counted on the key's clock, which now moves with the watermark.
+        let stale = 6 * 3600;
+        // (Escalating meanwhile, an hour of the key's clock after it opened.)
+        p.on_watermark(Stream::Sensors, wm(w + 3599), &mut out);
+        assert!(out.is_empty());
+        p.on_watermark(Stream::Sensors, wm(w + 3600), &mut out);
+        assert_eq!(
+            out.drain(..).map(|a| a.level).collect::<Vec<_>>(),
+            [Level::Orange]
+        );
+        p.on_watermark(Stream::Sensors, wm(w + stale - 1), &mut out);
+        assert!(out.iter().all(|a| a.status == Status::Firing));
+        out.clear();
+        p.on_watermark(Stream::Sensors, wm(w + stale), &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].status, Status::Resolved);
+        assert_eq!(p.open_count(), 0);
     }
 
     #[test]

@@ -261,12 +261,17 @@ impl Detector for Offline {
         NAME
     }
 
-    fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
+    fn observe(&mut self, ev: &Event, late: bool, out: &mut Vec<Signal>) -> f64 {
         let Event::Sensor(r) = ev else { return 0.0 };
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
         let t = r.ts.timestamp();
+        // A late reading (a gateway uploading hours of buffered readings) proves the
+        // device transmits now, not at its event time: alive as of the last scan. Else
+        // every scan during the upload would find it hours silent again, one offline
+        // episode per scan.
+        let alive_at = if late { self.last_scan } else { i64::MIN };
         let (w, factor) = (self.cfg.interval_weight, self.cfg.factor);
         let st = self.state.touch(&r.sensor_id, r.ts);
         // A sensor's site and kind rarely change: compare with the names held before
@@ -294,7 +299,9 @@ impl Detector for Offline {
                 st.samples = st.samples.saturating_add(1);
             }
         }
-        st.last_ts = st.last_ts.max(t);
+        // The next interval is measured from the stamp (at most a scan period short),
+        // and the rest of the upload, older than it, teaches no rhythm at all.
+        st.last_ts = st.last_ts.max(t).max(alive_at);
         if !was_alerting {
             return 0.0;
         }
@@ -472,6 +479,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_upload_of_buffered_readings_ends_the_outage_once() {
+        let ctx = crate::pipeline::test_ctx();
+        let mut rig = Rig {
+            dets: vec![Box::new(
+                OfflineConfig::default().build(Stream::Sensors, &ctx),
+            )],
+            wm: Watermark::new(chrono::Duration::seconds(30)),
+            out: Vec::new(),
+        };
+        // A and B every 30 s for an hour; then A's gateway is cut off for an hour.
+        for i in 0..240 {
+            for id in ["A", "B"] {
+                if id == "B" || i < 120 {
+                    rig.push(reading(id, "gas_lel", i * 30, 3.0 + (i % 3) as f64 * 0.1));
+                }
+            }
+        }
+        let fired = rig.out.drain(..).filter(|s| s.key == "A").count();
+        assert!(fired >= 1, "A went offline");
+        // It uploads its hour, one buffered reading per live one of B: hours-old event
+        // times, while B keeps the watermark (and the scans) moving.
+        for i in 120..240 {
+            rig.push(reading("A", "gas_lel", i * 30, 3.0));
+            rig.push(reading("B", "gas_lel", (i + 120) * 30, 3.0));
+        }
+        let kinds: Vec<_> = rig.out.iter().map(|s| (s.key.as_str(), &s.kind)).collect();
+        assert_eq!(kinds, [("A", &SignalKind::Clear)], "one clear, no refire");
     }
 
     #[test]

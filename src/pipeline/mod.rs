@@ -627,8 +627,9 @@ impl Pipeline {
     }
 
     /// Signals -> alerts, the event counted as a reading of its keys' episodes (after its
-    /// own signals: the reading that clears a condition is its first clear reading), then
-    /// watermark-driven resolves and escalations.
+    /// own signals: the reading that clears a condition is its first clear reading; a late
+    /// event also resolves or escalates them at its key's time), then watermark-driven
+    /// resolves and escalations.
     ///
     /// `on_watermark` and `open_count` walk every episode, so neither runs per event:
     /// `on_watermark` only when a stream's watermark reached a new second (DetectorSet
@@ -640,14 +641,17 @@ impl Pipeline {
         event: Option<&crate::decode::Event>,
         watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
     ) {
-        let touched = !self.signals.is_empty() || !watermarks.is_empty();
+        let mut touched = !self.signals.is_empty() || !watermarks.is_empty();
         for s in self.signals.drain(..) {
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
             }
         }
         if let Some(ev) = event {
-            self.policy.on_event(ev);
+            // A late event can resolve its key's episodes itself (no watermark moves).
+            let before = self.alerts.len();
+            self.policy.on_event(ev, &mut self.alerts);
+            touched |= self.alerts.len() != before;
         }
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
@@ -749,6 +753,11 @@ fn restore_split<'a>(
             .map(|(n, r)| (n, r.key, r.value)),
         failed,
     );
+    // The policy places late keys against the stream's watermark: the restored one, not
+    // none until the stream next moves (a backlog being uploaded does not move it).
+    if let Some(w) = detectors.watermark(stream) {
+        policy.seed_watermark(stream, w);
+    }
 }
 
 impl Pending {
@@ -979,3 +988,6 @@ mod tests {
         m
     }
 }
+
+#[cfg(test)]
+mod late_tests;
