@@ -14,13 +14,18 @@
 //! - [`fraud`]: ~30 reports an hour city-wide with a daily rhythm, naming one-off phones,
 //!   accounts and URLs, and now and then one of a pool of recurring suspects.
 //!
+//! Realism that is not a hazard ([`realism`], labelled `hazard: false`): quantized,
+//! heavy-tailed and daily-cycling sensors, maintenance level shifts, gaps of 10-20 min and
+//! a site's late upload (~2 h of readings arriving at once, behind the watermark).
+//!
 //! Injected anomalies ([`plan`]): one round of every kind per simulated day (one round for
 //! runs under a day), each at a random time after the detectors' warm-up, each listed in
 //! `labels.jsonl` with the detectors expected to catch it.
 //!
 //! Memory bound: events are generated one hour of event time at a time, sorted by arrival
-//! within the hour and streamed out ([`Simulation`] is an iterator), so a week of ~2.5 M
-//! readings never sits in memory; the anomalies' own extra events are planned up front.
+//! (a late upload's readings wait up to ~2 h for theirs) and streamed out ([`Simulation`]
+//! is an iterator), so a week of ~2.5 M readings never sits in memory; the anomalies' own
+//! extra events are planned up front.
 
 mod fraud;
 mod incidents;
@@ -167,7 +172,8 @@ trait Generator {
     fn fill(&mut self, from: i64, to: i64, out: &mut Vec<SimEvent>);
 }
 
-/// Event time generated per step; every message arrives less than this after its time.
+/// Event time generated per step. Messages arriving after their chunk wait in `carry`
+/// (a late upload holds up to ~2 h), so memory stays a few chunks of events.
 const CHUNK_SECS: i64 = 3600;
 
 /// The run as a stream of events in arrival order, one hour generated at a time.

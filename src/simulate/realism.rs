@@ -26,6 +26,7 @@ use super::{rfc, sub_rng, Label};
 use crate::decode::Stream;
 
 /// Every kind of not-a-hazard label the city carries.
+#[cfg(test)]
 pub(super) const KINDS: [&str; 6] = [
     "quantized",
     "heavy_tail",
