@@ -407,7 +407,7 @@ mod tests {
         assert!(sim
             .labels()
             .iter()
-            .all(|l| l.hazard == !l.detectors.is_empty()));
+            .all(|l| l.hazard != l.detectors.is_empty()));
         assert!(sim
             .labels()
             .iter()
