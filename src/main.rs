@@ -105,6 +105,11 @@ enum Cmd {
     /// steps, drift, stuck and offline sensors, site events, incident surges and a
     /// county-wide rise, fraud bursts, a spreading account, a scheme spike: one round per
     /// simulated day), streamed to NDJSON files plus labels.jsonl, or to the input topics.
+    /// Plant realism that is not a hazard is labelled too, with `"hazard": false` and
+    /// `"expected_level": "none"`: quantized, heavy-tailed (Student-t) and daily-cycling
+    /// sensors (whole run), maintenance level shifts of 3-5 sigma for hours, 10-20 minute
+    /// gaps, and a site's 2-hour late upload arriving behind the watermark. backtest counts
+    /// an alert above blue inside one as a false alarm (docs/DETECTORS.md).
     Simulate {
         /// Config for the region hierarchy, brokers and topics.
         #[arg(long, short, default_value = "config/default.toml")]
@@ -394,9 +399,10 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 },
                 &cfg.regions,
             );
+            let hazards = sim.labels().iter().filter(|l| l.hazard).count();
             eprintln!(
-                "generated {} labelled anomalies over {hours} h (seed {seed}); streaming events",
-                sim.labels().len()
+                "generated {hazards} labelled anomalies and {} not-a-hazard labels over {hours} h (seed {seed}); streaming events",
+                sim.labels().len() - hazards
             );
             if let Some(dir) = out {
                 let n = riskstream::simulate::write_files(sim, &dir)

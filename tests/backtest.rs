@@ -91,11 +91,20 @@ fn default_config_catches_the_simulated_day() {
     }
     // Every label is caught (measured 13/13).
     assert_eq!(stats(&report, "all")["recall"], 1.0);
-    // Precision (measured: all 0.97, sensors 0.97, incidents 1.0, fraud 1.0: one false
-    // alert, an ewma_z on H2S noise).
+    // Precision and false alerts. Before the city carried not-a-hazard realism (issue
+    // #18 item 7) they measured: precision all 0.97, sensors 0.97, incidents and fraud
+    // 1.0; 0.022 false alerts per 10k events (one: ewma_z on H2S noise), with bounds 0.95,
+    // 0.94, 0.95, 0.95 and 0.05. On the honest city (quantized, heavy-tailed and
+    // daily-cycling sensors, maintenance shifts, gaps, a late upload) the same detectors
+    // measure: precision all 0.12, sensors 0.09, incidents and fraud 1.0; 262 false
+    // episodes, 5.64 per 10k events, 257 of them inside a not-a-hazard stretch and 111 of
+    // those above blue (by kind, an episode in two kinds counted in both: quantized 56,
+    // heavy_tail 42, daily_cycle 35, gap 6, late_upload 4, maintenance_shift 2; by
+    // detector see docs/DETECTORS.md). The lead is changing the detectors for exactly this:
+    // the bounds below are ceilings at what was measured, to be tightened as they improve.
     for (name, min) in [
-        ("all", 0.95),
-        ("sensors", 0.94),
+        ("all", 0.11),
+        ("sensors", 0.08),
         ("incidents", 0.95),
         ("fraud", 0.95),
     ] {
@@ -105,11 +114,38 @@ fn default_config_catches_the_simulated_day() {
     // Sensor steps are caught within two readings (measured median 1).
     let th = stats(&report, "sensors/threshold");
     assert!(th["delay_median_readings"].as_f64().unwrap() <= 2.0, "{th}");
-    // False alerts stay rare (measured 0.022 per 10k events).
+    // False alerts per 10k events (measured 0.022 before the realism, 5.64 with it).
     let fa = stats(&report, "all")["false_per_10k_events"]
         .as_f64()
         .unwrap();
-    assert!(fa <= 0.05, "false alerts per 10k events: {fa}");
+    assert!(fa <= 6.0, "false alerts per 10k events: {fa}");
+    // False alarms (above blue) the realism provokes (measured 111).
+    let nh = stats(&report, "all")["not_a_hazard_episodes"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        nh <= 120,
+        "episodes above blue in not-a-hazard stretches: {nh}"
+    );
+    // Outside every not-a-hazard stretch false alerts stay as rare as on the old city
+    // (measured 5: the old ewma_z on H2S noise and 4 site_correlation episodes at sites
+    // whose sensors carry realism, keyed by the site so no sensor label matches them).
+    let in_stretch: Vec<&str> = report["false_in_not_a_hazard"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f.as_str().unwrap().split(' ').next().unwrap())
+        .collect();
+    let outside = report["false_alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| !in_stretch.contains(&a.as_str().unwrap()))
+        .count();
+    assert!(
+        outside <= 6,
+        "false alerts outside not-a-hazard stretches: {outside}"
+    );
 }
 
 #[test]

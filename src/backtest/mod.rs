@@ -13,9 +13,15 @@
 //!   on one branch of the hierarchy (a township surge also explains its county's and the
 //!   city's episode; a county-wide rise also explains a township's), and the episode
 //!   starts inside `[start, end + grace]`.
-//! - An episode matching no label is a false alert; a label no episode matches is missed.
-//!   Per detector, recall counts only the labels that list the detector; precision counts
-//!   an episode true if it matches any label of its stream.
+//! - An episode matching no hazard label is a false alert; a hazard label no episode
+//!   matches is missed. Per detector, recall counts only the labels that list the
+//!   detector; precision counts an episode true if it matches any hazard label of its
+//!   stream.
+//! - Not-a-hazard labels (`hazard: false`: a maintenance shift, a gap, a late upload, a
+//!   quantized, heavy-tailed or daily-cycling sensor) are never missed and never in
+//!   recall. They match episodes by the same rules; a false episode above blue that
+//!   matches one is counted apart (`not_a_hazard_episodes`, per kind in `not_a_hazard`),
+//!   so the report says which realism the detectors mistake for a hazard.
 //! - Delays are event time from the label's start to the first matching episode's start,
 //!   and for labels on one sensor also in readings (that sensor's readings from the
 //!   label's start up to the episode's start, inclusive: 1 = caught on the first
@@ -209,6 +215,10 @@ pub struct Stats {
     pub caught: u64,
     pub recall: Option<f64>,
     pub false_per_10k_events: Option<f64>,
+    /// False episodes above blue starting inside a not-a-hazard stretch (part of
+    /// `false_episodes`).
+    #[serde(default)]
+    pub not_a_hazard_episodes: u64,
     pub delay_median_s: Option<f64>,
     pub delay_p90_s: Option<f64>,
     pub delay_median_readings: Option<f64>,
@@ -241,6 +251,19 @@ pub struct LevelRecall {
     pub coverable_caught: u64,
 }
 
+/// How the detectors took one kind of not-a-hazard realism.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NotAHazard {
+    pub kind: String,
+    pub labels: u64,
+    /// False episodes (any level) starting inside a stretch of this kind.
+    pub episodes: u64,
+    /// Those above blue: false alarms.
+    pub episodes_above_blue: u64,
+    /// The same, per detector.
+    pub by_detector: BTreeMap<String, u64>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     pub grace_s: i64,
@@ -249,8 +272,15 @@ pub struct Report {
     pub detectors: Vec<Stats>,
     pub levels: Vec<LevelRecall>,
     pub labels: Vec<LabelResult>,
-    /// Episodes that match no label: `alert_id` (stream:detector:key:first-event-time).
+    /// Episodes that match no hazard label: `alert_id`
+    /// (stream:detector:key:first-event-time).
     pub false_alerts: Vec<String>,
+    /// Per kind of not-a-hazard label (labels from before the field have none).
+    #[serde(default)]
+    pub not_a_hazard: Vec<NotAHazard>,
+    /// The false alerts (any level) inside a not-a-hazard stretch: `alert_id level kinds`.
+    #[serde(default)]
+    pub false_in_not_a_hazard: Vec<String>,
 }
 
 /// Linear-interpolation quantile of unsorted values.
@@ -281,8 +311,8 @@ pub struct EvalInput<'a> {
 /// Matches episodes to labels and computes every statistic.
 pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -> Report {
     let windows: Vec<Option<Window>> = labels.iter().map(window).collect();
-    // For each episode, the labels it matches.
-    let matches: Vec<Vec<usize>> = episodes
+    // For each episode, the labels it matches (hazards and not).
+    let all_matches: Vec<Vec<usize>> = episodes
         .iter()
         .map(|e| {
             labels
@@ -299,6 +329,20 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
                 .collect()
         })
         .collect();
+    let (matches, stretches): (Vec<Vec<usize>>, Vec<Vec<usize>>) = all_matches
+        .into_iter()
+        .map(|m| m.into_iter().partition(|&i| labels[i].hazard))
+        .unzip();
+    // A false episode inside a not-a-hazard stretch: the realism fooled it. Above blue, it
+    // is a false alarm someone is asked to look at.
+    let in_stretch: Vec<bool> = (0..episodes.len())
+        .map(|i| matches[i].is_empty() && !stretches[i].is_empty())
+        .collect();
+    let fooled: Vec<bool> = episodes
+        .iter()
+        .enumerate()
+        .map(|(i, e)| in_stretch[i] && e.level > Level::Blue)
+        .collect();
     let mut results: Vec<LabelResult> = labels
         .iter()
         .map(|l| LabelResult {
@@ -308,7 +352,13 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             max_level: None,
         })
         .collect();
-    for (e, m) in episodes.iter().zip(&matches) {
+    for (k, e) in episodes.iter().enumerate() {
+        // A stretch records only the episodes no hazard explains.
+        let m = if matches[k].is_empty() {
+            &stretches[k]
+        } else {
+            &matches[k]
+        };
         for &i in m {
             let r = &mut results[i];
             let w = windows[i].as_ref().expect("matched labels have windows");
@@ -335,6 +385,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
                  detector: Option<&str>| {
         let true_eps = eps.iter().filter(|&&i| !matches[i].is_empty()).count() as u64;
         let n_eps = eps.len() as u64;
+        let fooled_eps = eps.iter().filter(|&&i| fooled[i]).count() as u64;
         let mut delays = Vec::new();
         let mut readings = Vec::new();
         let mut missed = Vec::new();
@@ -376,6 +427,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             recall: ratio(caught, labs.len() as u64),
             false_per_10k_events: (events > 0)
                 .then(|| (n_eps - true_eps) as f64 * 10_000.0 / events as f64),
+            not_a_hazard_episodes: fooled_eps,
             delay_median_s: quantile(&delays, 0.5),
             delay_p90_s: quantile(&delays, 0.9),
             delay_median_readings: quantile(&readings, 0.5),
@@ -385,7 +437,8 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
     };
 
     let all_eps: Vec<usize> = (0..episodes.len()).collect();
-    let all_labs: Vec<usize> = (0..labels.len()).collect();
+    // Only hazards can be caught or missed.
+    let all_labs: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].hazard).collect();
     let total_events = input.events.values().sum();
     let overall = stats("all".into(), true, total_events, &all_eps, &all_labs, None);
 
@@ -445,7 +498,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
     for level in Level::ALL.iter().rev() {
         let of: Vec<&LabelResult> = results
             .iter()
-            .filter(|r| r.label.expected_level == level.as_str())
+            .filter(|r| r.label.hazard && r.label.expected_level == level.as_str())
             .collect();
         if of.is_empty() {
             continue;
@@ -474,6 +527,42 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         .filter(|(_, m)| m.is_empty())
         .map(|(e, _)| e.alert_id.clone())
         .collect();
+    let mut not_a_hazard: BTreeMap<&str, NotAHazard> = BTreeMap::new();
+    for l in labels.iter().filter(|l| !l.hazard) {
+        not_a_hazard
+            .entry(&l.kind)
+            .or_insert_with(|| NotAHazard {
+                kind: l.kind.clone(),
+                labels: 0,
+                episodes: 0,
+                episodes_above_blue: 0,
+                by_detector: BTreeMap::new(),
+            })
+            .labels += 1;
+    }
+    let mut false_in_not_a_hazard = Vec::new();
+    for (k, e) in episodes.iter().enumerate().filter(|(k, _)| in_stretch[*k]) {
+        // An episode inside two stretches (a gap on a heavy-tailed sensor) counts once
+        // per kind.
+        let kinds: BTreeSet<&str> = stretches[k]
+            .iter()
+            .map(|&i| labels[i].kind.as_str())
+            .collect();
+        for kind in &kinds {
+            let n = not_a_hazard.get_mut(kind).expect("every kind listed");
+            n.episodes += 1;
+            if fooled[k] {
+                n.episodes_above_blue += 1;
+                *n.by_detector.entry(e.detector.clone()).or_default() += 1;
+            }
+        }
+        false_in_not_a_hazard.push(format!(
+            "{} {} {}",
+            e.alert_id,
+            e.level.as_str(),
+            kinds.into_iter().collect::<Vec<_>>().join("+")
+        ));
+    }
     Report {
         grace_s: input.grace_s,
         overall,
@@ -482,6 +571,8 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         levels,
         labels: results,
         false_alerts,
+        not_a_hazard: not_a_hazard.into_values().collect(),
+        false_in_not_a_hazard,
     }
 }
 
@@ -508,12 +599,13 @@ impl Report {
         let mut o = String::new();
         let _ = writeln!(
             o,
-            "{:<36} {:>8} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
+            "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
             "stream/detector",
             "events",
             "eps",
             "TP",
             "FP",
+            "NH",
             "prec",
             "labels",
             "recall",
@@ -531,12 +623,13 @@ impl Report {
             };
             let _ = writeln!(
                 o,
-                "{:<36} {:>8} {:>5} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
+                "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
                 name,
                 s.events,
                 s.episodes,
                 s.true_episodes,
                 s.false_episodes,
+                s.not_a_hazard_episodes,
                 fmt_opt(s.precision, 2),
                 format!("{}/{}", s.caught, s.labels),
                 fmt_opt(s.recall, 2),
@@ -560,6 +653,10 @@ impl Report {
         row(&mut o, &self.overall);
         let _ = writeln!(
             o,
+            "(NH: false episodes above blue that start in a not-a-hazard stretch; part of FP)"
+        );
+        let _ = writeln!(
+            o,
             "\nrecall by expected level (coverable = a configured detector is expected to catch it):"
         );
         for l in &self.levels {
@@ -574,7 +671,7 @@ impl Report {
             "\nper label (grace {}):",
             fmt_secs(Some(self.grace_s as f64))
         );
-        for r in &self.labels {
+        for r in self.labels.iter().filter(|r| r.label.hazard) {
             let by = if r.caught_by.is_empty() {
                 format!("MISSED (expected: {})", r.label.detectors.join(", "))
             } else {
@@ -599,9 +696,47 @@ impl Report {
                 by
             );
         }
+        if !self.not_a_hazard.is_empty() {
+            let _ = writeln!(
+                o,
+                "\nnot-a-hazard realism (an episode above blue inside is a false alarm):"
+            );
+            for n in &self.not_a_hazard {
+                let by: Vec<String> = n
+                    .by_detector
+                    .iter()
+                    .map(|(d, c)| format!("{d} {c}"))
+                    .collect();
+                let _ = writeln!(
+                    o,
+                    "  {:<17} {:>3} labels, {:>3} false episodes, {:>3} above blue{}",
+                    n.kind,
+                    n.labels,
+                    n.episodes,
+                    n.episodes_above_blue,
+                    if by.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" ({})", by.join(", "))
+                    }
+                );
+            }
+        }
         let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
         for a in &self.false_alerts {
-            let _ = writeln!(o, "  {a}");
+            // The realism an above-blue false alert started in, if any.
+            let inside = self
+                .false_in_not_a_hazard
+                .iter()
+                .find_map(|f| f.strip_prefix(a.as_str()).filter(|r| r.starts_with(' ')));
+            match inside {
+                Some(rest) => {
+                    let _ = writeln!(o, "  {a}  [not a hazard:{rest}]");
+                }
+                None => {
+                    let _ = writeln!(o, "  {a}");
+                }
+            }
         }
         o
     }
@@ -723,7 +858,10 @@ pub async fn run(
     let seen = Arc::new(Mutex::new(Seen::default()));
     {
         let mut s = seen.lock().expect("tap lock");
-        for l in labels.iter().filter(|l| l.stream == Stream::Sensors) {
+        for l in labels
+            .iter()
+            .filter(|l| l.stream == Stream::Sensors && l.hazard)
+        {
             s.readings.track(&l.subject);
         }
     }
@@ -794,6 +932,7 @@ mod tests {
             start: rfc(t(from)),
             end: rfc(t(to)),
             expected_level: "red".into(),
+            hazard: true,
             detectors: det.iter().map(|s| s.to_string()).collect(),
             note: String::new(),
         }
@@ -1032,6 +1171,86 @@ mod tests {
         assert_eq!(caught, vec![true, true, false]);
         assert_eq!(r.overall.true_episodes, 2);
         assert_eq!(r.labels[0].caught_by["threshold"], 300);
+    }
+
+    #[test]
+    fn an_alert_above_blue_in_a_not_a_hazard_stretch_is_false_and_never_missed() {
+        let shift = Label {
+            hazard: false,
+            expected_level: "none".into(),
+            ..label(Stream::Sensors, "maintenance_shift", "S1", 0, 240, &[])
+        };
+        let labels = vec![
+            shift,
+            label(Stream::Sensors, "gas_step", "S2", 60, 72, &["threshold"]),
+            // A hazard inside the stretch on the same sensor: its episode is true.
+            label(Stream::Sensors, "gas_step", "S1", 100, 112, &["threshold"]),
+        ];
+        let yellow = |mut e: Episode| {
+            e.level = Level::Yellow;
+            e
+        };
+        let blue = |mut e: Episode| {
+            e.level = Level::Blue;
+            e
+        };
+        let episodes = vec![
+            // Inside the shift, above blue: a false alarm, counted apart.
+            yellow(ep(Stream::Sensors, "cusum", &["S1", "SITE-A"], t(5))),
+            // Inside the grace after its end, red: also.
+            ep(Stream::Sensors, "ewma_z", &["S1", "SITE-A"], t(245)),
+            // Blue inside it: false, but not a false alarm of the realism.
+            blue(ep(Stream::Sensors, "ewma_z", &["S1", "SITE-A"], t(30))),
+            // The hazard inside the stretch: true.
+            ep(Stream::Sensors, "threshold", &["S1", "SITE-A"], t(101)),
+            // Another sensor during the shift: false, not in a stretch.
+            ep(Stream::Sensors, "cusum", &["S3", "SITE-A"], t(5)),
+        ];
+        let events = BTreeMap::from([(Stream::Sensors, 10_000)]);
+        let conf = configured(&[(Stream::Sensors, "threshold"), (Stream::Sensors, "cusum")]);
+        let r = evaluate(
+            &episodes,
+            &labels,
+            &EvalInput {
+                events: &events,
+                configured: &conf,
+                readings: None,
+                grace_s: DEFAULT_GRACE_SECS,
+            },
+        );
+        let s = &r.overall;
+        assert_eq!((s.episodes, s.true_episodes, s.false_episodes), (5, 1, 4));
+        assert_eq!(s.not_a_hazard_episodes, 2);
+        // Only the two hazards count in recall; the stretch is never missed.
+        assert_eq!((s.labels, s.caught), (2, 1));
+        assert_eq!(s.missed, vec![format!("gas_step S2 {}", rfc(t(60)))]);
+        let cusum = r
+            .detectors
+            .iter()
+            .find(|d| d.name == "sensors/cusum")
+            .unwrap();
+        assert_eq!((cusum.false_episodes, cusum.not_a_hazard_episodes), (2, 1));
+        assert_eq!(
+            r.not_a_hazard,
+            vec![NotAHazard {
+                kind: "maintenance_shift".into(),
+                labels: 1,
+                episodes: 3,
+                episodes_above_blue: 2,
+                by_detector: BTreeMap::from([("cusum".into(), 1), ("ewma_z".into(), 1)]),
+            }]
+        );
+        assert_eq!(r.false_in_not_a_hazard.len(), 3);
+        assert!(r.levels.iter().all(|l| l.labels == 2));
+        let table = r.table();
+        assert!(table.contains("maintenance_shift   1 labels,   3 false episodes,   2 above blue"));
+        assert!(!table.contains("MISSED (expected: )"));
+        // Labels written before the field are hazards.
+        let old: Label = serde_json::from_str(
+            r#"{"stream":"sensors","kind":"gas_step","subject":"S1","start":"2026-11-26T08:00:00+08:00","end":"2026-11-26T08:10:00+08:00","expected_level":"red"}"#,
+        )
+        .unwrap();
+        assert!(old.hazard);
     }
 
     #[test]

@@ -14,17 +14,23 @@
 //! - [`fraud`]: ~30 reports an hour city-wide with a daily rhythm, naming one-off phones,
 //!   accounts and URLs, and now and then one of a pool of recurring suspects.
 //!
+//! Realism that is not a hazard ([`realism`], labelled `hazard: false`): quantized,
+//! heavy-tailed and daily-cycling sensors, maintenance level shifts, gaps of 10-20 min and
+//! a site's late upload (~2 h of readings arriving at once, behind the watermark).
+//!
 //! Injected anomalies ([`plan`]): one round of every kind per simulated day (one round for
 //! runs under a day), each at a random time after the detectors' warm-up, each listed in
 //! `labels.jsonl` with the detectors expected to catch it.
 //!
 //! Memory bound: events are generated one hour of event time at a time, sorted by arrival
-//! within the hour and streamed out ([`Simulation`] is an iterator), so a week of ~2.5 M
-//! readings never sits in memory; the anomalies' own extra events are planned up front.
+//! (a late upload's readings wait up to ~2 h for theirs) and streamed out ([`Simulation`]
+//! is an iterator), so a week of ~2.5 M readings never sits in memory; the anomalies' own
+//! extra events are planned up front.
 
 mod fraud;
 mod incidents;
 mod plan;
+mod realism;
 mod sensors;
 
 use std::collections::VecDeque;
@@ -65,13 +71,23 @@ pub struct Label {
     pub start: String,
     /// RFC 3339: the data is normal again from here.
     pub end: String,
+    /// `red` .. `blue` for hazards; `none` for not-a-hazard stretches.
     pub expected_level: String,
+    /// False for realism that is not a hazard (a maintenance shift, a gap, a late upload,
+    /// a quantized, heavy-tailed or daily-cycling sensor): an alert above blue inside it is
+    /// a false alarm, and it is never missed. Labels from before the field are hazards.
+    #[serde(default = "hazard_default")]
+    pub hazard: bool,
     /// Detector names expected to catch it (including ones not configured by default).
     #[serde(default)]
     pub detectors: Vec<String>,
     /// What was injected, for people.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub note: String,
+}
+
+fn hazard_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -156,7 +172,8 @@ trait Generator {
     fn fill(&mut self, from: i64, to: i64, out: &mut Vec<SimEvent>);
 }
 
-/// Event time generated per step; every message arrives less than this after its time.
+/// Event time generated per step. Messages arriving after their chunk wait in `carry`
+/// (a late upload holds up to ~2 h), so memory stays a few chunks of events.
 const CHUNK_SECS: i64 = 3600;
 
 /// The run as a stream of events in arrival order, one hour generated at a time.
@@ -180,18 +197,17 @@ impl Simulation {
         let townships: Vec<String> = regions.township_codes().map(str::to_string).collect();
         let counties: Vec<String> = regions.county_codes().map(str::to_string).collect();
         let mut fleet = sensors::Fleet::new(cfg.seed, cfg.sites.max(1), &townships, off, start);
-        let plan = plan::plan(
-            &plan::PlanCtx {
-                seed: cfg.seed,
-                start,
-                end,
-                off,
-                townships: &townships,
-                counties: &counties,
-                city: regions.city_code(),
-            },
-            &mut fleet,
-        );
+        let ctx = plan::PlanCtx {
+            seed: cfg.seed,
+            start,
+            end,
+            off,
+            townships: &townships,
+            counties: &counties,
+            city: regions.city_code(),
+        };
+        let mut plan = plan::plan(&ctx, &mut fleet);
+        plan.labels.extend(realism::apply(&ctx, &mut fleet));
         let generators: Vec<Box<dyn Generator + Send>> = vec![
             Box::new(fleet),
             Box::new(incidents::Incidents::new(
@@ -352,10 +368,21 @@ mod tests {
     fn out_of_order_only_within_the_allowed_lateness() {
         let r = crate::regions::demo();
         let a = generate(&cfg(4, 3.0), &r);
+        // A late upload's readings are far behind on purpose (the next test).
+        let held: Vec<String> = a
+            .labels
+            .iter()
+            .filter(|l| l.kind == "late_upload")
+            .map(|l| format!(r#""site_id":"{}""#, l.subject))
+            .collect();
         for s in Stream::ALL {
             let mut newest = i64::MIN / 2;
             let mut behind = 0;
-            for e in a.events.iter().filter(|e| e.stream == s) {
+            for e in a
+                .events
+                .iter()
+                .filter(|e| e.stream == s && !held.iter().any(|h| e.json.contains(h)))
+            {
                 let t = e.ts.timestamp();
                 assert!(newest - t < 30, "{s}: {}s behind", newest - t);
                 behind += usize::from(t < newest);
@@ -373,12 +400,130 @@ mod tests {
         let sim = Simulation::new(&cfg(7, 24.0), &r);
         let kinds: std::collections::BTreeSet<&str> =
             sim.labels().iter().map(|l| l.kind.as_str()).collect();
-        for k in plan::KINDS {
+        for k in plan::KINDS.iter().chain(&realism::KINDS) {
             assert!(kinds.contains(k), "missing {k}");
         }
-        assert!(sim.labels().iter().all(|l| !l.detectors.is_empty()));
+        let hazards = |s: &Simulation| s.labels().iter().filter(|l| l.hazard).count();
+        assert!(sim
+            .labels()
+            .iter()
+            .all(|l| l.hazard != l.detectors.is_empty()));
+        assert!(sim
+            .labels()
+            .iter()
+            .all(|l| l.hazard == (l.expected_level != "none")));
+        assert_eq!(hazards(&sim), plan::KINDS.len());
         let week = Simulation::new(&cfg(7, 168.0), &r);
-        assert_eq!(week.labels().len(), 7 * sim.labels().len());
+        assert_eq!(hazards(&week), 7 * hazards(&sim));
+        // Stretches repeat per day; whole-run properties are one label per sensor.
+        let stretches = |s: &Simulation| {
+            s.labels()
+                .iter()
+                .filter(|l| ["maintenance_shift", "gap", "late_upload"].contains(&l.kind.as_str()))
+                .count()
+        };
+        assert!(stretches(&week) > 6 * stretches(&sim));
+    }
+
+    #[test]
+    fn realism_leaves_the_hazards_where_they_were() {
+        // The hazards' labels are drawn before, and apart from, the realism: the same
+        // hazard times and values as a city without it (pinned from the commit before).
+        let r = crate::regions::demo();
+        let sim = Simulation::new(&cfg(7, 24.0), &r);
+        let gas = sim
+            .labels()
+            .iter()
+            .find(|l| l.kind == "gas_step")
+            .expect("a gas step");
+        assert_eq!(
+            (gas.subject.as_str(), gas.start.as_str(), gas.note.as_str()),
+            (
+                "S-330521-0005-GAS1",
+                "2026-11-26T10:29:36+08:00",
+                "gas LEL steps up 27 %LEL for 12 min"
+            )
+        );
+    }
+
+    #[test]
+    fn a_quantized_sensor_reports_multiples_of_its_resolution() {
+        let r = crate::regions::demo();
+        let a = generate(&cfg(7, 6.0), &r);
+        let mut checked = 0;
+        for l in a.labels.iter().filter(|l| l.kind == "quantized") {
+            let q: f64 = l
+                .note
+                .split("multiples of ")
+                .nth(1)
+                .and_then(|x| x.split(' ').next())
+                .and_then(|x| x.parse().ok())
+                .unwrap_or_else(|| panic!("resolution in {}", l.note));
+            let key = format!(r#""sensor_id":"{}""#, l.subject);
+            let values: Vec<f64> = a
+                .events
+                .iter()
+                .filter(|e| e.json.contains(&key))
+                .map(|e| {
+                    let v: serde_json::Value = serde_json::from_str(&e.json).unwrap();
+                    v["value"].as_f64().unwrap()
+                })
+                .collect();
+            assert!(values.len() > 100, "{}", l.subject);
+            for v in &values {
+                assert!(
+                    ((v / q).round() * q - v).abs() < 1e-9,
+                    "{}: {v} by {q}",
+                    l.subject
+                );
+            }
+            let distinct: std::collections::BTreeSet<i64> =
+                values.iter().map(|v| (v / q).round() as i64).collect();
+            assert!(distinct.len() * 5 < values.len(), "values repeat");
+            checked += 1;
+        }
+        assert!(checked >= 3, "{checked} quantized sensors");
+    }
+
+    #[test]
+    fn a_late_upload_arrives_after_later_readings_with_its_own_times() {
+        let r = crate::regions::demo();
+        let a = generate(&cfg(7, 24.0), &r);
+        let l = a
+            .labels
+            .iter()
+            .find(|l| l.kind == "late_upload")
+            .expect("a late upload");
+        let (from, to) = (
+            DateTime::parse_from_rfc3339(&l.start).unwrap().timestamp(),
+            DateTime::parse_from_rfc3339(&l.end).unwrap().timestamp(),
+        );
+        let site = format!(r#""site_id":"{}""#, l.subject);
+        let sensors: Vec<(usize, &SimEvent)> = a
+            .events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| e.stream == Stream::Sensors)
+            .collect();
+        let held: Vec<(usize, i64)> = sensors
+            .iter()
+            .filter(|(_, e)| e.json.contains(&site))
+            .map(|(i, e)| (*i, e.ts.timestamp()))
+            .filter(|(_, t)| *t >= from && *t < to)
+            .collect();
+        assert!(held.len() > 100, "{} held readings", held.len());
+        // The first held reading (from the outage's start) comes in the file after
+        // other sites' readings from near its end.
+        let (first_pos, first_t) = held[0];
+        assert!(first_t < from + 120);
+        let later_before = sensors
+            .iter()
+            .filter(|(i, e)| *i < first_pos && e.ts.timestamp() > to - 60)
+            .count();
+        assert!(later_before > 20, "{later_before}");
+        // In their own order, all together.
+        assert!(held.windows(2).all(|w| w[0].1 <= w[1].1));
+        assert!(held.windows(2).all(|w| w[1].0 - w[0].0 < 50));
     }
 
     #[test]

@@ -129,6 +129,7 @@ pub(super) fn plan(ctx: &PlanCtx<'_>, fleet: &mut Fleet) -> Plan {
                     start: rfc(t0, ctx.off),
                     end: rfc(end, ctx.off),
                     expected_level: level.to_string(),
+                    hazard: true,
                     detectors: strs(det),
                     note,
                 };

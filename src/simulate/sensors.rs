@@ -37,7 +37,7 @@ impl Kind {
             Kind::Tank => "TANK",
         }
     }
-    fn unit(self) -> &'static str {
+    pub(super) fn unit(self) -> &'static str {
         match self {
             Kind::Gas => "%LEL",
             Kind::H2s => "ppm",
@@ -70,6 +70,9 @@ pub(super) enum Effect {
     Stuck { start: i64, end: i64 },
     /// Sends nothing.
     Offline { start: i64, end: i64 },
+    /// Readings are held by the site's gateway and all arrive just after `end`, in
+    /// event-time order, with their original times: far behind the watermark.
+    Late { start: i64, end: i64 },
 }
 
 impl Effect {
@@ -82,7 +85,9 @@ impl Effect {
                 decay,
                 ..
             } => start + ramp + hold + decay,
-            Effect::Stuck { end, .. } | Effect::Offline { end, .. } => end,
+            Effect::Stuck { end, .. } | Effect::Offline { end, .. } | Effect::Late { end, .. } => {
+                end
+            }
         }
     }
 
@@ -125,6 +130,49 @@ pub(super) struct Sensor {
     missed_prev: bool,
     rng: StdRng,
     pub effects: Vec<Effect>,
+    /// Plant realism that is not a hazard (see [`super::realism`]).
+    pub real: Realism,
+}
+
+/// Whole-run properties of a sensor that real plant data has and the old city lacked.
+#[derive(Default)]
+pub(super) struct Realism {
+    /// Reported values are multiples of this (a coarse ADC or display resolution).
+    pub quantum: Option<f64>,
+    /// Noise is Student-t with 3 degrees of freedom scaled to the sensor's noise size (the
+    /// same standard deviation as the Gaussian sensors, heavier tails), clamped to
+    /// ±`TAIL_CLAMP` noise sizes so an outlier is moderate, never hazard-sized; the extra
+    /// draws come from this RNG.
+    pub heavy_tail: Option<StdRng>,
+    /// Hour-of-day cycle on a kind that has none of its own: amplitude and peak hour.
+    pub daily: Option<(f64, f64)>,
+}
+
+/// Largest heavy-tailed noise draw, in noise sizes.
+pub(super) const TAIL_CLAMP: f64 = 8.0;
+
+impl Sensor {
+    pub(super) fn noise(&self) -> f64 {
+        self.noise
+    }
+
+    /// Whether the kind's own background has a daily cycle (temperature).
+    pub(super) fn own_daily_cycle(&self) -> bool {
+        self.kind == Kind::Temperature
+    }
+
+    /// True when no effect touches `[from, to)`.
+    pub(super) fn free(&self, from: i64, to: i64) -> bool {
+        self.effects.iter().all(|e| {
+            let s = match *e {
+                Effect::Add { start, .. }
+                | Effect::Stuck { start, .. }
+                | Effect::Offline { start, .. }
+                | Effect::Late { start, .. } => start,
+            };
+            e.end() <= from || s >= to
+        })
+    }
 }
 
 pub(super) struct Site {
@@ -226,6 +274,7 @@ impl Fleet {
                     missed_prev: false,
                     rng,
                     effects: Vec::new(),
+                    real: Realism::default(),
                 });
             }
             fleet.sites.push(site);
@@ -247,7 +296,14 @@ impl Fleet {
             s.rng.random_range(150..3_000)
         };
         let missing = !s.missed_prev && s.rng.random_bool(0.003);
-        let noise = normal(&mut s.rng);
+        let mut noise = normal(&mut s.rng);
+        // The extra draws come from the realism RNG, so the sensor's own sequence (and
+        // every hazard's timing) is the same as without the realism.
+        if let Some(r) = &mut s.real.heavy_tail {
+            let chi2: f64 = (0..3).map(|_| normal(r).powi(2)).sum();
+            // t3 has variance 3: divide by √3 so only the tails differ.
+            noise = (noise / chi2.sqrt()).clamp(-TAIL_CLAMP, TAIL_CLAMP);
+        }
         s.missed_prev = missing;
         if missing
             || s.effects
@@ -271,7 +327,13 @@ impl Fleet {
                     amp * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
                 }
                 Kind::Tank => amp * (ts as f64 / period * std::f64::consts::TAU + phase).sin(),
-                _ => 0.0,
+                _ => match s.real.daily {
+                    Some((amp, peak)) => {
+                        let (h, _) = local_clock(ts, off);
+                        amp * ((h - peak + 6.0) / 24.0 * std::f64::consts::TAU).sin()
+                    }
+                    None => 0.0,
+                },
             };
             let added: f64 = s.effects.iter().map(|e| e.added(ts)).sum();
             let mut v = s.base + slow + s.noise * noise + added;
@@ -279,6 +341,10 @@ impl Fleet {
                 Kind::Tank => v.clamp(0.0, 100.0),
                 Kind::Temperature => v,
                 _ => v.max(0.0),
+            };
+            let v = match s.real.quantum {
+                Some(q) => (v / q).round() * q,
+                None => v,
             };
             let k = s.kind.scale();
             let v = (v * k).round() / k;
@@ -295,9 +361,17 @@ impl Fleet {
             v,
             s.kind.unit()
         );
+        // A held reading arrives with the gateway's backlog, oldest first.
+        let arrival_ms = match s.effects.iter().find_map(|e| match *e {
+            Effect::Late { start, end } if ts >= start && ts < end => Some((start, end)),
+            _ => None,
+        }) {
+            Some((start, end)) => end * 1000 + 5_000 + (ts - start),
+            None => t * 1000 + delay_ms,
+        };
         out.push(SimEvent {
             ts: super::at(ts, off),
-            arrival_ms: t * 1000 + delay_ms,
+            arrival_ms,
             stream: Stream::Sensors,
             key: s.id.clone(),
             json,
