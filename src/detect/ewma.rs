@@ -17,8 +17,9 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
-    KeyedState, Signal, SignalKind,
+    fmt_duration, kind_label, score, tail,
+    tail::{Motion, Tail},
+    BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, SensorStatus, Stream};
 
@@ -44,6 +45,15 @@ pub struct EwmaZConfig {
     /// Floor on σ, in the kind's unit: a perfectly flat series must not make any noise a 100σ event.
     #[serde(default = "default_min_std")]
     pub min_std: f64,
+    /// False episodes per sensor and day: each sensor's threshold is raised above
+    /// `z_threshold` as far as the tail of its own z needs (src/detect/tail.rs). Default:
+    /// `[detectors] false_alarms_per_day`.
+    #[serde(default)]
+    pub false_alarms_per_day: Option<f64>,
+    /// The budget never raises the threshold above this (default 3 × z_threshold): a
+    /// heavy-tailed gas sensor still alarms on a rise of three times the usual margin.
+    #[serde(default)]
+    pub max_z_threshold: Option<f64>,
     #[serde(default = "default_ttl", with = "humantime_serde")]
     pub ttl: Duration,
     /// `adaptive` (default): the baseline keeps learning with `half_life`. `frozen`: it is
@@ -102,6 +112,8 @@ impl Default for EwmaZConfig {
             direction: default_up(),
             min_samples: default_min_samples(),
             min_std: default_min_std(),
+            false_alarms_per_day: None,
+            max_z_threshold: None,
             ttl: default_ttl(),
             baseline: Baseline::Adaptive,
             smoothing: default_smoothing(),
@@ -117,6 +129,12 @@ impl DetectorSpec for EwmaZConfig {
     fn validate(&self, path: &str, problems: &mut Vec<String>) {
         if !(self.z_threshold > 0.0 && self.z_threshold.is_finite()) {
             problems.push(format!("{path}.z_threshold: must be > 0"));
+        }
+        if let Some(b) = self.false_alarms_per_day {
+            tail::validate_budget(b, &format!("{path}.false_alarms_per_day"), problems);
+        }
+        if matches!(self.max_z_threshold, Some(m) if !(m.is_finite() && m >= self.z_threshold)) {
+            problems.push(format!("{path}.max_z_threshold: must be >= z_threshold"));
         }
         if self.half_life < Duration::from_secs(1) {
             problems.push(format!("{path}.half_life: must be >= 1s"));
@@ -135,9 +153,13 @@ impl DetectorSpec for EwmaZConfig {
         }
     }
 
-    fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> EwmaZ {
+    fn build(&self, _stream: Stream, ctx: &BuildCtx) -> EwmaZ {
         EwmaZ {
             cfg: self.clone(),
+            budget: self
+                .false_alarms_per_day
+                .unwrap_or(ctx.false_alarms_per_day),
+            max_z: self.max_z_threshold.unwrap_or(3.0 * self.z_threshold),
             window: fmt_duration(self.half_life),
             state: KeyedState::new(self.ttl),
         }
@@ -154,6 +176,10 @@ pub struct EwmaState {
     pub last_ts: i64,
     pub n: u32,
     pub alerting: bool,
+    /// The tail of this sensor's quiet z: its threshold under the budget.
+    pub tail: Tail,
+    /// Its reporting interval and resolution.
+    pub motion: Motion,
 }
 
 impl EwmaState {
@@ -187,6 +213,9 @@ pub fn weight(dt_secs: f64, half_life_secs: f64) -> f64 {
 
 pub struct EwmaZ {
     cfg: EwmaZConfig,
+    /// False episodes per sensor and day, and the highest threshold it may set.
+    budget: f64,
+    max_z: f64,
     window: String,
     state: KeyedState<EwmaState>,
 }
@@ -204,11 +233,19 @@ impl Detector for EwmaZ {
         if r.status == SensorStatus::Fault {
             return 0.0;
         }
-        let k = self.cfg.z_threshold;
         let st = self.state.touch(&r.sensor_id, r.ts);
         let t = r.ts.timestamp();
         let warm = st.n >= self.cfg.min_samples;
-        let sd = st.var.sqrt().max(self.cfg.min_std);
+        // σ floored at the sensor's resolution: a quantized H2S sensor (0.5 ppm steps on
+        // 0.1 ppm noise) must not make each step a many-sigma rise.
+        let sd = st
+            .var
+            .sqrt()
+            .max(self.cfg.min_std)
+            .max(tail::STEP_FLOOR * st.motion.step());
+        let fit = st.tail.fit();
+        let q = tail::risk_per_reading(self.budget, st.motion.interval());
+        let k = fit.threshold(q).clamp(self.cfg.z_threshold, self.max_z);
         let lambda = self.cfg.smoothing;
         st.level = if st.n == 0 {
             r.value
@@ -243,6 +280,12 @@ impl Detector for EwmaZ {
         }
         st.last_ts = st.last_ts.max(t);
         let firing = warm && counted > k;
+        st.motion.learn(r.value, t, !firing && !st.alerting);
+        if warm && !firing && !st.alerting {
+            // Only quiet readings teach the tail (as SPOT keeps alarms out of its peaks).
+            st.tail.learn(counted);
+        }
+        let (tail_p, budget) = (fit.tail_probability(counted), self.budget);
         let Some(kind) = transition(firing, &mut st.alerting, || {
             let dir = if z >= 0.0 { "rising" } else { "falling" };
             SignalKind::Anomalous {
@@ -253,10 +296,10 @@ impl Detector for EwmaZ {
                     observed: r.value,
                     expected,
                     score: (z * 100.0).round() / 100.0,
-                    threshold: k,
+                    threshold: (k * 100.0).round() / 100.0,
                     window: self.window.clone(),
-                    p_value: None,
-                    false_alarms_per_day: None,
+                    p_value: Some(tail_p),
+                    false_alarms_per_day: Some(budget),
                 },
             }
         }) else {
@@ -371,8 +414,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_40_bytes() {
-        assert_eq!(std::mem::size_of::<EwmaState>(), 40);
+    fn state_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<EwmaState>(), 88);
     }
 
     #[test]
