@@ -100,11 +100,14 @@ fn default_config_catches_the_simulated_day() {
     // episodes, 5.64 per 10k events, 257 of them inside a not-a-hazard stretch and 111 of
     // those above blue (by kind, an episode in two kinds counted in both: quantized 56,
     // heavy_tail 42, daily_cycle 35, gap 6, late_upload 4, maintenance_shift 2; by
-    // detector see docs/DETECTORS.md). The lead is changing the detectors for exactly this:
-    // the bounds below are ceilings at what was measured, to be tightened as they improve.
+    // detector see docs/DETECTORS.md). With ewma_z under the false-alarm budget and its
+    // resolution floor, and robust_z's floor at 6.5 (2026-12-07): precision all 0.16,
+    // sensors 0.12; 186 false episodes, 4.01 per 10k events, 65 above blue inside a
+    // not-a-hazard stretch. The bounds sit at what was measured; tighten them as the
+    // detectors improve.
     for (name, min) in [
-        ("all", 0.11),
-        ("sensors", 0.08),
+        ("all", 0.15),
+        ("sensors", 0.11),
         ("incidents", 0.95),
         ("fraud", 0.95),
     ] {
@@ -114,17 +117,18 @@ fn default_config_catches_the_simulated_day() {
     // Sensor steps are caught within two readings (measured median 1).
     let th = stats(&report, "sensors/threshold");
     assert!(th["delay_median_readings"].as_f64().unwrap() <= 2.0, "{th}");
-    // False alerts per 10k events (measured 0.022 before the realism, 5.64 with it).
+    // False alerts per 10k events (measured 0.022 before the realism, 5.64 with it, 4.01
+    // with the budget on ewma_z).
     let fa = stats(&report, "all")["false_per_10k_events"]
         .as_f64()
         .unwrap();
-    assert!(fa <= 6.0, "false alerts per 10k events: {fa}");
-    // False alarms (above blue) the realism provokes (measured 111).
+    assert!(fa <= 4.3, "false alerts per 10k events: {fa}");
+    // False alarms (above blue) the realism provokes (measured 111, then 65).
     let nh = stats(&report, "all")["not_a_hazard_episodes"]
         .as_u64()
         .unwrap();
     assert!(
-        nh <= 120,
+        nh <= 70,
         "episodes above blue in not-a-hazard stretches: {nh}"
     );
     // Outside every not-a-hazard stretch false alerts stay as rare as on the old city

@@ -7,8 +7,8 @@
 //! of the day (in the reading's own UTC offset), how far readings of that hour usually sit
 //! from the trailing baseline, and the detector subtracts it.
 //!
-//! Each hour's offset is an EWMA whose weight makes it span about three days of that hour
-//! whatever the reporting interval (`w = interval / 3 h`), so a sensor read every 30 s and
+//! Each hour's offset is an EWMA whose weight makes it span about two days of that hour
+//! whatever the reporting interval (`w = interval / 2 h`), so a sensor read every 30 s and
 //! one read every 5 minutes learn equally fast. It starts at zero and is applied once the
 //! key has a day of history: a series with no rhythm learns offsets near zero (the mean of
 //! its noise), so nothing needs switching on or off. Readings judged anomalous are not
@@ -57,9 +57,11 @@ impl Season {
         if !residual.is_finite() {
             return;
         }
-        let w = (interval_s / (SPAN_DAYS * 3600.0)).clamp(1e-4, 0.5) as f32;
+        let w = (interval_s / (SPAN_DAYS * 3600.0)).clamp(1e-4, 0.5);
         let o = &mut self.offset[hour as usize % 24];
-        *o += w * (residual.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32 - *o);
+        // In f64, then back into f32's range: a glitch of 1e308 must not make it infinite.
+        let next = f64::from(*o) + w * (residual - f64::from(*o));
+        *o = next.clamp(f64::from(f32::MIN), f64::from(f32::MAX)) as f32;
     }
 }
 
@@ -79,8 +81,9 @@ mod tests {
             s.learn(hour, t, r, 300.0);
             t += 300;
         }
-        // w = 300 / 10800 per reading, 12 readings an hour, 10 days: 1 - (1 - w)^120 = 0.97.
-        let expect = 4.0 * (1.0 - (1.0 - 300.0f64 / 10_800.0).powi(120));
+        // w = 300 s / (SPAN_DAYS h) per reading, 12 readings an hour, 10 days of them.
+        let w = 300.0 / (SPAN_DAYS * 3600.0);
+        let expect = 4.0 * (1.0 - (1.0 - w).powi(120));
         assert!((s.offset(9, t) - expect).abs() < 1e-3, "{}", s.offset(9, t));
         assert_eq!(s.offset(3, t), 0.0);
     }
