@@ -13,7 +13,7 @@ use rdkafka::producer::FutureProducer;
 use riskstream::clock::SystemClock;
 use riskstream::config::{self, Config};
 use riskstream::decode::{Decoder, Stream};
-use riskstream::detect::{BuildCtx, DetectorSet};
+use riskstream::detect::DetectorSet;
 use riskstream::pipeline::{build_sinks, Pipeline};
 use riskstream::shutdown;
 use riskstream::sink::{KafkaDeadLetters, LogDeadLetters, SinkConfig, SinkCtx};
@@ -692,10 +692,7 @@ async fn backtest(
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
     let decoder = Decoder::new(cfg.regions.clone());
-    let ctx = BuildCtx {
-        false_alarms_per_day: cfg.detectors.false_alarms_per_day,
-        ..BuildCtx::new(cfg.regions.clone())
-    };
+    let ctx = cfg.build_ctx();
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),
         cfg.processing.allowed_lateness,

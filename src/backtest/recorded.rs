@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{episodes, quantile, BacktestError, Episode};
 use crate::config::Config;
 use crate::decode::{Decoder, Stream};
-use crate::detect::{BuildCtx, DetectorSet};
+use crate::detect::DetectorSet;
 use crate::pipeline::Pipeline;
 use crate::sink::{CollectSink, LogDeadLetters, Sink};
 use crate::source::memory::MemorySource;
@@ -469,7 +469,8 @@ pub struct FileRun {
 /// Each row's strongest score, as `riskstream score` computes it (a fresh detector set).
 pub fn row_scores(cfg: &Config, s: &Series) -> Result<Vec<f64>, BacktestError> {
     let decoder = Decoder::new(cfg.regions.clone());
-    let ctx = BuildCtx::new(cfg.regions.clone());
+    // The config's own budget, as the pipeline run of the same file uses.
+    let ctx = cfg.build_ctx();
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),
         cfg.processing.allowed_lateness,

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use crate::alert::AlertPolicyConfig;
 use crate::console::ConsoleConfig;
 use crate::decode::Stream;
-use crate::detect::DetectorConfig;
+use crate::detect::{BuildCtx, DetectorConfig};
 use crate::regions::{Regions, RegionsFile};
 use crate::sink::SinkConfig;
 
@@ -279,6 +279,18 @@ pub struct Config {
     pub alerts: AlertPolicyConfig,
     pub sinks: BTreeMap<String, SinkConfig>,
     pub console: ConsoleConfig,
+}
+
+impl Config {
+    /// What every detector of this config is built with (a single instance's owner):
+    /// the one place that turns config into a [`BuildCtx`], so `run`, `replay`, `score`
+    /// and `backtest` judge with the same budget.
+    pub fn build_ctx(&self) -> BuildCtx {
+        BuildCtx {
+            false_alarms_per_day: self.detectors.false_alarms_per_day,
+            ..BuildCtx::new(self.regions.clone())
+        }
+    }
 }
 
 /// Every problem found in a config, one per line, each with its path.

@@ -341,7 +341,6 @@ impl Detector for Cusum {
                 st.var = (1.0 - w) * (st.var + w * d * d);
             }
         }
-        let tail_p = fit.tail_probability(c);
         let budget = self.budget;
         let Some(kind) = transition(firing, &mut st.alerting, || {
             let word = if up { "up" } else { "down" };
@@ -355,7 +354,7 @@ impl Detector for Cusum {
                     score: (c * 100.0).round() / 100.0,
                     threshold: (h * 100.0).round() / 100.0,
                     window: format!("{run} readings"),
-                    p_value: Some(tail_p),
+                    p_value: Some(fit.tail_probability(c)),
                     false_alarms_per_day: Some(budget),
                 },
             }
@@ -385,6 +384,23 @@ mod tests {
 
     fn det(cfg: CusumConfig) -> Cusum {
         cfg.build(Stream::Sensors, &crate::pipeline::test_ctx())
+    }
+
+    /// Deterministic noise: mean 0, sd ~0.32.
+    fn noise(i: i64) -> f64 {
+        ((i * 7919) % 11) as f64 / 10.0 - 0.5
+    }
+
+    /// `n` pressure readings every 30 s from `t` on, at `level` ± 0.01 noise.
+    fn feed(d: &mut Cusum, t: &mut i64, n: i64, level: f64, out: &mut Vec<Signal>) {
+        for i in 0..n {
+            *t += 30;
+            d.observe(
+                &reading("P", "pressure", *t, level + 0.01 * noise(i)),
+                false,
+                out,
+            );
+        }
     }
 
     /// Montgomery, Introduction to Statistical Quality Control, Table 9.1: the first 20
@@ -490,16 +506,8 @@ mod tests {
     fn warm_up_learns_target_then_detects_small_shift_and_clears() {
         let mut d = det(CusumConfig::default());
         let mut out = Vec::new();
-        let noise = |i: i64| ((i * 7919) % 11) as f64 / 10.0 - 0.5; // mean 0, sd ~0.32
         let mut t = 0;
-        for i in 0..200 {
-            t += 30;
-            d.observe(
-                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
-                false,
-                &mut out,
-            );
-        }
+        feed(&mut d, &mut t, 200, 1.0, &mut out);
         assert!(out.is_empty(), "{out:?}");
         let st = *d.state.get("P").unwrap();
         assert!(
@@ -524,14 +532,7 @@ mod tests {
         }
         assert!(fired_at.is_some_and(|i| i < 40), "{fired_at:?}");
         out.clear();
-        for i in 0..200 {
-            t += 30;
-            d.observe(
-                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
-                false,
-                &mut out,
-            );
-        }
+        feed(&mut d, &mut t, 200, 1.0, &mut out);
         assert_eq!(out.last().unwrap().kind, SignalKind::Clear);
         assert_eq!(
             out.iter().filter(|s| s.kind == SignalKind::Clear).count(),
@@ -574,27 +575,12 @@ mod tests {
     fn a_sustained_shift_is_one_episode_then_the_new_normal() {
         let mut d = det(CusumConfig::default());
         let mut out = Vec::new();
-        let noise = |i: i64| ((i * 7919) % 11) as f64 / 10.0 - 0.5;
         let mut t = 0;
-        for i in 0..200 {
-            t += 30;
-            d.observe(
-                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
-                false,
-                &mut out,
-            );
-        }
+        feed(&mut d, &mut t, 200, 1.0, &mut out);
         assert!(out.is_empty(), "{out:?}");
         // A step of ~6σ held for 4 hours: one episode; after relearn_after (30 min, 30
         // readings) it clears and the new level raises nothing more.
-        for i in 0..480 {
-            t += 30;
-            d.observe(
-                &reading("P", "pressure", t, 1.02 + 0.01 * noise(i)),
-                false,
-                &mut out,
-            );
-        }
+        feed(&mut d, &mut t, 480, 1.02, &mut out);
         let opened = out
             .iter()
             .filter(|s| matches!(s.kind, SignalKind::Anomalous { .. }))
@@ -607,14 +593,7 @@ mod tests {
         assert!((1800..1800 + 30 * 30).contains(&lasted), "{lasted}");
         // Back to the old level after the re-learn: a return, not a new episode.
         out.clear();
-        for i in 0..200 {
-            t += 30;
-            d.observe(
-                &reading("P", "pressure", t, 1.0 + 0.01 * noise(i)),
-                false,
-                &mut out,
-            );
-        }
+        feed(&mut d, &mut t, 200, 1.0, &mut out);
         assert!(out.is_empty(), "{out:?}");
     }
 

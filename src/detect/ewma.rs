@@ -285,7 +285,7 @@ impl Detector for EwmaZ {
             // Only quiet readings teach the tail (as SPOT keeps alarms out of its peaks).
             st.tail.learn(counted);
         }
-        let (tail_p, budget) = (fit.tail_probability(counted), self.budget);
+        let budget = self.budget;
         let Some(kind) = transition(firing, &mut st.alerting, || {
             let dir = if z >= 0.0 { "rising" } else { "falling" };
             SignalKind::Anomalous {
@@ -298,7 +298,7 @@ impl Detector for EwmaZ {
                     score: (z * 100.0).round() / 100.0,
                     threshold: (k * 100.0).round() / 100.0,
                     window: self.window.clone(),
-                    p_value: Some(tail_p),
+                    p_value: Some(fit.tail_probability(counted)),
                     false_alarms_per_day: Some(budget),
                 },
             }

@@ -310,7 +310,8 @@ struct Judged {
     /// The window's median (what the season learns against).
     median: f64,
     threshold: f64,
-    tail_p: f64,
+    /// The key's fitted tail: the evidence's tail probability, computed only on firing.
+    fit: tail::Fit,
 }
 
 /// The reading's robust z and the threshold this series has earned. While an episode
@@ -340,7 +341,7 @@ fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64, hour: (u32,
         expected,
         median: med,
         threshold,
-        tail_p: fit.tail_probability(cfg.direction.counted(z)),
+        fit,
     }
 }
 
@@ -416,7 +417,7 @@ impl Detector for RobustZ {
                     score: (j.z * 100.0).round() / 100.0,
                     threshold: (j.threshold * 100.0).round() / 100.0,
                     window: self.window.clone(),
-                    p_value: Some(j.tail_p),
+                    p_value: Some(j.fit.tail_probability(counted)),
                     false_alarms_per_day: Some(budget),
                 },
             }

@@ -825,8 +825,7 @@ fn fresh_state(
 ) -> (DetectorSet, AlertPolicy) {
     let ctx = BuildCtx {
         owner,
-        false_alarms_per_day: cfg.detectors.false_alarms_per_day,
-        ..BuildCtx::new(cfg.regions.clone())
+        ..cfg.build_ctx()
     };
     (
         DetectorSet::new(
