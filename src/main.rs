@@ -12,7 +12,7 @@ use rdkafka::producer::FutureProducer;
 
 use riskstream::clock::SystemClock;
 use riskstream::config::{self, Config};
-use riskstream::decode::{Decoder, Stream};
+use riskstream::decode::Stream;
 use riskstream::detect::DetectorSet;
 use riskstream::pipeline::{build_sinks, Pipeline};
 use riskstream::shutdown;
@@ -320,8 +320,8 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let p = Pipeline::new(&cfg, sinks, dlq, metrics, Arc::new(SystemClock));
             let s = p.run(source, trigger).await?;
             eprintln!(
-                "replayed {} inputs: {} invalid, {} late, {} alert messages",
-                s.consumed, s.invalid, s.late, s.alerts
+                "replayed {} inputs: {} invalid, {} late, {} duplicates, {} alert messages",
+                s.consumed, s.invalid, s.late, s.duplicates, s.alerts
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -465,7 +465,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         None
     };
     tokio::spawn(shutdown::on_signals(trigger.clone()));
-    let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics.clone(), clock);
+    let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics.clone(), clock).live();
     if let Some((state, _)) = &console {
         pipeline = pipeline.with_console(state.clone());
     }
@@ -691,7 +691,7 @@ async fn backtest(
 
 async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCode> {
     use std::io::Write;
-    let decoder = Decoder::new(cfg.regions.clone());
+    let decoder = cfg.decoder();
     let ctx = cfg.build_ctx();
     let mut set = DetectorSet::new(
         &cfg.detectors.per_stream(),

@@ -316,9 +316,17 @@ fn check_event(
             ts(&r.ts)?;
             num("value", Some(r.value))?;
             opt("unit", r.unit.as_deref())?;
+            // Outside its kind's measuring range (or beyond 1e30 for a kind with none),
+            // a reading the device calls ok is a fault.
+            let plausible = match riskstream::decode::default_ranges().get(&r.kind) {
+                Some([lo, hi]) => *lo <= r.value && r.value <= *hi,
+                None => r.value.abs() <= 1e30,
+            };
             let status = match r.status {
-                SensorStatus::Ok => None,
+                SensorStatus::Ok if plausible => None,
+                SensorStatus::OutOfRange if !plausible => None,
                 SensorStatus::Fault => Some("fault"),
+                other => return Err(format!("status {other:?} for value {}", r.value)),
             };
             match (obj.get("status"), status) {
                 (None | Some(R::Null), None) => Ok(()),

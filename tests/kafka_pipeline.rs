@@ -475,3 +475,98 @@ async fn alerts_fan_out_to_one_topic_per_center_on_the_route() {
     .await;
     assert!(city.is_empty());
 }
+
+/// Issue 24: one reading dated 2099 (a gateway whose clock reset) on a single-partition
+/// topic, the only active partition. It is dead-lettered as `ts_in_future`; the
+/// watermark stays with the wall clock, nothing after it is late, no `offline` fires,
+/// and the leak after it is red.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reading_from_2099_is_dead_lettered_and_moves_no_watermark() {
+    let mut env = TestEnv::new("future").await;
+    env.sensors = unique("future-sen1");
+    create_topics(&[&env.sensors], 1).await;
+    let cfg = env.config("");
+    let mut child = env.spawn(&cfg);
+    wait_ready(&env, Duration::from_secs(30)).await;
+    let p = producer();
+    let start = chrono::Utc::now() - chrono::Duration::minutes(20);
+    let at = |i: i64| {
+        (start + chrono::Duration::seconds(i * 30))
+            .fixed_offset()
+            .to_rfc3339()
+    };
+    let gas = |i: i64, v: f64| {
+        serde_json::json!({"sensor_id": "S-330503-0042-GAS1", "site_id": "SITE-330503-0042",
+            "region": "330503101", "kind": "gas_lel", "ts": at(i), "value": v})
+        .to_string()
+    };
+    for i in 0..20 {
+        produce(
+            &p,
+            &env.sensors,
+            Some(b"GAS1"),
+            gas(i, 2.0 + 0.1 * (i % 3) as f64).as_bytes(),
+        )
+        .await;
+    }
+    let future =
+        serde_json::json!({"sensor_id": "S-330503-0042-GAS2", "site_id": "SITE-330503-0042",
+        "region": "330503101", "kind": "gas_lel", "ts": "2099-01-01T00:00:00+08:00", "value": 2.0})
+        .to_string();
+    produce(&p, &env.sensors, Some(b"GAS2"), future.as_bytes()).await;
+    for i in 20..36 {
+        let v = if i >= 32 {
+            30.0
+        } else {
+            2.0 + 0.1 * (i % 3) as f64
+        };
+        produce(&p, &env.sensors, Some(b"GAS1"), gas(i, v).as_bytes()).await;
+    }
+
+    let dead = read_until(&env.dlq, Duration::from_secs(30), |g| !g.is_empty()).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0].payload, future.as_bytes(), "original bytes kept");
+    assert!(
+        dead[0].headers["x-error"].contains("ahead of the wall clock"),
+        "{:?}",
+        dead[0].headers
+    );
+    let alerts = read_until(&env.alerts, Duration::from_secs(30), |g| {
+        g.iter()
+            .any(|a| a.json()["detector"] == "threshold" && a.json()["level"] == "red")
+    })
+    .await;
+    assert!(
+        alerts
+            .iter()
+            .any(|a| a.json()["detector"] == "threshold" && a.json()["level"] == "red"),
+        "the leak after the bad clock is red: {alerts:?}"
+    );
+    let m = env.metrics();
+    assert_eq!(
+        metric_sum(
+            &m,
+            "riskstream_events_invalid_total",
+            &["reason=\"ts_in_future\""]
+        ),
+        1.0,
+        "{m}"
+    );
+    assert_eq!(
+        metric_sum(&m, "riskstream_events_late_total", &[]),
+        0.0,
+        "{m}"
+    );
+    let wm = metric_sum(&m, "riskstream_watermark_seconds", &["stream=\"sensors\""]);
+    let now = chrono::Utc::now().timestamp() as f64;
+    assert!(wm > 0.0 && wm <= now + 300.0, "watermark {wm} vs now {now}");
+    sigterm(&child);
+    assert!(wait_exit(&mut child, Duration::from_secs(10))
+        .expect("exits")
+        .success());
+    let all = read_until(&env.alerts, Duration::from_secs(5), |_| false).await;
+    assert!(
+        all.iter().all(|a| a.json()["detector"] != "offline"),
+        "no offline for the healthy sensor: {all:?}"
+    );
+}

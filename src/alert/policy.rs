@@ -250,6 +250,7 @@ fn tick(
                 r.resolved = true;
             } else if clear_since.is_none()
                 && ep.last.level < Level::Red
+                && !crate::detect::is_maintenance(&ep.last.detector)
                 && c - ep.opened >= esc * (i64::from(*escalations) + 1)
             {
                 *escalations += 1;
@@ -609,7 +610,10 @@ impl AlertPolicy {
                 ep.last.level = effective;
                 ep.last.evidence = evidence;
                 ep.last.title = title;
-                ep.last.route = self.cfg.route.route(effective, ep.region, &self.regions);
+                ep.last.route =
+                    self.cfg
+                        .route
+                        .route_of(&ep.last.detector, effective, ep.region, &self.regions);
                 ep.last.detected_at = now;
                 ep.last.seq += 1;
                 Some(ep.last.clone())
@@ -640,7 +644,10 @@ impl AlertPolicy {
                     first_event_ts: rfc3339(sig.ts),
                     detected_at: now,
                     event_ids: sig.event_id.into_iter().collect(),
-                    route: self.cfg.route.route(level, region, &self.regions),
+                    route: self
+                        .cfg
+                        .route
+                        .route_of(sig.detector, level, region, &self.regions),
                     region_name: self.regions.display_name(region),
                     seq: 1,
                     actions: None,
@@ -683,6 +690,12 @@ impl AlertPolicy {
     pub fn seed_watermark(&mut self, stream: Stream, wm: DateTime<FixedOffset>) {
         let slot = &mut self.watermarks[stream.index()];
         *slot = Some(slot.map_or(wm.timestamp(), |s| s.max(wm.timestamp())));
+    }
+
+    /// The stream's watermark was repaired back to `wm` (it had come from a bad clock).
+    pub fn cap_watermark(&mut self, stream: Stream, wm: DateTime<FixedOffset>) {
+        let slot = &mut self.watermarks[stream.index()];
+        *slot = slot.map(|s| s.min(wm.timestamp()));
     }
 
     /// Event time of `stream` reached `wm`: resolve, escalate, forget cooled episodes,

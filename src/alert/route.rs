@@ -62,6 +62,26 @@ impl RoutePolicy {
             Level::Orange => &self.orange,
             Level::Red => &self.red,
         };
+        Self::route_scopes(scopes, region, regions)
+    }
+
+    /// [`Self::route`] for `detector`'s episodes: a maintenance detector's
+    /// ([`crate::detect::is_maintenance`]) stay with the township whatever their level.
+    pub fn route_of(
+        &self,
+        detector: &str,
+        level: Level,
+        region: RegionRef,
+        regions: &Regions,
+    ) -> Vec<String> {
+        if crate::detect::is_maintenance(detector) {
+            Self::route_scopes(&[Scope::Township], region, regions)
+        } else {
+            self.route(level, region, regions)
+        }
+    }
+
+    fn route_scopes(scopes: &[Scope], region: RegionRef, regions: &Regions) -> Vec<String> {
         let mut out: Vec<String> = Vec::with_capacity(3);
         let mut push = |c: Option<&str>| {
             if let Some(c) = c {
@@ -70,7 +90,7 @@ impl RoutePolicy {
                 }
             }
         };
-        let mut sorted = scopes.clone();
+        let mut sorted = scopes.to_vec();
         sorted.sort();
         for s in sorted {
             match s {
@@ -107,5 +127,20 @@ mod tests {
         let c = r.resolve("330521").unwrap();
         assert_eq!(p.route(Level::Blue, c, &r), vec!["330521"]);
         assert_eq!(p.route(Level::Red, c, &r), vec!["330521", "330500"]);
+    }
+
+    #[test]
+    fn maintenance_stays_with_the_township() {
+        let r = crate::regions::demo();
+        let p = RoutePolicy::default();
+        let t = r.resolve("330503101").unwrap();
+        assert_eq!(
+            p.route_of("sensor_fault", Level::Yellow, t, &r),
+            vec!["330503101"]
+        );
+        assert_eq!(
+            p.route_of("threshold", Level::Yellow, t, &r),
+            vec!["330503101", "330503"]
+        );
     }
 }

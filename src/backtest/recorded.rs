@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{episodes, quantile, BacktestError, Episode};
 use crate::config::Config;
-use crate::decode::{Decoder, Stream};
+use crate::decode::Stream;
 use crate::detect::DetectorSet;
 use crate::pipeline::Pipeline;
 use crate::sink::{CollectSink, LogDeadLetters, Sink};
@@ -468,7 +468,7 @@ pub struct FileRun {
 
 /// Each row's strongest score, as `riskstream score` computes it (a fresh detector set).
 pub fn row_scores(cfg: &Config, s: &Series) -> Result<Vec<f64>, BacktestError> {
-    let decoder = Decoder::new(cfg.regions.clone());
+    let decoder = cfg.decoder();
     // The config's own budget, as the pipeline run of the same file uses.
     let ctx = cfg.build_ctx();
     let mut set = DetectorSet::new(

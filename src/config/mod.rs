@@ -145,6 +145,76 @@ impl ProcessingConfig {
     }
 }
 
+/// `[input]`: what riskstream believes of its input (docs/SECURITY.md): how far ahead
+/// an event time may be, which values are measurements, what counts as a resend.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct InputConfig {
+    /// `run`: an event time further ahead of the wall clock than this is dead-lettered
+    /// (`ts_in_future`); device clocks drift by seconds, not minutes.
+    #[serde(with = "humantime_serde")]
+    pub max_future_skew: Duration,
+    /// `replay` and `backtest` (no wall clock to trust): an event further ahead than
+    /// this of its stream's newest time is dead-lettered unless another key confirms the
+    /// jump (a recording's gap moves every key; a device's bad clock moves one).
+    #[serde(with = "humantime_serde")]
+    pub max_event_jump: Duration,
+    /// Incident and fraud reports with an `id` seen within this much event time, and
+    /// sensor readings with a `sensor_id` and `ts` seen within it, count once.
+    #[serde(with = "humantime_serde")]
+    pub dedup_window: Duration,
+    /// Most report ids remembered per stream and window (bounded memory; a full window
+    /// starts the next one early).
+    pub dedup_max_ids: usize,
+    /// Measuring range per sensor kind, `kind = [low, high]`, added to (or replacing)
+    /// the built-in ones; a reading outside is a `sensor_fault`, never a hazard.
+    pub ranges: BTreeMap<String, [f64; 2]>,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            max_future_skew: Duration::from_secs(300),
+            max_event_jump: Duration::from_secs(86_400),
+            dedup_window: Duration::from_secs(3600),
+            dedup_max_ids: 1_000_000,
+            ranges: BTreeMap::new(),
+        }
+    }
+}
+
+impl InputConfig {
+    pub fn validate(&self, path: &str, problems: &mut Vec<String>) {
+        for (name, d) in [
+            ("max_future_skew", self.max_future_skew),
+            ("max_event_jump", self.max_event_jump),
+            ("dedup_window", self.dedup_window),
+        ] {
+            if d.is_zero() {
+                problems.push(format!("{path}.{name}: must be > 0"));
+            }
+        }
+        if self.dedup_max_ids == 0 {
+            problems.push(format!("{path}.dedup_max_ids: must be >= 1"));
+        }
+        crate::decode::validate_ranges(&self.ranges, &format!("{path}.ranges"), problems);
+    }
+
+    /// What the detector set screens events with (replay and backtest: a jump limit).
+    pub fn screen(&self) -> crate::detect::ScreenConfig {
+        crate::detect::ScreenConfig {
+            max_jump: Some(self.max_event_jump),
+            window: self.dedup_window,
+            max_ids: self.dedup_max_ids,
+        }
+    }
+
+    /// The measuring ranges in force (built-in, then configured).
+    pub fn ranges(&self) -> crate::decode::Ranges {
+        crate::decode::Ranges::new(&self.ranges)
+    }
+}
+
 /// `[state]`: durable detector state and alert episodes in compacted changelog topics.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -272,6 +342,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub topics: TopicsConfig,
     pub processing: ProcessingConfig,
+    pub input: InputConfig,
     pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub regions: Arc<Regions>,
@@ -285,9 +356,17 @@ impl Config {
     /// What every detector of this config is built with (a single instance's owner):
     /// the one place that turns config into a [`BuildCtx`], so `run`, `replay`, `score`
     /// and `backtest` judge with the same budget.
+    /// The decoder of this config (its regions and measuring ranges; no wall-clock check,
+    /// which `run` adds: [`crate::pipeline::Pipeline::live`]).
+    pub fn decoder(&self) -> crate::decode::Decoder {
+        crate::decode::Decoder::new(self.regions.clone()).with_ranges(self.input.ranges())
+    }
+
     pub fn build_ctx(&self) -> BuildCtx {
         BuildCtx {
             false_alarms_per_day: self.detectors.false_alarms_per_day,
+            ranges: Arc::new(self.input.ranges()),
+            screen: self.input.screen(),
             ..BuildCtx::new(self.regions.clone())
         }
     }
@@ -304,6 +383,7 @@ const SECTIONS: &[&str] = &[
     "kafka",
     "topics",
     "processing",
+    "input",
     "state",
     "metrics",
     "regions",
@@ -377,6 +457,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     let topics: TopicsConfig = section(table.get("topics"), "topics", &mut problems);
     let mut processing: ProcessingConfig =
         section(table.get("processing"), "processing", &mut problems);
+    let input: InputConfig = section(table.get("input"), "input", &mut problems);
     let state: StateConfig = section(table.get("state"), "state", &mut problems);
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
@@ -524,6 +605,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             ));
         }
     }
+    input.validate("input", &mut problems);
     if processing.max_batch == 0 {
         problems.push("processing.max_batch: must be >= 1".into());
     }
@@ -621,6 +703,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             kafka,
             topics,
             processing,
+            input,
             state,
             metrics,
             regions,

@@ -8,6 +8,7 @@
 mod fields;
 mod fraud;
 mod incident;
+mod ranges;
 mod sensor;
 
 use std::sync::Arc;
@@ -16,8 +17,10 @@ use chrono::{DateTime, FixedOffset};
 
 pub use fraud::FraudReport;
 pub use incident::Incident;
+pub use ranges::{default_ranges, validate as validate_ranges, Ranges, MAX_MAGNITUDE};
 pub use sensor::{SensorReading, SensorStatus};
 
+use crate::clock::Clock;
 use crate::regions::{RegionRef, Regions};
 
 /// The three input streams.
@@ -139,6 +142,8 @@ pub enum InvalidReason {
     BadTimestamp,
     UnknownRegion,
     OutOfRange,
+    /// Event time too far ahead: of the wall clock (`run`) or of the stream (replay).
+    TsInFuture,
 }
 
 impl InvalidReason {
@@ -152,6 +157,7 @@ impl InvalidReason {
             InvalidReason::BadTimestamp => "bad_timestamp",
             InvalidReason::UnknownRegion => "unknown_region",
             InvalidReason::OutOfRange => "out_of_range",
+            InvalidReason::TsInFuture => "ts_in_future",
         }
     }
 }
@@ -171,6 +177,12 @@ impl DecodeError {
             message: message.into(),
         }
     }
+
+    /// An event time that cannot be believed (found after decoding, by the detector
+    /// set's screen).
+    pub fn ts_in_future(message: impl Into<String>) -> Self {
+        Self::new(InvalidReason::TsInFuture, message)
+    }
 }
 
 /// A decoded event plus what the pipeline must count about it.
@@ -182,14 +194,45 @@ pub struct Decoded {
 }
 
 /// Decodes raw message bytes of one stream against the region hierarchy.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Decoder {
     regions: Arc<Regions>,
+    ranges: Arc<Ranges>,
+    /// `run`: the wall clock and how far ahead of it an event time may be.
+    future: Option<(Arc<dyn Clock>, chrono::Duration)>,
+}
+
+impl std::fmt::Debug for Decoder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Decoder")
+            .field("ranges", &self.ranges)
+            .field("max_future_skew", &self.future.as_ref().map(|(_, d)| *d))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Decoder {
+    /// A decoder with the built-in measuring ranges and no wall-clock check.
     pub fn new(regions: Arc<Regions>) -> Self {
-        Self { regions }
+        Self {
+            regions,
+            ranges: Arc::new(Ranges::defaults()),
+            future: None,
+        }
+    }
+
+    /// Judges sensor values against `ranges` instead of the built-in ones.
+    pub fn with_ranges(mut self, ranges: Ranges) -> Self {
+        self.ranges = Arc::new(ranges);
+        self
+    }
+
+    /// Live input (`run`): an event time more than `skew` ahead of `clock` is invalid
+    /// (`ts_in_future`), so one device with a wrong clock cannot move a watermark.
+    pub fn with_wall_clock(mut self, clock: Arc<dyn Clock>, skew: std::time::Duration) -> Self {
+        let skew = chrono::Duration::from_std(skew).unwrap_or(chrono::Duration::MAX);
+        self.future = Some((clock, skew));
+        self
     }
 
     pub fn decode(&self, stream: Stream, bytes: &[u8]) -> Result<Decoded, DecodeError> {
@@ -208,9 +251,22 @@ impl Decoder {
         let f = fields::Fields::new(&obj, &self.regions);
         let event = match stream {
             Stream::Incidents => Event::Incident(incident::decode(&f)?),
-            Stream::Sensors => Event::Sensor(sensor::decode(&f)?),
+            Stream::Sensors => Event::Sensor(sensor::decode(&f, &self.ranges)?),
             Stream::Fraud => Event::Fraud(fraud::decode(&f)?),
         };
+        if let Some((clock, skew)) = &self.future {
+            let ahead = event.ts().with_timezone(&chrono::Utc) - clock.now();
+            if ahead > *skew {
+                return Err(DecodeError::new(
+                    InvalidReason::TsInFuture,
+                    format!(
+                        "field `ts` is {} ahead of the wall clock (max_future_skew {})",
+                        crate::detect::fmt_duration(ahead.to_std().unwrap_or_default()),
+                        crate::detect::fmt_duration(skew.to_std().unwrap_or_default()),
+                    ),
+                ));
+            }
+        }
         Ok(Decoded {
             unlisted_region: event.region().unlisted,
             event,

@@ -3,7 +3,7 @@
 use chrono::{DateTime, FixedOffset};
 
 use super::fields::Fields;
-use super::{DecodeError, InvalidReason};
+use super::{DecodeError, InvalidReason, Ranges};
 use crate::regions::RegionRef;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +11,17 @@ pub enum SensorStatus {
     Ok,
     /// The device reports itself faulty; its values raise no value alerts.
     Fault,
+    /// The value is outside its kind's measuring range ([`super::Ranges`]): a glitch,
+    /// treated as a fault.
+    OutOfRange,
+}
+
+impl SensorStatus {
+    /// The value is not a measurement: kept out of every baseline, raises only
+    /// `sensor_fault`.
+    pub fn is_fault(self) -> bool {
+        self != SensorStatus::Ok
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,8 +38,8 @@ pub struct SensorReading {
     pub status: SensorStatus,
 }
 
-pub(super) fn decode(f: &Fields<'_>) -> Result<SensorReading, DecodeError> {
-    let status = match f.opt_str_ref("status")? {
+pub(super) fn decode(f: &Fields<'_>, ranges: &Ranges) -> Result<SensorReading, DecodeError> {
+    let mut status = match f.opt_str_ref("status")? {
         None | Some("ok") => SensorStatus::Ok,
         Some("fault") => SensorStatus::Fault,
         Some(other) => {
@@ -41,14 +52,19 @@ pub(super) fn decode(f: &Fields<'_>) -> Result<SensorReading, DecodeError> {
             ))
         }
     };
+    let kind = f.str("kind")?;
+    let value = f.f64("value")?;
+    if status == SensorStatus::Ok && !ranges.admits(&kind, value) {
+        status = SensorStatus::OutOfRange;
+    }
     Ok(SensorReading {
         sensor_id: f.str("sensor_id")?,
         site_id: f.str("site_id")?,
         region: f.region("region")?,
         region_code: f.str("region")?,
-        kind: f.str("kind")?,
+        kind,
         ts: f.ts("ts")?,
-        value: f.f64("value")?,
+        value,
         unit: f.opt_str("unit")?,
         status,
     })

@@ -34,7 +34,7 @@ use super::{
     tail::{EpisodeClock, Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "cusum";
 
@@ -260,13 +260,15 @@ impl Detector for Cusum {
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
         let cfg = &self.cfg;
         let t = r.ts.timestamp();
         let st = self.state.touch(&r.sensor_id, r.ts);
-        let x = r.value;
+        let x = value;
         if st.n < self.warm_n {
             st.motion.learn(x, t, true);
             // Welford; at the last warm-up reading M2 becomes the sample variance.
@@ -300,9 +302,15 @@ impl Detector for Cusum {
         st.motion.learn(x, t, !firing && !st.alerting);
         let shift = sd * (k + c / f64::from(run.max(1)));
         let est = if up { mu + shift } else { mu - shift };
-        if firing && st.prev_mean.is_some_and(|p| (est - p).abs() < 3.0 * sd) {
+        if firing
+            && st
+                .prev_mean
+                .is_some_and(|p| (est - p).abs() < 3.0 * sd && (x - p).abs() < 6.0 * sd)
+        {
             // The series went back to the regime it left at the last re-learn: that
-            // target is restored and nothing fires.
+            // target is restored and nothing fires. The reading itself must be near
+            // that regime too: the run's estimate comes from capped sums, so a glitch
+            // far off in either direction could otherwise pass for a return.
             st.mean = st.prev_mean.take().unwrap_or(mu);
             st.cp = 0.0;
             st.cm = 0.0;
@@ -379,7 +387,8 @@ impl Detector for Cusum {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::reading;
+    use crate::decode::SensorStatus;
+    use crate::detect::testutil::{raw_reading, reading};
     use proptest::prelude::*;
 
     fn det(cfg: CusumConfig) -> Cusum {
@@ -550,17 +559,17 @@ mod tests {
         });
         let mut out = Vec::new();
         for i in 0..50 {
-            d.observe(&reading("P", "pressure", i * 30, 3.0), false, &mut out);
+            d.observe(&raw_reading("P", "pressure", i * 30, 3.0), false, &mut out);
         }
         assert!(out.is_empty());
-        let Event::Sensor(mut r) = reading("P", "pressure", 3000, -1e6) else {
+        let Event::Sensor(mut r) = raw_reading("P", "pressure", 3000, -1e6) else {
             panic!()
         };
         r.status = SensorStatus::Fault;
         assert_eq!(d.observe(&Event::Sensor(r), false, &mut out), 0.0);
         for i in 0..10 {
             d.observe(
-                &reading("P", "pressure", 4000 + i * 30, -3.0),
+                &raw_reading("P", "pressure", 4000 + i * 30, -3.0),
                 false,
                 &mut out,
             );
@@ -655,7 +664,7 @@ mod tests {
             let mut d = det(CusumConfig { min_samples: 2, relearn_weight: w, ..Default::default() });
             let mut out = Vec::new();
             for (i, x) in xs.iter().enumerate() {
-                let s = d.observe(&reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
+                let s = d.observe(&raw_reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
                 prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
                 let st = d.state.get("P").unwrap();
                 // The budget may raise h up to max_h (8 h by default): the cap follows it.

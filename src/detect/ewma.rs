@@ -21,7 +21,7 @@ use super::{
     tail::{Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "ewma_z";
 
@@ -230,9 +230,11 @@ impl Detector for EwmaZ {
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
         let st = self.state.touch(&r.sensor_id, r.ts);
         let t = r.ts.timestamp();
         let warm = st.n >= self.cfg.min_samples;
@@ -248,9 +250,9 @@ impl Detector for EwmaZ {
         let k = fit.threshold(q).clamp(self.cfg.z_threshold, self.max_z);
         let lambda = self.cfg.smoothing;
         st.level = if st.n == 0 {
-            r.value
+            value
         } else {
-            lambda * r.value + (1.0 - lambda) * st.level
+            lambda * value + (1.0 - lambda) * st.level
         };
         // σ of the smoothed level in steady state: σ √(λ / (2 - λ)).
         let z = (st.level - st.mean) / (sd * (lambda / (2.0 - lambda)).sqrt());
@@ -271,16 +273,16 @@ impl Detector for EwmaZ {
             ))
         };
         let x = if warm {
-            r.value.clamp(st.mean - k * sd, st.mean + k * sd)
+            value.clamp(st.mean - k * sd, st.mean + k * sd)
         } else {
-            r.value
+            value
         };
         if !(warm && self.cfg.baseline == Baseline::Frozen) {
             st.update(x, a);
         }
         st.last_ts = st.last_ts.max(t);
         let firing = warm && counted > k;
-        st.motion.learn(r.value, t, !firing && !st.alerting);
+        st.motion.learn(value, t, !firing && !st.alerting);
         if warm && !firing && !st.alerting {
             // Only quiet readings teach the tail (as SPOT keeps alarms out of its peaks).
             st.tail.learn(counted);
@@ -323,7 +325,7 @@ impl Detector for EwmaZ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::reading;
+    use crate::detect::testutil::{raw_reading, reading};
     use proptest::prelude::*;
 
     /// Naive recomputation: with constant weight a, the EWMA mean is
@@ -445,7 +447,7 @@ mod tests {
             let mut t = 0;
             for (x, g) in xs.iter().zip(gaps) {
                 t += g;
-                let s = d.observe(&reading("P", "pressure", t, *x), false, &mut out);
+                let s = d.observe(&raw_reading("P", "pressure", t, *x), false, &mut out);
                 prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
             }
             prop_assert_eq!(d.keys(), 1);

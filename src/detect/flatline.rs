@@ -44,7 +44,7 @@ use super::{
     Signal, SignalKind,
 };
 use crate::alert::Level;
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "flatline";
 
@@ -293,9 +293,11 @@ impl Detector for Flatline {
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
         let tol = *self
             .cfg
             .tolerances
@@ -310,22 +312,22 @@ impl Detector for Flatline {
         let mut st = st;
         let first = st.count == 0;
         if !first {
-            st.learn_step(r.value);
+            st.learn_step(value);
         } else {
-            st.prev = r.value;
+            st.prev = value;
         }
         st.seen = st.seen.saturating_add(1);
         let end = st.last_t;
         st.last_t = t;
         let tol = st.same_within(tol);
-        let kind = if first || (r.value - st.anchor).abs() > tol {
+        let kind = if first || (value - st.anchor).abs() > tol {
             // The value moved: a new run starts here; the one that ended was normal unless
             // it was stuck (a stuck run must not teach the key that stuck is normal).
             let was = st.alerting;
             if !first && !was {
                 st.learn_run(end);
             }
-            st.anchor = r.value;
+            st.anchor = value;
             st.anchor_t = t;
             st.count = 1;
             st.alerting = false;
@@ -418,6 +420,7 @@ impl Detector for Flatline {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::SensorStatus;
     use crate::detect::testutil::reading;
     use proptest::prelude::*;
 

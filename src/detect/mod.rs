@@ -16,7 +16,9 @@ mod rate_spike;
 mod restore;
 mod robust_z;
 pub mod score;
+pub mod screen;
 mod season;
+mod sensor_fault;
 mod site_correlation;
 mod spread;
 pub mod tail;
@@ -29,6 +31,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 pub use keyed::KeyedState;
+pub use screen::{ScreenConfig, Screened};
 pub use watermark::Watermark;
 
 use crate::alert::Level;
@@ -94,6 +97,11 @@ pub struct BuildCtx {
     /// `[detectors] false_alarms_per_day`: the budget of detectors that keep one, unless
     /// a detector's own table sets it.
     pub false_alarms_per_day: f64,
+    /// `[input.ranges]` in force (the decoder judges with the same), for `sensor_fault`'s
+    /// evidence.
+    pub ranges: Arc<crate::decode::Ranges>,
+    /// `[input]`: jumps ahead and duplicates ([`screen`]).
+    pub screen: ScreenConfig,
 }
 
 impl BuildCtx {
@@ -103,8 +111,16 @@ impl BuildCtx {
             regions,
             owner: Owner::All,
             false_alarms_per_day: tail::DEFAULT_FALSE_ALARMS_PER_DAY,
+            ranges: Arc::new(crate::decode::Ranges::defaults()),
+            screen: ScreenConfig::default(),
         }
     }
+}
+
+/// Detectors whose episodes are maintenance, not hazards: the alert policy routes them
+/// to the township alone and never escalates them.
+pub fn is_maintenance(detector: &str) -> bool {
+    detector == sensor_fault::NAME
 }
 
 /// Scale-out (`processing.scale_out`): which routing keys a detector set owns. Every
@@ -285,11 +301,14 @@ detectors! {
     Cusum => cusum::CusumConfig,
     RobustZ => robust_z::RobustZConfig,
     Flatline => flatline::FlatlineConfig,
+    SensorFault => sensor_fault::SensorFaultConfig,
 }
 
 /// The detectors of all streams plus one watermark per stream.
 pub struct DetectorSet {
     by_stream: [Vec<Box<dyn Detector>>; 3],
+    /// Before any detector or watermark: jumps ahead and duplicates.
+    screen: screen::Screen,
     watermarks: [Watermark; 3],
     /// Changelog bookkeeping: on once `track_changes` is called.
     tracking: bool,
@@ -336,6 +355,8 @@ pub struct Observed {
     pub late: bool,
     /// The stream's watermark moved (by a second or more) to this.
     pub watermark: Option<DateTime<FixedOffset>>,
+    /// Not admitted: no detector and no watermark saw it.
+    pub screened: Option<Screened>,
 }
 
 impl DetectorSet {
@@ -354,22 +375,29 @@ impl DetectorSet {
         }
         let lateness =
             chrono::Duration::from_std(allowed_lateness).unwrap_or(chrono::Duration::zero());
-        Self::with(by_stream, lateness, ctx.owner)
+        Self::with(by_stream, lateness, ctx.owner, ctx.screen)
     }
 
     /// A set with no detectors, holding the place of one that is away (a backlog batch
     /// on the detector pool takes the pipeline's set with it). Allocates nothing.
     pub fn stand_in() -> Self {
-        Self::with(Default::default(), chrono::Duration::zero(), Owner::All)
+        Self::with(
+            Default::default(),
+            chrono::Duration::zero(),
+            Owner::All,
+            ScreenConfig::default(),
+        )
     }
 
     fn with(
         by_stream: [Vec<Box<dyn Detector>>; 3],
         lateness: chrono::Duration,
         owner: Owner,
+        screen: ScreenConfig,
     ) -> Self {
         Self {
             by_stream,
+            screen: screen::Screen::new(screen),
             watermarks: [
                 Watermark::new(lateness),
                 Watermark::new(lateness),
@@ -471,6 +499,12 @@ impl DetectorSet {
         received: std::time::Instant,
         out: &mut Vec<Signal>,
     ) -> Observed {
+        if let Some(why) = self.screen.admit(ev) {
+            return Observed {
+                screened: Some(why),
+                ..Observed::default()
+            };
+        }
         let i = ev.stream().index();
         let wm = &mut self.watermarks[i];
         let late = wm.is_late(ev.ts());
@@ -491,6 +525,7 @@ impl DetectorSet {
             score,
             late,
             watermark,
+            screened: None,
         }
     }
 
@@ -504,6 +539,13 @@ impl DetectorSet {
         // 1. Late flags and watermark moves, exactly as observe_from would meet them.
         let mut plan: Vec<Observed> = Vec::with_capacity(items.len());
         for it in items {
+            if let Some(why) = self.screen.admit(it.event) {
+                plan.push(Observed {
+                    screened: Some(why),
+                    ..Observed::default()
+                });
+                continue;
+            }
             let i = it.event.stream().index();
             let wm = &mut self.watermarks[i];
             let late = wm.is_late(it.event.ts());
@@ -513,6 +555,7 @@ impl DetectorSet {
                 score: 0.0,
                 late,
                 watermark,
+                screened: None,
             });
         }
         // 2. Every detector over its stream's items: (item, phase, signal) and scores.
@@ -528,6 +571,9 @@ impl DetectorSet {
                     continue;
                 }
                 let p = &plan_ref[n];
+                if p.screened.is_some() {
+                    continue;
+                }
                 if Self::owns(owner, &mut routes, det.as_ref(), it.event) {
                     let score = det.observe(it.event, p.late, &mut buf);
                     scores.push((n as u32, score));
@@ -592,6 +638,24 @@ impl DetectorSet {
             out[n as usize].1.push(sig);
         }
         out
+    }
+
+    /// Live input after a restore: a watermark past `limit` (the wall clock plus the
+    /// allowed skew) was carried there by a clock from the future before the wall-clock
+    /// check existed; it is pulled back. Returns each repaired stream's watermark.
+    pub fn repair_watermarks(
+        &mut self,
+        limit: DateTime<FixedOffset>,
+    ) -> Vec<(Stream, Option<DateTime<FixedOffset>>)> {
+        let mut repaired = Vec::new();
+        for s in Stream::ALL {
+            let i = s.index();
+            if self.watermarks[i].repair(limit) {
+                self.watermark_dirty[i] |= self.tracking;
+                repaired.push((s, self.watermarks[i].current()));
+            }
+        }
+        repaired
     }
 
     /// The current watermark of a stream, if it has seen an event.
@@ -691,6 +755,13 @@ pub(crate) fn transition(
     }
 }
 
+/// `x` limited to [`crate::decode::MAX_MAGNITUDE`]. The decoder already marks a reading
+/// beyond it as a fault; this keeps a detector's arithmetic finite for any finite input
+/// however it is fed (squared, summed or stored as `f32`, 1e30 stays finite).
+pub(crate) fn bounded(x: f64) -> f64 {
+    x.clamp(-crate::decode::MAX_MAGNITUDE, crate::decode::MAX_MAGNITUDE)
+}
+
 /// The signal a per-sensor value detector emits for reading `r` (key: the sensor id).
 pub(crate) fn sensor_signal(
     detector: &'static str,
@@ -723,6 +794,8 @@ pub(crate) fn sensor_subject(
 
 #[cfg(test)]
 mod durable_tests;
+#[cfg(test)]
+mod hostile_tests;
 
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -788,6 +861,16 @@ pub(crate) mod testutil {
             .decode(Stream::Sensors, v.to_string().as_bytes())
             .unwrap()
             .event
+    }
+
+    /// [`reading`] with `value` taken as it is, whatever its kind's measuring range (for
+    /// tests of a detector's arithmetic on any finite input).
+    pub fn raw_reading(id: &str, kind: &str, secs: i64, value: f64) -> Event {
+        let Event::Sensor(mut r) = reading(id, kind, secs, 0.0) else {
+            unreachable!()
+        };
+        r.value = value;
+        Event::Sensor(r)
     }
 
     pub fn incident(id: &str, region: &str, secs: i64) -> Event {

@@ -28,7 +28,7 @@ use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
     KeyedState, Signal, SignalKind,
 };
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "rate_of_change";
 
@@ -185,11 +185,13 @@ impl Detector for RateOfChange {
         let Some(&limit) = self.cfg.max_rise_per_min.get(&r.kind) else {
             return 0.0;
         };
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
         let st = self.state.touch(&r.sensor_id, r.ts);
-        let Some(rate) = st.update(r.value, r.ts.timestamp(), self.span_secs) else {
+        let Some(rate) = st.update(value, r.ts.timestamp(), self.span_secs) else {
             return 0.0;
         };
         let counted = self.cfg.direction.counted(rate);
@@ -241,7 +243,8 @@ impl Detector for RateOfChange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::reading;
+    use crate::decode::SensorStatus;
+    use crate::detect::testutil::{raw_reading, reading};
     use proptest::prelude::*;
 
     fn det(cfg: RateOfChangeConfig) -> RateOfChange {
@@ -380,7 +383,7 @@ mod tests {
             let mut t = 0;
             for (x, g) in xs.iter().zip(gaps) {
                 t += g;
-                let s = d.observe(&reading("P", "pressure", t, *x), false, &mut out);
+                let s = d.observe(&raw_reading("P", "pressure", t, *x), false, &mut out);
                 prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
             }
             for sig in &out {

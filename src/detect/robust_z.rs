@@ -30,7 +30,7 @@ use super::{
     tail::{EpisodeClock, Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "robust_z";
 
@@ -355,28 +355,30 @@ impl Detector for RobustZ {
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
         let t = r.ts.timestamp();
         let budget = self.budget;
         let st = self.state.touch(&r.sensor_id, r.ts);
         if st.len() < self.warm {
-            st.motion.learn(r.value, t, true);
-            st.push(r.value, self.cap);
+            st.motion.learn(value, t, true);
+            st.push(value, self.cap);
             return 0.0;
         }
         let hour = (r.ts.hour(), t);
-        let j = judge(&self.cfg, budget, st, r.value, hour);
+        let j = judge(&self.cfg, budget, st, value, hour);
         let counted = self.cfg.direction.counted(j.z);
         let mut firing = counted > j.threshold;
-        st.motion.learn(r.value, t, !firing);
+        st.motion.learn(value, t, !firing);
         // The daily rhythm learns from every reading, firing ones too: a step that comes
         // every morning fires until the morning hours have learned it (a few days), while
         // one hazard moves its hour's offset by a few percent of its size.
         if self.cfg.daily_rhythm {
             st.season
-                .learn(hour.0, t, r.value - j.median, st.motion.interval());
+                .learn(hour.0, t, value - j.median, st.motion.interval());
         }
         if firing {
             let relearn_after = self.cfg.relearn_after.as_secs() as i64;
@@ -391,14 +393,14 @@ impl Detector for RobustZ {
                 st.prev_scale = scale as f32;
                 st.has_prev = true;
                 st.clear_window();
-                st.push(r.value, self.cap);
+                st.push(value, self.cap);
                 firing = false;
             }
         } else {
             // Only readings judged normal teach the tail and the window (as SPOT keeps
             // alarms out of its peaks): an episode is judged against what came before it.
             st.tail.learn(counted);
-            st.push(r.value, self.cap);
+            st.push(value, self.cap);
         }
         let s = score::from_ratio(counted, j.threshold);
         let Some(kind) = transition(firing, &mut st.alerting, || {
@@ -442,7 +444,8 @@ impl Detector for RobustZ {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::detect::testutil::reading;
+    use crate::decode::SensorStatus;
+    use crate::detect::testutil::{raw_reading, reading};
     use proptest::prelude::*;
 
     fn det(cfg: RobustZConfig) -> RobustZ {
@@ -727,7 +730,7 @@ mod tests {
             let mut d = det(RobustZConfig { window: cap, min_samples: 3, ..Default::default() });
             let mut out = Vec::new();
             for (i, x) in xs.iter().enumerate() {
-                let s = d.observe(&reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
+                let s = d.observe(&raw_reading("P", "pressure", i as i64 * 30, *x), false, &mut out);
                 prop_assert!(s.is_finite() && (0.0..=1.0).contains(&s));
             }
             for sig in &out {

@@ -29,7 +29,7 @@ use super::{
     SignalKind,
 };
 use crate::alert::Level;
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
 use crate::state::{codec, StateError};
 
@@ -300,10 +300,12 @@ impl Detector for SiteCorrelation {
         if !self.cfg.kinds.is_empty() && !self.cfg.kinds.contains(&r.kind) {
             return 0.0;
         }
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
-        let (_z, anomalous) = self.sensor_test(&r.sensor_id, r.value, r.ts);
+        // Extremes saturate: no baseline arithmetic overflows (docs/SECURITY.md).
+        let value = super::bounded(r.value);
+        let (_z, anomalous) = self.sensor_test(&r.sensor_id, value, r.ts);
         let t = r.ts.timestamp();
         let min = self.cfg.min_sensors;
         let ring = self.sites.touch(&r.site_id, r.ts);
@@ -457,6 +459,7 @@ impl Detector for SiteCorrelation {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::SensorStatus;
     use crate::detect::testutil::{reading, ts};
     use proptest::prelude::*;
 

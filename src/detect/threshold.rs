@@ -17,7 +17,7 @@ use super::{
     SignalKind,
 };
 use crate::alert::Level;
-use crate::decode::{Event, SensorStatus, Stream};
+use crate::decode::{Event, Stream};
 
 pub const NAME: &str = "threshold";
 
@@ -196,7 +196,7 @@ impl Detector for Threshold {
         let Some(l) = self.limits.get(&r.kind) else {
             return 0.0;
         };
-        if r.status == SensorStatus::Fault {
+        if r.status.is_fault() {
             return 0.0;
         }
         let bad = |limit: f64, slack: f64| match l.direction {
@@ -271,6 +271,7 @@ impl Detector for Threshold {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::SensorStatus;
     use crate::detect::testutil::reading;
 
     fn run(values: &[f64]) -> Vec<Option<Level>> {

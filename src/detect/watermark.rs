@@ -136,6 +136,28 @@ impl Watermark {
         }
     }
 
+    /// Pulls every time past `limit` back to it (a restored watermark that a device's
+    /// bad clock carried past the wall clock); returns whether anything moved.
+    pub fn repair(&mut self, limit: DateTime<FixedOffset>) -> bool {
+        let mut moved = false;
+        for p in &mut self.parts {
+            if p.max_ts > limit {
+                p.max_ts = limit;
+                moved = true;
+            }
+        }
+        let w = limit - self.lateness;
+        if self.current.is_some_and(|c| c > w) {
+            self.current = Some(w);
+            moved = true;
+        }
+        if self.emitted.is_some_and(|e| e > w.timestamp()) {
+            self.emitted = Some(w.timestamp());
+            moved = true;
+        }
+        moved
+    }
+
     /// End of input: the watermark jumps to the newest event time of any partition.
     pub fn flush(&mut self) -> Option<DateTime<FixedOffset>> {
         let m = self.parts.iter().map(|p| p.max_ts).max()?;
@@ -164,6 +186,26 @@ mod tests {
         assert!(w.is_late(ts("2026-11-26T00:00:10Z")));
         assert_eq!(w.current(), Some(ts("2026-11-26T00:00:30Z")));
         assert_eq!(w.flush(), Some(ts("2026-11-26T00:01:00Z")));
+    }
+
+    #[test]
+    fn repair_pulls_a_future_watermark_back() {
+        let mut w = Watermark::new(Duration::seconds(30));
+        w.observe(ts("2026-11-26T00:00:00Z"));
+        w.observe(ts("2099-01-01T00:00:00Z"));
+        assert!(w.is_late(ts("2026-11-26T00:00:10Z")));
+        assert!(w.repair(ts("2026-11-26T00:05:00Z")));
+        assert_eq!(w.current(), Some(ts("2026-11-26T00:04:30Z")));
+        assert!(!w.is_late(ts("2026-11-26T00:04:40Z")));
+        // It moves on from there with the next event.
+        assert_eq!(
+            w.observe(ts("2026-11-26T00:06:00Z")),
+            Some(ts("2026-11-26T00:05:30Z"))
+        );
+        assert!(
+            !w.repair(ts("2026-11-26T00:07:00Z")),
+            "nothing past the limit"
+        );
     }
 
     #[test]

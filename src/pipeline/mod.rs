@@ -71,6 +71,8 @@ pub struct RunSummary {
     pub invalid: u64,
     pub alerts: u64,
     pub late: u64,
+    /// Resent reports and repeated readings, counted once (docs/SECURITY.md).
+    pub duplicates: u64,
 }
 
 /// Inputs handed to the committer together, with their outstanding acknowledgements.
@@ -137,6 +139,8 @@ pub struct Pipeline {
     /// A backlog batch on the detector pool ([`backlog`]); `detectors` is then an empty
     /// stand-in until it lands.
     inflight: Option<backlog::InFlight>,
+    /// Live input (`run`): event times are checked against the wall clock.
+    live: bool,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -155,9 +159,9 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (detectors, policy) = fresh_state(cfg, &clock, crate::detect::Owner::All);
+        let (detectors, policy) = fresh_state(cfg, &clock, crate::detect::Owner::All, false);
         Self {
-            decoder: Decoder::new(cfg.regions.clone()),
+            decoder: cfg.decoder(),
             detectors,
             policy,
             sinks,
@@ -178,7 +182,22 @@ impl Pipeline {
             tasks: None,
             behind: false,
             inflight: None,
+            live: false,
         }
+    }
+
+    /// Live input (`run`): an event time more than `input.max_future_skew` ahead of the
+    /// wall clock is a dead letter (`ts_in_future`). The replay's check (one key's jump
+    /// ahead of its stream, [`crate::detect::screen`]) is off: the wall clock is the
+    /// better judge, and a quiet night must not make the morning's first report suspect.
+    pub fn live(mut self) -> Self {
+        self.live = true;
+        self.decoder = self
+            .decoder
+            .with_wall_clock(self.clock.clone(), self.cfg.input.max_future_skew);
+        (self.detectors, self.policy) =
+            fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All, true);
+        self
     }
 
     /// Makes state durable: changed keys go to the changelog from now on. `writer` must
@@ -202,6 +221,9 @@ impl Pipeline {
             },
         )?;
         self.restored(&stats);
+        if self.live {
+            self.repair_watermarks();
+        }
         self.metrics.detector_keys.set(self.detectors.keys() as i64);
         self.metrics
             .open_episodes
@@ -218,6 +240,25 @@ impl Pipeline {
         Ok(stats)
     }
 
+    /// A restored watermark ahead of the wall clock (by more than the allowed skew) is
+    /// pulled back to it: state written before the wall-clock check could hold a time a
+    /// device's bad clock set.
+    fn repair_watermarks(&mut self) {
+        let skew = chrono::Duration::from_std(self.cfg.input.max_future_skew)
+            .unwrap_or(chrono::Duration::zero());
+        let limit = (self.clock.now() + skew).fixed_offset();
+        for (stream, w) in self.detectors.repair_watermarks(limit) {
+            if let Some(w) = w {
+                self.policy.cap_watermark(stream, w);
+            }
+            tracing::warn!(
+                %stream,
+                watermark = ?w.map(|w| w.to_rfc3339()),
+                "restored watermark was ahead of the wall clock; pulled back"
+            );
+        }
+    }
+
     /// A restore's figures on /metrics.
     fn restored(&self, stats: &RestoreStats) {
         self.metrics
@@ -230,7 +271,8 @@ impl Pipeline {
 
     /// Drops every detector key and episode (exactly-once rewind; restore follows).
     fn reset_state(&mut self) {
-        let (mut d, mut p) = fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All);
+        let (mut d, mut p) =
+            fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All, self.live);
         if self.changelog.is_some() {
             d.track_changes();
             p.track_changes();
@@ -495,7 +537,10 @@ impl Pipeline {
                 if self.tasks.is_none() {
                     self.metrics.detector_keys.set(self.detectors.keys() as i64);
                 }
-                self.observed(env, &d.event, obs, summary).await
+                match obs.screened {
+                    Some(why) => self.screened(env, why, summary).await,
+                    None => self.observed(env, &d.event, obs, summary).await,
+                }
             }
         }
     }
@@ -546,7 +591,10 @@ impl Pipeline {
                     }
                     let (obs, signals) = results.next().expect("one result per valid input");
                     self.signals = signals;
-                    self.observed(env, &d.event, obs, summary).await
+                    match obs.screened {
+                        Some(why) => self.screened(env, why, summary).await,
+                        None => self.observed(env, &d.event, obs, summary).await,
+                    }
                 }
             };
             open.merge(h);
@@ -568,6 +616,35 @@ impl Pipeline {
             origin: env.origin,
             acks: vec![ack],
             alerted: None,
+        }
+    }
+
+    /// An input the detector set did not admit: a duplicate is counted and done with; a
+    /// jump ahead of its stream is a dead letter, like a clock the decoder refused.
+    async fn screened(
+        &mut self,
+        env: Envelope,
+        why: crate::detect::Screened,
+        summary: &mut RunSummary,
+    ) -> Handled {
+        match why {
+            crate::detect::Screened::Duplicate => {
+                summary.duplicates += 1;
+                self.metrics.duplicate(env.stream);
+                Handled {
+                    origin: env.origin,
+                    acks: Vec::new(),
+                    alerted: None,
+                }
+            }
+            crate::detect::Screened::Ahead(by) => {
+                let e = crate::decode::DecodeError::ts_in_future(format!(
+                    "field `ts` is {} ahead of its stream and no other key confirms it (max_event_jump {})",
+                    crate::detect::fmt_duration(by.to_std().unwrap_or_default()),
+                    crate::detect::fmt_duration(self.cfg.input.max_event_jump),
+                ));
+                self.invalid(env, &e, summary).await
+            }
         }
     }
 
@@ -822,11 +899,15 @@ fn fresh_state(
     cfg: &Config,
     clock: &Arc<dyn Clock>,
     owner: crate::detect::Owner,
+    live: bool,
 ) -> (DetectorSet, AlertPolicy) {
-    let ctx = BuildCtx {
+    let mut ctx = BuildCtx {
         owner,
         ..cfg.build_ctx()
     };
+    if live {
+        ctx.screen.max_jump = None;
+    }
     (
         DetectorSet::new(
             &cfg.detectors.per_stream(),

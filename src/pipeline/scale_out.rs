@@ -74,7 +74,7 @@ impl Pipeline {
         producer: FutureProducer,
         shutdown: ShutdownTrigger,
     ) -> Result<RunSummary, PipelineError> {
-        let (router, _) = fresh_state(&self.cfg, &self.clock, Owner::All);
+        let (router, _) = fresh_state(&self.cfg, &self.clock, Owner::All, self.live);
         self.tasks = Some(Tasks {
             held: HashMap::new(),
             partitions: self.cfg.state.partitions.max(1) as u32,
@@ -253,7 +253,8 @@ impl Pipeline {
                     index: p as u32,
                     of: tasks.partitions,
                 };
-                let (mut detectors, mut policy) = fresh_state(&self.cfg, &self.clock, owner);
+                let (mut detectors, mut policy) =
+                    fresh_state(&self.cfg, &self.clock, owner, self.live);
                 detectors.track_changes();
                 policy.track_changes();
                 ((s, p), Task { detectors, policy })

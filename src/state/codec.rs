@@ -7,6 +7,12 @@ use serde::Serialize;
 use super::StateError;
 
 pub fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Unit tests: every state saved must be finite (issue 24: no NaN or infinity in any
+    // detector's state, whatever the input).
+    #[cfg(test)]
+    if let Err(e) = super::finite::check(v) {
+        panic!("state to save is not finite: {e}");
+    }
     postcard::to_stdvec(v).expect("state types serialize")
 }
 

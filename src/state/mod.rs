@@ -15,6 +15,8 @@
 
 pub mod changelog;
 pub mod codec;
+#[cfg(test)]
+mod finite;
 
 /// A state record that cannot be put back.
 #[derive(Debug, thiserror::Error)]

@@ -43,9 +43,11 @@ pub struct Metrics {
     /// hashes the label values on every call, and these run for every input.
     consumed_by_stream: [prometheus::IntCounter; 3],
     late_by_stream: [prometheus::IntCounter; 3],
+    duplicate_by_stream: [prometheus::IntCounter; 3],
     pub events_consumed: IntCounterVec,
     pub events_invalid: IntCounterVec,
     pub events_late: IntCounterVec,
+    pub events_duplicate: IntCounterVec,
     pub unknown_region: IntCounterVec,
     pub alerts: IntCounterVec,
     pub event_to_alert: Histogram,
@@ -95,6 +97,12 @@ impl Metrics {
             &r,
             "riskstream_events_late_total",
             "Events behind their stream's watermark (allowed lateness exceeded).",
+            &["stream"],
+        );
+        let events_duplicate = counter(
+            &r,
+            "riskstream_events_duplicate_total",
+            "Events seen already within the dedup window (a resent report, a repeated reading): counted once.",
             &["stream"],
         );
         let unknown_region = counter(
@@ -267,6 +275,7 @@ impl Metrics {
             transactions,
             consumed_by_stream: by_stream(&events_consumed),
             late_by_stream: by_stream(&events_late),
+            duplicate_by_stream: by_stream(&events_duplicate),
             registry: r,
             console_time_to_ack,
             console_acks,
@@ -277,6 +286,7 @@ impl Metrics {
             events_consumed,
             events_invalid,
             events_late,
+            events_duplicate,
             unknown_region,
             alerts,
             event_to_alert,
@@ -306,6 +316,10 @@ impl Metrics {
 
     pub fn late(&self, s: Stream) {
         self.late_by_stream[s.index()].inc();
+    }
+
+    pub fn duplicate(&self, s: Stream) {
+        self.duplicate_by_stream[s.index()].inc();
     }
 
     pub fn unknown_region(&self, s: Stream) {
