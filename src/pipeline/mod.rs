@@ -1071,3 +1071,6 @@ mod tests {
 
 #[cfg(test)]
 mod late_tests;
+
+#[cfg(test)]
+mod hostile_tests;
