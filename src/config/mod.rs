@@ -769,6 +769,29 @@ mod tests {
     }
 
     #[test]
+    fn input_checks_are_validated_and_ranges_add_to_the_defaults() {
+        let e = from_str(
+            "[input]\nmax_future_skew = \"0s\"\ndedup_max_ids = 0\n[input.ranges]\nflow = [5.0, 1.0]\n",
+            &root(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "input.max_future_skew: must be > 0",
+            "input.dedup_max_ids: must be >= 1",
+            "input.ranges.flow: must be [low, high]",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        let c = from_str("[input.ranges]\nflow = [0.0, 500.0]\n", &root(), &[]).unwrap();
+        let r = c.input.ranges();
+        assert_eq!(r.get("flow"), Some([0.0, 500.0]));
+        assert!(r.get("gas_lel").is_some(), "built-in ranges stay");
+        assert_eq!(c.build_ctx().screen.max_jump, Some(c.input.max_event_jump));
+    }
+
+    #[test]
     fn scale_out_needs_the_changelog_and_names_its_topics() {
         let e = from_str(
             "[processing]\nscale_out = true\n[state]\nchangelog = false\n",

@@ -642,15 +642,16 @@ impl DetectorSet {
 
     /// Live input after a restore: a watermark past `limit` (the wall clock plus the
     /// allowed skew) was carried there by a clock from the future before the wall-clock
-    /// check existed; it is pulled back. Returns each repaired stream's watermark.
+    /// check existed; it is pulled back to `now`. Returns each repaired stream's watermark.
     pub fn repair_watermarks(
         &mut self,
         limit: DateTime<FixedOffset>,
+        now: DateTime<FixedOffset>,
     ) -> Vec<(Stream, Option<DateTime<FixedOffset>>)> {
         let mut repaired = Vec::new();
         for s in Stream::ALL {
             let i = s.index();
-            if self.watermarks[i].repair(limit) {
+            if self.watermarks[i].repair(limit, now) {
                 self.watermark_dirty[i] |= self.tracking;
                 repaired.push((s, self.watermarks[i].current()));
             }

@@ -136,24 +136,24 @@ impl Watermark {
         }
     }
 
-    /// Pulls every time past `limit` back to it (a restored watermark that a device's
-    /// bad clock carried past the wall clock); returns whether anything moved.
-    pub fn repair(&mut self, limit: DateTime<FixedOffset>) -> bool {
+    /// Pulls every time past `limit` back to `to` (a restored watermark that a device's
+    /// bad clock carried past the wall clock: `limit` is the wall clock plus the allowed
+    /// skew, `to` the wall clock); returns whether anything moved.
+    pub fn repair(&mut self, limit: DateTime<FixedOffset>, to: DateTime<FixedOffset>) -> bool {
         let mut moved = false;
         for p in &mut self.parts {
             if p.max_ts > limit {
-                p.max_ts = limit;
+                p.max_ts = to;
                 moved = true;
             }
         }
-        let w = limit - self.lateness;
-        if self.current.is_some_and(|c| c > w) {
+        let w = to - self.lateness;
+        if self.current.is_some_and(|c| c > limit - self.lateness) {
             self.current = Some(w);
             moved = true;
         }
-        if self.emitted.is_some_and(|e| e > w.timestamp()) {
+        if self.emitted.is_some_and(|e| e > w.timestamp()) && moved {
             self.emitted = Some(w.timestamp());
-            moved = true;
         }
         moved
     }
@@ -194,18 +194,16 @@ mod tests {
         w.observe(ts("2026-11-26T00:00:00Z"));
         w.observe(ts("2099-01-01T00:00:00Z"));
         assert!(w.is_late(ts("2026-11-26T00:00:10Z")));
-        assert!(w.repair(ts("2026-11-26T00:05:00Z")));
-        assert_eq!(w.current(), Some(ts("2026-11-26T00:04:30Z")));
-        assert!(!w.is_late(ts("2026-11-26T00:04:40Z")));
+        assert!(w.repair(ts("2026-11-26T00:05:00Z"), ts("2026-11-26T00:00:00Z")));
+        assert_eq!(w.current(), Some(ts("2026-11-25T23:59:30Z")));
+        assert!(!w.is_late(ts("2026-11-25T23:59:40Z")));
         // It moves on from there with the next event.
         assert_eq!(
-            w.observe(ts("2026-11-26T00:06:00Z")),
-            Some(ts("2026-11-26T00:05:30Z"))
+            w.observe(ts("2026-11-26T00:01:00Z")),
+            Some(ts("2026-11-26T00:00:30Z"))
         );
-        assert!(
-            !w.repair(ts("2026-11-26T00:07:00Z")),
-            "nothing past the limit"
-        );
+        let (limit, now) = (ts("2026-11-26T00:07:00Z"), ts("2026-11-26T00:02:00Z"));
+        assert!(!w.repair(limit, now), "nothing past the limit");
     }
 
     #[test]

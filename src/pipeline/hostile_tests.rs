@@ -231,3 +231,49 @@ fn the_clean_city_raises_the_leak_and_nothing_offline() {
     let alerts = run(&city(), true).unwrap();
     check(&alerts).unwrap();
 }
+
+/// A watermark restored from state written before the wall-clock check (a 2099 time) is
+/// pulled back to the wall clock plus the skew, in the detectors and the alert policy.
+#[test]
+fn a_restored_watermark_from_the_future_is_repaired() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
+    let cfg = crate::config::load(&root).expect("default config");
+    let wall = t0() + chrono::Duration::hours(1);
+    let mut p = Pipeline::new(
+        &cfg,
+        Vec::new(),
+        Arc::new(LogDeadLetters),
+        Arc::new(Metrics::new()),
+        Arc::new(ManualClock::new(wall.to_utc())),
+    )
+    .live();
+    // As the state of an older build would hold it: the 2099 reading was believed.
+    let dec = crate::decode::test_decoder();
+    for r in [(0, 0, 2.0), (1, 4_000_000_000, 40.0)] {
+        let ev = dec
+            .decode(Stream::Sensors, json(&r).as_bytes())
+            .unwrap()
+            .event;
+        let obs = p.detectors.observe(&ev, &mut p.signals);
+        let moved: Vec<_> = obs
+            .watermark
+            .map(|w| (Stream::Sensors, w))
+            .into_iter()
+            .collect();
+        p.policy_step(Some(&ev), &moved);
+    }
+    let before = p.detectors.watermark(Stream::Sensors).unwrap();
+    assert!(before > wall + chrono::Duration::days(365), "{before}");
+    p.repair_watermarks();
+    let after = p.detectors.watermark(Stream::Sensors).unwrap();
+    let limit = wall + chrono::Duration::from_std(cfg.input.max_future_skew).unwrap();
+    assert!(after <= limit, "{after} vs {limit}");
+    // A reading at the wall clock is on time again, not late.
+    let now = (0, 3600, 2.1);
+    let ev = p
+        .decoder
+        .decode(Stream::Sensors, json(&now).as_bytes())
+        .unwrap()
+        .event;
+    assert!(!p.detectors.observe(&ev, &mut p.signals).late);
+}

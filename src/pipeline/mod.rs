@@ -240,14 +240,14 @@ impl Pipeline {
         Ok(stats)
     }
 
-    /// A restored watermark ahead of the wall clock (by more than the allowed skew) is
-    /// pulled back to it: state written before the wall-clock check could hold a time a
+    /// A restored watermark ahead of the wall clock by more than the allowed skew is
+    /// pulled back to the wall clock: state written before the wall-clock check could hold a time a
     /// device's bad clock set.
     fn repair_watermarks(&mut self) {
         let skew = chrono::Duration::from_std(self.cfg.input.max_future_skew)
             .unwrap_or(chrono::Duration::zero());
-        let limit = (self.clock.now() + skew).fixed_offset();
-        for (stream, w) in self.detectors.repair_watermarks(limit) {
+        let now = self.clock.now().fixed_offset();
+        for (stream, w) in self.detectors.repair_watermarks(now + skew, now) {
             if let Some(w) = w {
                 self.policy.cap_watermark(stream, w);
             }
