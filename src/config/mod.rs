@@ -340,6 +340,26 @@ fn section<T: DeserializeOwned + Default>(
     }
 }
 
+/// A kafka sink must not publish incident messages to an input topic: the incidents
+/// stream's default topic is `incidents`, and its messages would come back as invalid
+/// incident reports.
+fn incident_topics_apart(
+    sinks: &BTreeMap<String, SinkConfig>,
+    topics: &TopicsConfig,
+    problems: &mut Vec<String>,
+) {
+    for (name, s) in sinks {
+        let SinkConfig::Kafka(k) = s else { continue };
+        if let Some(stream) = topics.stream_of(k.incidents_topic.trim()) {
+            problems.push(format!(
+                "sinks.{name}.incidents_topic: `{}` is the {stream} input topic; \
+                 incident messages need a topic of their own",
+                k.incidents_topic
+            ));
+        }
+    }
+}
+
 /// Loads and validates a config file, applying environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -475,6 +495,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     } else {
         sinks.insert("alerts".to_string(), SinkConfig::default());
     }
+    incident_topics_apart(&sinks, &topics, &mut problems);
 
     for (k, v) in env {
         match k.as_str() {
