@@ -1071,4 +1071,6 @@ mod tests {
 }
 
 #[cfg(test)]
+mod incident_tests;
+#[cfg(test)]
 mod late_tests;

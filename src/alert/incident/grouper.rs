@@ -109,14 +109,25 @@ impl IncidentGrouper {
     /// Takes the alert messages of one pipeline step (in publishing order): stamps each
     /// one's `incident_id` and pushes the incident messages they cause to `out`.
     ///
-    /// Members change first, then each changed incident settles once, in id order: the
-    /// policy resolves and escalates a watermark step's episodes in map order, and the
-    /// messages must not depend on it (two members resolving together are one change,
-    /// not a level drop and then a quiet incident). Openings, whose order decides which
-    /// incident they join or found, come from signals, in input order.
+    /// The outcome must not depend on the order of one step's alerts: a watermark step
+    /// resolves and escalates episodes in the policy's map order, and closes windows
+    /// (a county's and a township's `rate_spike`) in a detector's. So the alerts are
+    /// taken by (event time, `alert_id`, `seq`), which decides who founds an incident
+    /// and who joins it, and members change first while each changed incident settles
+    /// once, in id order, at the end (two members resolving together are one change,
+    /// not a level drop and then a quiet incident).
     pub fn on_alerts(&mut self, alerts: &mut [Alert], out: &mut Vec<Incident>) {
-        for a in alerts {
-            self.on_alert(a, out);
+        let mut order: Vec<(i64, usize)> = alerts
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (secs(&a.first_event_ts).unwrap_or(i64::MIN), i))
+            .collect();
+        order.sort_unstable_by(|(ta, ia), (tb, ib)| {
+            let (a, b) = (&alerts[*ia], &alerts[*ib]);
+            (ta, &a.alert_id, a.seq).cmp(&(tb, &b.alert_id, b.seq))
+        });
+        for (_, i) in order {
+            self.on_alert(&mut alerts[i], out);
         }
         let mut touched = std::mem::take(&mut self.touched);
         // Latest time per incident first, so dedup keeps it.
