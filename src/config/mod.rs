@@ -707,6 +707,38 @@ mod tests {
     }
 
     #[test]
+    fn incident_settings_are_checked() {
+        let c = from_str("", &root(), &[]).unwrap();
+        assert_eq!(
+            c.alerts.incidents.join_gap,
+            crate::alert::incident::DEFAULT_JOIN_GAP
+        );
+        let c = from_str("[alerts.incidents]\njoin_gap = \"10m\"\n", &root(), &[]).unwrap();
+        assert_eq!(c.alerts.incidents.join_gap, Duration::from_secs(600));
+        let text = r#"
+            [alerts.incidents]
+            join_gap = "0s"
+            max_members = 0
+            [sinks.a]
+            type = "kafka"
+            incidents_topic = "incidents"
+        "#;
+        let all = from_str(text, &root(), &[])
+            .unwrap_err()
+            .problems
+            .join("\n");
+        for want in [
+            "alerts.incidents.join_gap: must be > 0",
+            "alerts.incidents.max_members: must be >= 1",
+            "sinks.a.incidents_topic: `incidents` is the incidents input topic",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        let e = from_str("[alerts.incidents]\ngap = \"1m\"\n", &root(), &[]).unwrap_err();
+        assert!(e.problems[0].contains("alerts.incidents"), "{e}");
+    }
+
+    #[test]
     fn scale_out_needs_the_changelog_and_names_its_topics() {
         let e = from_str(
             "[processing]\nscale_out = true\n[state]\nchangelog = false\n",
