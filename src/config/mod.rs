@@ -342,15 +342,28 @@ fn section<T: DeserializeOwned + Default>(
 
 /// A kafka sink must not publish incident messages to an input topic: the incidents
 /// stream's default topic is `incidents`, and its messages would come back as invalid
-/// incident reports.
+/// incident reports. Nor may two kafka sinks publish them to one topic: each would
+/// write every message (sinks that split alerts by level keep `incidents_topic` on one
+/// of them only).
 fn incident_topics_apart(
     sinks: &BTreeMap<String, SinkConfig>,
     topics: &TopicsConfig,
     problems: &mut Vec<String>,
 ) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
     for (name, s) in sinks {
         let SinkConfig::Kafka(k) = s else { continue };
-        if let Some(stream) = topics.stream_of(k.incidents_topic.trim()) {
+        let topic = k.incidents_topic.trim();
+        if topic.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.insert(topic, name) {
+            problems.push(format!(
+                "sinks.{name}.incidents_topic: `{topic}` is also sinks.{first}'s; \
+                 set incidents_topic = \"\" on all but one"
+            ));
+        }
+        if let Some(stream) = topics.stream_of(topic) {
             problems.push(format!(
                 "sinks.{name}.incidents_topic: `{}` is the {stream} input topic; \
                  incident messages need a topic of their own",
@@ -722,6 +735,12 @@ mod tests {
             [sinks.a]
             type = "kafka"
             incidents_topic = "incidents"
+            [sinks.b]
+            type = "kafka"
+            topic = "alerts.red"
+            [sinks.c]
+            type = "kafka"
+            topic = "alerts.all"
         "#;
         let all = from_str(text, &root(), &[])
             .unwrap_err()
@@ -731,6 +750,7 @@ mod tests {
             "alerts.incidents.join_gap: must be > 0",
             "alerts.incidents.max_members: must be >= 1",
             "sinks.a.incidents_topic: `incidents` is the incidents input topic",
+            "sinks.c.incidents_topic: `alerts.incidents` is also sinks.b's",
         ] {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
