@@ -151,10 +151,39 @@ fn simulate_then_replay_finds_the_injected_hazards() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let alerts: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect();
+    // Alert lines lead with `alert_id`, incident lines with `incident_id`.
+    let (alerts, incidents): (Vec<serde_json::Value>, Vec<serde_json::Value>) =
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .partition(|v| v.get("alert_id").is_some());
+    assert!(!incidents.is_empty(), "replay prints incident messages");
+    // Every alert names an incident replay printed; a resolved incident lists every
+    // alert that names it (a member that joined without moving the level shows from the
+    // incident's next message on, so an incident still open may not list it yet).
+    for a in &alerts {
+        let id = a["incident_id"].as_str().expect("alerts carry incident_id");
+        let of: Vec<&serde_json::Value> = incidents
+            .iter()
+            .filter(|i| i["incident_id"] == id)
+            .collect();
+        assert!(
+            !of.is_empty(),
+            "{} names {id}, never printed",
+            a["alert_id"]
+        );
+        if let Some(done) = of.iter().find(|i| i["status"] == "resolved") {
+            assert!(
+                done["members"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|m| m["alert_id"] == a["alert_id"]),
+                "{} is not a member of resolved {id}",
+                a["alert_id"]
+            );
+        }
+    }
     let labels: Vec<serde_json::Value> = std::fs::read_to_string(dir.path().join("labels.jsonl"))
         .unwrap()
         .lines()

@@ -1,6 +1,7 @@
 //! Fault test (a), issue 7: SIGKILL the processor at random points, 20 times, while the
 //! input is still arriving; compare its alerts with a reference run over the same input.
-//! Exactly-once: the same messages exactly. At-least-once: none lost.
+//! Exactly-once: the same messages exactly. At-least-once: none lost. The same for its
+//! incident messages (issue #23): none lost, duplicated or split in two.
 
 mod common;
 mod faults;
@@ -58,9 +59,12 @@ async fn kill_test(name: &str, processing: &str, exact: bool) {
     let st = common::wait_exit(&mut child, Duration::from_secs(20));
     assert!(st.is_some_and(|s| s.success()), "{name}: exit {st:?}");
     let got = faulty.alerts();
+    let got_incidents = faulty.incident_messages();
 
-    let reference = faults::reference(&inputs, processing).await;
+    let reference_run = faults::reference_run(&inputs, processing).await;
+    let reference = reference_run.alerts();
     let c = compare(&reference, &got);
+    let ci = compare(&reference_run.incident_messages(), &got_incidents);
     let mid = progress.iter().filter(|d| **d > 0 && **d < total).count();
     println!(
         "fault test (a) {name}: seed {seed}, runs {}, kills {KILLS} ({mid} mid-stream; inputs committed at each kill: {progress:?} of {total}), \
@@ -77,8 +81,31 @@ async fn kill_test(name: &str, processing: &str, exact: bool) {
         mid >= KILLS / 2,
         "most kills should land mid-stream: {progress:?}"
     );
+    println!(
+        "fault test (a) {name}: reference incident messages {}, faulty {}, lost {}, duplicated {}, unexpected {}",
+        ci.reference,
+        ci.faulty,
+        ci.lost.len(),
+        ci.duplicated,
+        ci.unexpected.len()
+    );
+    assert!(
+        ci.reference >= 10,
+        "the input should raise incidents: {ci:?}"
+    );
     assert!(c.lost.is_empty(), "{name}: lost alerts: {:?}", c.lost);
+    assert!(
+        ci.lost.is_empty(),
+        "{name}: lost incident messages: {:?}",
+        ci.lost
+    );
     if exact {
+        assert_eq!(ci.duplicated, 0, "{name}: duplicated incident messages");
+        assert!(
+            ci.unexpected.is_empty(),
+            "{name}: unexpected (an incident split?): {:?}",
+            ci.unexpected
+        );
         assert_eq!(c.duplicated, 0, "{name}: duplicated alerts");
         assert!(
             c.unexpected.is_empty(),

@@ -108,9 +108,21 @@ async fn scale_out_survives_a_kill_and_a_join() {
         assert!(st.is_some_and(|s| s.success()), "{name}: exit {st:?}");
     }
     let got = faulty.alerts();
+    let got_incidents = faulty.incident_messages();
 
-    let reference = faults::reference(&inputs, SCALE_OUT).await;
+    let reference_run = faults::reference_run(&inputs, SCALE_OUT).await;
+    let reference = reference_run.alerts();
     let cmp = compare(&reference, &got);
+    // Incidents live in the tasks with the episodes they group: they move with them.
+    let ci = compare(&reference_run.incident_messages(), &got_incidents);
+    println!("fault test (b) scale-out incidents: {ci:?}");
+    assert!(ci.lost.is_empty(), "lost incident messages: {:?}", ci.lost);
+    assert_eq!(ci.duplicated, 0, "duplicated incident messages");
+    assert!(
+        ci.unexpected.is_empty(),
+        "unexpected incident messages (an incident split?): {:?}",
+        ci.unexpected
+    );
     println!(
         "fault test (b) scale-out: 3 instances, 1 killed (inputs committed {at_kill} of {total}), \
          1 joined (at {at_join}); restarted on failure: {restarts:?}; \

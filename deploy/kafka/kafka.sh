@@ -74,6 +74,7 @@ readonly TOPICS=(
   sensor-readings:6
   fraud-reports:6
   alerts:6
+  alerts.incidents:6
   riskstream.dlq:6
   alert-actions:6
   alerts.cap:1

@@ -4,13 +4,18 @@
 //! when its level changes, `resolved` once the condition has been clear for the hold
 //! time. Every state change is one [`Alert`] message with the same `alert_id`. All timing
 //! is event time (signal times and the watermark), so replay and live agree.
+//!
+//! Episodes of one hazard are grouped into an [`Incident`] ([`incident`]): what
+//! operators see and are notified of; every alert names its incident.
 
+pub mod incident;
 mod level;
 mod policy;
 mod route;
 
 use serde::{Deserialize, Serialize};
 
+pub use incident::{Incident, IncidentConfig, IncidentGrouper, Member};
 pub use level::{Level, LevelBands};
 pub use policy::{AlertPolicy, AlertPolicyConfig};
 pub use route::{RoutePolicy, Scope};
@@ -54,6 +59,10 @@ pub struct Alert {
     /// 1 for the opening message, +1 per state change: orders an episode's messages.
     #[serde(default)]
     pub seq: u32,
+    /// The incident the episode belongs to (the `incidents` topic's key); empty only in
+    /// messages written before incidents existed.
+    #[serde(default)]
+    pub incident_id: String,
     /// What operators did about the episode so far (the console's closed loop, issue 8);
     /// absent until someone acknowledged, dispatched or closed it.
     #[serde(skip_serializing_if = "Option::is_none", default)]

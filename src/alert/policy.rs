@@ -35,7 +35,7 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset, SecondsFormat};
 use serde::{Deserialize, Serialize};
 
-use super::{Alert, Level, LevelBands, RoutePolicy, Status};
+use super::{Alert, IncidentConfig, Level, LevelBands, RoutePolicy, Status};
 use crate::clock::Clock;
 use crate::decode::{Event, Stream};
 use crate::detect::{Signal, SignalKind};
@@ -69,6 +69,8 @@ pub struct AlertPolicyConfig {
     /// Score bands per detector name (`ewma_z`) or `stream.detector` (`fraud.rate_spike`);
     /// `default` covers the rest.
     pub levels: BTreeMap<String, LevelBands>,
+    /// How episodes group into incidents (`[alerts.incidents]`).
+    pub incidents: IncidentConfig,
 }
 
 /// Three clear readings: one or two clear readings in a row are what a condition
@@ -93,6 +95,7 @@ impl Default for AlertPolicyConfig {
             max_event_ids: 10,
             route: RoutePolicy::default(),
             levels: BTreeMap::from([("default".to_string(), LevelBands::default())]),
+            incidents: IncidentConfig::default(),
         }
     }
 }
@@ -120,6 +123,8 @@ impl AlertPolicyConfig {
             problems.push(format!("{path}.max_event_ids: must be >= 1"));
         }
         self.route.validate(&format!("{path}.route"), problems);
+        self.incidents
+            .validate(&format!("{path}.incidents"), problems);
         for (k, b) in &self.levels {
             b.validate(&format!("{path}.levels.{k}"), problems);
         }
@@ -650,6 +655,7 @@ impl AlertPolicy {
                         .route_of(sig.detector, level, region, &self.regions),
                     region_name: self.regions.display_name(region),
                     seq: 1,
+                    incident_id: String::new(),
                     actions: None,
                 };
                 self.open += 1;

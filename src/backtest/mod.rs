@@ -30,6 +30,7 @@
 //! [`recorded`] scores labelled recorded series (SKAB, plain CSV) instead, one fresh
 //! pipeline per file.
 
+pub mod incidents;
 pub mod recorded;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -281,6 +282,9 @@ pub struct Report {
     /// The false alerts (any level) inside a not-a-hazard stretch: `alert_id level kinds`.
     #[serde(default)]
     pub false_in_not_a_hazard: Vec<String>,
+    /// The hazards as incidents (filled by [`run`]; absent from reports before them).
+    #[serde(default)]
+    pub incidents: Option<incidents::IncidentStats>,
 }
 
 /// Linear-interpolation quantile of unsorted values.
@@ -308,11 +312,10 @@ pub struct EvalInput<'a> {
     pub grace_s: i64,
 }
 
-/// Matches episodes to labels and computes every statistic.
-pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -> Report {
+/// For each episode, the labels it matches (hazards and not), by the module's rules.
+fn label_matches(episodes: &[Episode], labels: &[Label], grace_s: i64) -> Vec<Vec<usize>> {
     let windows: Vec<Option<Window>> = labels.iter().map(window).collect();
-    // For each episode, the labels it matches (hazards and not).
-    let all_matches: Vec<Vec<usize>> = episodes
+    episodes
         .iter()
         .map(|e| {
             labels
@@ -322,13 +325,19 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
                     let Some(w) = &windows[*i] else { return false };
                     l.stream == e.stream
                         && e.start >= w.start
-                        && e.start <= w.end + input.grace_s
+                        && e.start <= w.end + grace_s
                         && e.keys.iter().any(|k| subject_matches(k, &l.subject))
                 })
                 .map(|(i, _)| i)
                 .collect()
         })
-        .collect();
+        .collect()
+}
+
+/// Matches episodes to labels and computes every statistic.
+pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -> Report {
+    let windows: Vec<Option<Window>> = labels.iter().map(window).collect();
+    let all_matches = label_matches(episodes, labels, input.grace_s);
     let (matches, stretches): (Vec<Vec<usize>>, Vec<Vec<usize>>) = all_matches
         .into_iter()
         .map(|m| m.into_iter().partition(|&i| labels[i].hazard))
@@ -573,6 +582,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         false_alerts,
         not_a_hazard: not_a_hazard.into_values().collect(),
         false_in_not_a_hazard,
+        incidents: None,
     }
 }
 
@@ -722,6 +732,9 @@ impl Report {
                 );
             }
         }
+        if let Some(i) = &self.incidents {
+            o.push_str(&i.table());
+        }
         let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
         for a in &self.false_alerts {
             // The realism an above-blue false alert started in, if any.
@@ -866,6 +879,7 @@ pub async fn run(
         }
     }
     let (sink, collected) = CollectSink::new();
+    let collected_incidents = sink.incidents();
     let sinks: Vec<Arc<dyn Sink>> = vec![sink];
     let pipeline = Pipeline::new(
         cfg,
@@ -893,7 +907,7 @@ pub async fn run(
         .iter()
         .flat_map(|(s, list)| list.iter().map(move |d| (*s, d.name().to_string())))
         .collect();
-    let report = evaluate(
+    let mut report = evaluate(
         &eps,
         labels,
         &EvalInput {
@@ -903,6 +917,15 @@ pub async fn run(
             grace_s,
         },
     );
+    let incident_msgs = std::mem::take(&mut *collected_incidents.lock().expect("collect lock"));
+    report.incidents = Some(incidents::evaluate(
+        &alerts,
+        &incident_msgs,
+        &eps,
+        labels,
+        seen.events.values().sum(),
+        grace_s,
+    ));
     Ok((report, eps))
 }
 

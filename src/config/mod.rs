@@ -420,6 +420,39 @@ fn section<T: DeserializeOwned + Default>(
     }
 }
 
+/// A kafka sink must not publish incident messages to an input topic: the incidents
+/// stream's default topic is `incidents`, and its messages would come back as invalid
+/// incident reports. Nor may two kafka sinks publish them to one topic: each would
+/// write every message (sinks that split alerts by level keep `incidents_topic` on one
+/// of them only).
+fn incident_topics_apart(
+    sinks: &BTreeMap<String, SinkConfig>,
+    topics: &TopicsConfig,
+    problems: &mut Vec<String>,
+) {
+    let mut seen: BTreeMap<&str, &str> = BTreeMap::new();
+    for (name, s) in sinks {
+        let SinkConfig::Kafka(k) = s else { continue };
+        let topic = k.incidents_topic.trim();
+        if topic.is_empty() {
+            continue;
+        }
+        if let Some(first) = seen.insert(topic, name) {
+            problems.push(format!(
+                "sinks.{name}.incidents_topic: `{topic}` is also sinks.{first}'s; \
+                 set incidents_topic = \"\" on all but one"
+            ));
+        }
+        if let Some(stream) = topics.stream_of(topic) {
+            problems.push(format!(
+                "sinks.{name}.incidents_topic: `{}` is the {stream} input topic; \
+                 incident messages need a topic of their own",
+                k.incidents_topic
+            ));
+        }
+    }
+}
+
 /// Loads and validates a config file, applying environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -556,6 +589,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     } else {
         sinks.insert("alerts".to_string(), SinkConfig::default());
     }
+    incident_topics_apart(&sinks, &topics, &mut problems);
 
     for (k, v) in env {
         match k.as_str() {
@@ -789,6 +823,45 @@ mod tests {
         assert_eq!(r.get("flow"), Some([0.0, 500.0]));
         assert!(r.get("gas_lel").is_some(), "built-in ranges stay");
         assert_eq!(c.build_ctx().screen.max_jump, Some(c.input.max_event_jump));
+    }
+
+    #[test]
+    fn incident_settings_are_checked() {
+        let c = from_str("", &root(), &[]).unwrap();
+        assert_eq!(
+            c.alerts.incidents.join_gap,
+            crate::alert::incident::DEFAULT_JOIN_GAP
+        );
+        let c = from_str("[alerts.incidents]\njoin_gap = \"10m\"\n", &root(), &[]).unwrap();
+        assert_eq!(c.alerts.incidents.join_gap, Duration::from_secs(600));
+        let text = r#"
+            [alerts.incidents]
+            join_gap = "0s"
+            max_members = 0
+            [sinks.a]
+            type = "kafka"
+            incidents_topic = "incidents"
+            [sinks.b]
+            type = "kafka"
+            topic = "alerts.red"
+            [sinks.c]
+            type = "kafka"
+            topic = "alerts.all"
+        "#;
+        let all = from_str(text, &root(), &[])
+            .unwrap_err()
+            .problems
+            .join("\n");
+        for want in [
+            "alerts.incidents.join_gap: must be > 0",
+            "alerts.incidents.max_members: must be >= 1",
+            "sinks.a.incidents_topic: `incidents` is the incidents input topic",
+            "sinks.c.incidents_topic: `alerts.incidents` is also sinks.b's",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        let e = from_str("[alerts.incidents]\ngap = \"1m\"\n", &root(), &[]).unwrap_err();
+        assert!(e.problems[0].contains("alerts.incidents"), "{e}");
     }
 
     #[test]

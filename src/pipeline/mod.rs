@@ -37,7 +37,7 @@ use futures::future::try_join_all;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::alert::{Alert, AlertPolicy};
+use crate::alert::{Alert, AlertPolicy, Incident, IncidentGrouper};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::console::ConsoleState;
@@ -110,6 +110,8 @@ pub struct Pipeline {
     decoder: Decoder,
     detectors: DetectorSet,
     policy: AlertPolicy,
+    /// Groups the policy's alerts into incidents (stamping each alert's `incident_id`).
+    incidents: IncidentGrouper,
     sinks: Vec<Arc<dyn Sink>>,
     dead_letters: Arc<dyn DeadLetters>,
     metrics: Arc<Metrics>,
@@ -117,12 +119,16 @@ pub struct Pipeline {
     drain_timeout: Duration,
     signals: Vec<Signal>,
     alerts: Vec<Alert>,
+    /// Incident messages waiting to be published after the alerts that caused them.
+    incident_msgs: Vec<Incident>,
     /// The web console, when on: sees every alert and fills in its operators' actions.
     console: Option<Arc<ConsoleState>>,
     /// Per sink, the episodes its filter has admitted: once admitted, an episode's later
     /// messages (a level drop, its resolve) reach that sink too, so a `min_level` sink
     /// never keeps an episode open for ever.
     admitted: Vec<crate::sink::Admitted>,
+    /// The same per sink for incidents.
+    admitted_incidents: Vec<crate::sink::Admitted>,
     /// Durable state: where changed keys go, how often (at-least-once), and what is
     /// needed to start the state over (exactly-once rewind).
     changelog: Option<ChangelogWriter>,
@@ -159,11 +165,13 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         clock: Arc<dyn Clock>,
     ) -> Self {
-        let (detectors, policy) = fresh_state(cfg, &clock, crate::detect::Owner::All, false);
+        let (detectors, policy, incidents) =
+            fresh_state(cfg, &clock, crate::detect::Owner::All, false);
         Self {
             decoder: cfg.decoder(),
             detectors,
             policy,
+            incidents,
             sinks,
             dead_letters,
             metrics,
@@ -171,8 +179,10 @@ impl Pipeline {
             drain_timeout: cfg.processing.drain_timeout,
             signals: Vec::new(),
             alerts: Vec::new(),
+            incident_msgs: Vec::new(),
             console: None,
             admitted: Vec::new(),
+            admitted_incidents: Vec::new(),
             changelog: None,
             flush_interval: cfg.state.flush_interval,
             last_flush: Instant::now(),
@@ -195,7 +205,8 @@ impl Pipeline {
         self.decoder = self
             .decoder
             .with_wall_clock(self.clock.clone(), self.cfg.input.max_future_skew);
-        (self.detectors, self.policy) =
+        // Only the detector set's screen depends on it (no jump limit).
+        (self.detectors, _, _) =
             fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All, true);
         self
     }
@@ -205,6 +216,7 @@ impl Pipeline {
     pub fn with_changelog(mut self, writer: ChangelogWriter) -> Self {
         self.detectors.track_changes();
         self.policy.track_changes();
+        self.incidents.track_changes();
         self.changelog = Some(writer);
         self
     }
@@ -217,6 +229,7 @@ impl Pipeline {
             &mut StateTarget {
                 detectors: &mut self.detectors,
                 policy: &mut self.policy,
+                incidents: &mut self.incidents,
                 reserved: [0; 3],
             },
         )?;
@@ -228,12 +241,16 @@ impl Pipeline {
         self.metrics
             .open_episodes
             .set(self.policy.open_count() as i64);
+        self.metrics
+            .open_incidents
+            .set(self.incidents.open_count() as i64);
         tracing::info!(
             records = stats.records,
             bytes = stats.bytes,
             skipped = stats.skipped,
             keys = self.detectors.keys(),
             open_episodes = self.policy.open_count(),
+            open_incidents = self.incidents.open_count(),
             seconds = stats.elapsed.as_secs_f64(),
             "state restored"
         );
@@ -271,16 +288,19 @@ impl Pipeline {
 
     /// Drops every detector key and episode (exactly-once rewind; restore follows).
     fn reset_state(&mut self) {
-        let (mut d, mut p) =
+        let (mut d, mut p, mut g) =
             fresh_state(&self.cfg, &self.clock, crate::detect::Owner::All, self.live);
         if self.changelog.is_some() {
             d.track_changes();
             p.track_changes();
+            g.track_changes();
         }
         self.detectors = d;
         self.policy = p;
+        self.incidents = g;
         self.signals.clear();
         self.alerts.clear();
+        self.incident_msgs.clear();
     }
 
     /// Every state key changed since the last call, as changelog records.
@@ -293,6 +313,7 @@ impl Pipeline {
         for s in crate::decode::Stream::ALL {
             self.detectors.changes(s, &mut self.changes);
             self.policy.changes(s, &mut self.changes);
+            self.incidents.changes(s, &mut self.changes);
             self.metrics
                 .state_writes
                 .with_label_values(&[s.as_str()])
@@ -719,6 +740,7 @@ impl Pipeline {
         watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
     ) {
         let mut touched = !self.signals.is_empty() || !watermarks.is_empty();
+        let first = self.alerts.len();
         for s in self.signals.drain(..) {
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
@@ -733,11 +755,30 @@ impl Pipeline {
         for (stream, w) in watermarks {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
         }
+        self.group(first, watermarks);
         // Scale-out: the policy at hand is one task's; the gauge is set per transaction.
         if touched && self.tasks.is_none() {
             self.metrics
                 .open_episodes
                 .set(self.policy.open_count() as i64);
+            self.metrics
+                .open_incidents
+                .set(self.incidents.open_count() as i64);
+        }
+    }
+
+    /// The alerts from `first` on into incidents (each stamped with its `incident_id`),
+    /// then the incidents quiet past their gap at the new watermarks resolve.
+    fn group(
+        &mut self,
+        first: usize,
+        watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
+    ) {
+        self.incidents
+            .on_alerts(&mut self.alerts[first..], &mut self.incident_msgs);
+        for (stream, w) in watermarks {
+            self.incidents
+                .on_watermark(*stream, w.timestamp(), &mut self.incident_msgs);
         }
     }
 
@@ -771,14 +812,40 @@ impl Pipeline {
                 }));
             }
         }
+        self.publish_incidents(&mut acks).await;
         acks
+    }
+
+    /// Sends the pending incident messages to every sink that takes incidents, after the
+    /// alerts that caused them; their acks join `acks` (same input, same transaction).
+    async fn publish_incidents(&mut self, acks: &mut Vec<Ack>) {
+        if self.incident_msgs.is_empty() {
+            return;
+        }
+        if self.admitted_incidents.len() != self.sinks.len() {
+            self.admitted_incidents
+                .resize_with(self.sinks.len(), Default::default);
+        }
+        for i in std::mem::take(&mut self.incident_msgs) {
+            self.metrics.incident(&i);
+            tracing::info!(incident_id = %i.incident_id, status = i.status.as_str(), level = i.level.as_str(), members = i.members.len(), title = %i.title, "incident");
+            let json = serde_json::to_vec(&i).expect("incidents serialize");
+            for (s, admitted) in self.sinks.iter().zip(self.admitted_incidents.iter_mut()) {
+                if !s.takes_incidents() || !admitted.admit_incident(s.filter(), &i) {
+                    continue;
+                }
+                acks.push(send_with_backpressure(|| s.send_incident(&i, &json)).await);
+            }
+        }
     }
 }
 
-/// Restored records go to the detectors (`k:`, `w`) or the alert policy (`e:`).
+/// Restored records go to the detectors (`k:`, `w`), the alert policy (`e:`) or the
+/// incident grouper (`i:`).
 struct StateTarget<'a> {
     detectors: &'a mut DetectorSet,
     policy: &'a mut AlertPolicy,
+    incidents: &'a mut IncidentGrouper,
     reserved: [usize; 3],
 }
 
@@ -800,6 +867,7 @@ impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
         restore_split(
             self.detectors,
             self.policy,
+            self.incidents,
             stream,
             records.iter().enumerate(),
             failed,
@@ -807,33 +875,44 @@ impl crate::state::changelog::RestoreTarget for StateTarget<'_> {
     }
 }
 
-/// Restores changelog records into one set of detectors and its alert policy: episode
-/// records (`e:`) to the policy, the rest to the detectors as one batch. `records` carry
-/// their positions, reported back in `failed`.
+/// Restores changelog records into one set of detectors, its alert policy and its
+/// incident grouper: episode records (`e:`) to the policy, incident records (`i:`) to the
+/// grouper, the rest to the detectors as one batch. `records` carry their positions,
+/// reported back in `failed`.
 fn restore_split<'a>(
     detectors: &mut DetectorSet,
     policy: &mut AlertPolicy,
+    incidents: &mut IncidentGrouper,
     stream: crate::decode::Stream,
     records: impl Iterator<Item = (usize, &'a crate::state::changelog::Record<'a>)> + Clone,
     failed: &mut Vec<(usize, StateError)>,
 ) {
-    let episode = |r: &crate::state::changelog::Record<'_>| r.key.starts_with("e:");
-    for (n, r) in records.clone().filter(|(_, r)| episode(r)) {
-        if let Err(e) = policy.restore(r.key, r.value) {
+    let alerting = |r: &crate::state::changelog::Record<'_>| {
+        r.key.starts_with("e:") || r.key.starts_with("i:")
+    };
+    for (n, r) in records.clone().filter(|(_, r)| alerting(r)) {
+        let restored = if r.key.starts_with("e:") {
+            policy.restore(r.key, r.value)
+        } else {
+            incidents.restore(r.key, r.value)
+        };
+        if let Err(e) = restored {
             failed.push((n, e));
         }
     }
     detectors.restore_batch(
         stream,
         records
-            .filter(|(_, r)| !episode(r))
+            .filter(|(_, r)| !alerting(r))
             .map(|(n, r)| (n, r.key, r.value)),
         failed,
     );
     // The policy places late keys against the stream's watermark: the restored one, not
-    // none until the stream next moves (a backlog being uploaded does not move it).
+    // none until the stream next moves (a backlog being uploaded does not move it); the
+    // grouper times its alerts' resolves by it.
     if let Some(w) = detectors.watermark(stream) {
         policy.seed_watermark(stream, w);
+        incidents.seed_watermark(stream, w.timestamp());
     }
 }
 
@@ -893,14 +972,14 @@ fn same_partition(a: &Origin, b: &Origin) -> bool {
     }
 }
 
-/// A new, empty detector set and alert policy for `cfg`, keeping state for what
-/// `owner` owns.
+/// A new, empty detector set, alert policy and incident grouper for `cfg`, keeping state
+/// for what `owner` owns.
 fn fresh_state(
     cfg: &Config,
     clock: &Arc<dyn Clock>,
     owner: crate::detect::Owner,
     live: bool,
-) -> (DetectorSet, AlertPolicy) {
+) -> (DetectorSet, AlertPolicy, IncidentGrouper) {
     let mut ctx = BuildCtx {
         owner,
         ..cfg.build_ctx()
@@ -915,6 +994,11 @@ fn fresh_state(
             &ctx,
         ),
         AlertPolicy::new(cfg.alerts.clone(), cfg.regions.clone(), clock.clone()),
+        IncidentGrouper::new(
+            cfg.alerts.incidents.clone(),
+            cfg.regions.clone(),
+            clock.clone(),
+        ),
     )
 }
 
@@ -1069,6 +1153,8 @@ mod tests {
     }
 }
 
+#[cfg(test)]
+mod incident_tests;
 #[cfg(test)]
 mod late_tests;
 

@@ -36,7 +36,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 
 use super::exactly_once::{blocking, next_in_txn, TxnFailure, RESTORE_TIMEOUT};
 use super::{fresh_state, Handled, Pipeline, PipelineError, RunSummary};
-use crate::alert::AlertPolicy;
+use crate::alert::{AlertPolicy, IncidentGrouper};
 use crate::decode::Stream;
 use crate::detect::{DetectorSet, Owner};
 use crate::shutdown::ShutdownTrigger;
@@ -62,6 +62,7 @@ pub struct Tasks {
 struct Task {
     detectors: DetectorSet,
     policy: AlertPolicy,
+    incidents: IncidentGrouper,
 }
 
 impl Pipeline {
@@ -74,7 +75,7 @@ impl Pipeline {
         producer: FutureProducer,
         shutdown: ShutdownTrigger,
     ) -> Result<RunSummary, PipelineError> {
-        let (router, _) = fresh_state(&self.cfg, &self.clock, Owner::All, self.live);
+        let (router, _, _) = fresh_state(&self.cfg, &self.clock, Owner::All, self.live);
         self.tasks = Some(Tasks {
             held: HashMap::new(),
             partitions: self.cfg.state.partitions.max(1) as u32,
@@ -253,11 +254,19 @@ impl Pipeline {
                     index: p as u32,
                     of: tasks.partitions,
                 };
-                let (mut detectors, mut policy) =
+                let (mut detectors, mut policy, mut incidents) =
                     fresh_state(&self.cfg, &self.clock, owner, self.live);
                 detectors.track_changes();
                 policy.track_changes();
-                ((s, p), Task { detectors, policy })
+                incidents.track_changes();
+                (
+                    (s, p),
+                    Task {
+                        detectors,
+                        policy,
+                        incidents,
+                    },
+                )
             })
             .collect();
         let stats = restore_partitions(
@@ -306,10 +315,11 @@ impl Pipeline {
         }
     }
 
-    /// Exchanges the pipeline's detectors and policy with the task's.
+    /// Exchanges the pipeline's detectors, policy and incident grouper with the task's.
     fn swap_in(&mut self, task: &mut Task) {
         std::mem::swap(&mut self.detectors, &mut task.detectors);
         std::mem::swap(&mut self.policy, &mut task.policy);
+        std::mem::swap(&mut self.incidents, &mut task.incidents);
     }
 
     /// Decodes an input and copies it to the repartition partition of each of its
@@ -390,8 +400,10 @@ impl Pipeline {
         if let Some(t) = &self.tasks {
             let keys: usize = t.held.values().map(|x| x.detectors.keys()).sum();
             let open: usize = t.held.values().map(|x| x.policy.open_count()).sum();
+            let incidents: usize = t.held.values().map(|x| x.incidents.open_count()).sum();
             self.metrics.detector_keys.set(keys as i64);
             self.metrics.open_episodes.set(open as i64);
+            self.metrics.open_incidents.set(incidents as i64);
         }
     }
 }
@@ -420,7 +432,14 @@ impl RestoreTarget for TaskTarget<'_> {
                 continue;
             };
             let mine = records.iter().enumerate().filter(|(_, r)| r.partition == p);
-            super::restore_split(&mut t.detectors, &mut t.policy, stream, mine, failed);
+            super::restore_split(
+                &mut t.detectors,
+                &mut t.policy,
+                &mut t.incidents,
+                stream,
+                mine,
+                failed,
+            );
         }
     }
 }

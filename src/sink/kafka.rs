@@ -1,6 +1,8 @@
 //! `kafka` sink: alerts as JSON on a topic (default `alerts`), key = `alert_id`, so every
 //! state change of an episode lands on one partition in order. The shared producer is
-//! idempotent with acks=all: a retried send is not duplicated by the broker.
+//! idempotent with acks=all: a retried send is not duplicated by the broker. Incident
+//! messages go to `incidents_topic` (key = `incident_id`) through the same producer, so
+//! under exactly-once they are in the same transaction as the alerts that caused them.
 
 use std::sync::Arc;
 
@@ -9,7 +11,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 
 use super::{parse_streams, Ack, Filter, Sink, SinkCtx, SinkError, SinkSpec};
-use crate::alert::{Alert, Level};
+use crate::alert::{Alert, Incident, Level};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
@@ -27,6 +29,16 @@ pub struct KafkaSinkConfig {
     pub per_center_topics: bool,
     #[serde(default = "default_prefix")]
     pub center_topic_prefix: String,
+    /// Where incident messages go (key `incident_id`); empty: this sink publishes none
+    /// (when several kafka sinks are configured, let one of them carry incidents).
+    /// Not SPEC's `incidents`: that is the default *input* topic of incident reports,
+    /// and publishing there would feed incident messages back in as invalid reports.
+    #[serde(default = "default_incidents_topic")]
+    pub incidents_topic: String,
+}
+
+fn default_incidents_topic() -> String {
+    "alerts.incidents".into()
 }
 
 fn default_topic() -> String {
@@ -45,6 +57,7 @@ impl Default for KafkaSinkConfig {
             min_level: None,
             per_center_topics: false,
             center_topic_prefix: default_prefix(),
+            incidents_topic: default_incidents_topic(),
         }
     }
 }
@@ -82,6 +95,8 @@ impl SinkSpec for KafkaSinkConfig {
             center_prefix: self
                 .per_center_topics
                 .then(|| self.center_topic_prefix.clone()),
+            incidents_topic: Some(self.incidents_topic.trim().to_string())
+                .filter(|t| !t.is_empty()),
         }))
     }
 }
@@ -92,6 +107,7 @@ pub struct KafkaSink {
     filter: Filter,
     producer: FutureProducer,
     center_prefix: Option<String>,
+    incidents_topic: Option<String>,
 }
 
 /// Turns an enqueue or delivery error into a [`SinkError`].
@@ -161,6 +177,24 @@ impl Sink for KafkaSink {
         Ok(Box::pin(async move {
             futures::future::try_join_all(acks).await.map(|_| ())
         }))
+    }
+
+    fn takes_incidents(&self) -> bool {
+        self.incidents_topic.is_some()
+    }
+
+    fn send_incident(&self, incident: &Incident, json: &[u8]) -> Result<Ack, SinkError> {
+        let Some(topic) = &self.incidents_topic else {
+            return Ok(Box::pin(async { Ok(()) }));
+        };
+        match self.producer.send_result(
+            FutureRecord::to(topic)
+                .key(incident.incident_id.as_bytes())
+                .payload(json),
+        ) {
+            Ok(f) => Ok(ack(self.name.clone(), f)),
+            Err((e, _)) => Err(kafka_error(&self.name, e)),
+        }
     }
 
     fn flush(&self, timeout: std::time::Duration) {

@@ -1,7 +1,9 @@
-//! Sinks: where alerts go. Each is a `[sinks.NAME]` table whose `type` picks one file of
+//! Sinks: where alerts and incidents go. Each is a `[sinks.NAME]` table whose `type` picks one file of
 //! this folder; the [`sinks!`] list below registers them. A sink's `send` enqueues and
 //! returns an [`Ack`] that resolves once the alert is durable there; the pipeline stores
-//! an input's offset only after every ack it caused (at-least-once).
+//! an input's offset only after every ack it caused (at-least-once). A sink that speaks
+//! incidents (kafka's `incidents_topic`, stdout, the backtest's collector) takes them
+//! through `send_incident`, on the same path: same acks, same transaction.
 
 mod alertmanager;
 mod cap;
@@ -21,7 +23,7 @@ pub use collect::CollectSink;
 pub use dead_letter::{DeadLetters, KafkaDeadLetters, LogDeadLetters};
 pub(crate) use kafka::{ack as kafka_ack, kafka_error};
 
-use crate::alert::{Alert, Level};
+use crate::alert::{Alert, Incident, Level};
 use crate::decode::Stream;
 
 /// Resolves when the sink holds the message durably.
@@ -76,8 +78,12 @@ pub struct Filter {
 
 impl Filter {
     pub fn accepts(&self, a: &Alert) -> bool {
-        (self.streams.is_empty() || self.streams.iter().any(|s| s.as_str() == a.stream))
-            && self.min_level.is_none_or(|m| a.level >= m)
+        self.accepts_parts(&a.stream, a.level)
+    }
+
+    fn accepts_parts(&self, stream: &str, level: Level) -> bool {
+        (self.streams.is_empty() || self.streams.iter().any(|s| s.as_str() == stream))
+            && self.min_level.is_none_or(|m| level >= m)
     }
 }
 
@@ -90,20 +96,37 @@ pub struct Admitted(std::collections::HashSet<String>);
 
 impl Admitted {
     pub fn admit(&mut self, filter: &Filter, a: &Alert) -> bool {
-        let resolved = a.status == crate::alert::Status::Resolved;
+        self.admit_parts(filter, &a.alert_id, a.status, &a.stream, a.level)
+    }
+
+    /// The same for incidents (by `incident_id`): one `min_level` sink sees an incident
+    /// from the message that first passes its filter to its resolve.
+    pub fn admit_incident(&mut self, filter: &Filter, i: &Incident) -> bool {
+        self.admit_parts(filter, &i.incident_id, i.status, &i.stream, i.level)
+    }
+
+    fn admit_parts(
+        &mut self,
+        filter: &Filter,
+        id: &str,
+        status: crate::alert::Status,
+        stream: &str,
+        level: Level,
+    ) -> bool {
+        let resolved = status == crate::alert::Status::Resolved;
         let known = if resolved {
-            self.0.remove(&a.alert_id)
+            self.0.remove(id)
         } else {
-            self.0.contains(&a.alert_id)
+            self.0.contains(id)
         };
         if known {
             return true;
         }
-        if !filter.accepts(a) {
+        if !filter.accepts_parts(stream, level) {
             return false;
         }
         if !resolved {
-            self.0.insert(a.alert_id.clone());
+            self.0.insert(id.to_string());
         }
         true
     }
@@ -115,6 +138,14 @@ pub trait Sink: Send + Sync {
     fn filter(&self) -> &Filter;
     /// Enqueues one alert (`json` is its serialized form, made once for all sinks).
     fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError>;
+    /// Whether [`Self::send_incident`] publishes anything (the pipeline skips the rest).
+    fn takes_incidents(&self) -> bool {
+        false
+    }
+    /// Enqueues one incident message (`json` is its serialized form).
+    fn send_incident(&self, _incident: &Incident, _json: &[u8]) -> Result<Ack, SinkError> {
+        Ok(Box::pin(async { Ok(()) }))
+    }
     /// Flushes what is queued, waiting at most `timeout`.
     fn flush(&self, _timeout: std::time::Duration) {}
 }

@@ -1,4 +1,6 @@
-//! `stdout` sink: one alert per line as NDJSON; what `replay` uses by default. A line is
+//! `stdout` sink: one alert per line as NDJSON; what `replay` uses by default. Incident
+//! messages are lines too, told apart by their `incident_id` key (alerts lead with
+//! `alert_id`) or, with `incidents = false`, left out. A line is
 //! written before the ack resolves, so "acknowledged" means "handed to the OS".
 
 use std::io::Write;
@@ -7,15 +9,32 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 
 use super::{parse_streams, Ack, Filter, Sink, SinkCtx, SinkError, SinkSpec};
-use crate::alert::{Alert, Level};
+use crate::alert::{Alert, Incident, Level};
 
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct StdoutSinkConfig {
     #[serde(default)]
     pub streams: Vec<String>,
     #[serde(default)]
     pub min_level: Option<Level>,
+    /// Print incident messages as well.
+    #[serde(default = "yes")]
+    pub incidents: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for StdoutSinkConfig {
+    fn default() -> Self {
+        Self {
+            streams: Vec::new(),
+            min_level: None,
+            incidents: true,
+        }
+    }
 }
 
 impl SinkSpec for StdoutSinkConfig {
@@ -33,6 +52,7 @@ impl SinkSpec for StdoutSinkConfig {
                 min_level: self.min_level,
             },
             out: Mutex::new(std::io::BufWriter::new(std::io::stdout())),
+            incidents: self.incidents,
         }))
     }
 }
@@ -41,6 +61,20 @@ pub struct StdoutSink {
     name: String,
     filter: Filter,
     out: Mutex<std::io::BufWriter<std::io::Stdout>>,
+    incidents: bool,
+}
+
+impl StdoutSink {
+    fn line(&self, json: &[u8]) -> Result<Ack, SinkError> {
+        let mut w = self.out.lock().expect("stdout lock");
+        let r = w.write_all(json).and_then(|_| w.write_all(b"\n"));
+        let res = r.map_err(|e| SinkError::Delivery {
+            sink: self.name.clone(),
+            retryable: false,
+            message: e.to_string(),
+        });
+        Ok(Box::pin(async move { res }))
+    }
 }
 
 impl Sink for StdoutSink {
@@ -53,14 +87,15 @@ impl Sink for StdoutSink {
     }
 
     fn send(&self, _alert: &Alert, json: &[u8]) -> Result<Ack, SinkError> {
-        let mut w = self.out.lock().expect("stdout lock");
-        let r = w.write_all(json).and_then(|_| w.write_all(b"\n"));
-        let res = r.map_err(|e| SinkError::Delivery {
-            sink: self.name.clone(),
-            retryable: false,
-            message: e.to_string(),
-        });
-        Ok(Box::pin(async move { res }))
+        self.line(json)
+    }
+
+    fn takes_incidents(&self) -> bool {
+        self.incidents
+    }
+
+    fn send_incident(&self, _incident: &Incident, json: &[u8]) -> Result<Ack, SinkError> {
+        self.line(json)
     }
 
     fn flush(&self, _timeout: std::time::Duration) {

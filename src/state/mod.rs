@@ -9,7 +9,8 @@
 //! exactly the latest full state of each key.
 //!
 //! Record keys: `k:<state key>` (detector state), `e:<episode key>` (an alert episode),
-//! `w` (the stream's watermark). A tombstone (no value) deletes the key.
+//! `i:<incident_id>` (an open incident), `w` (the stream's watermark). A tombstone (no
+//! value) deletes the key.
 //!
 //! Values are postcard-encoded (compact, exact for floats); see [`codec`].
 

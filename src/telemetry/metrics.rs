@@ -17,7 +17,7 @@ use prometheus::{
     TextEncoder,
 };
 
-use crate::alert::Alert;
+use crate::alert::{Alert, Incident};
 use crate::decode::{InvalidReason, Stream};
 
 static SINK_DROPPED: std::sync::LazyLock<IntCounterVec> = std::sync::LazyLock::new(|| {
@@ -53,6 +53,8 @@ pub struct Metrics {
     pub event_to_alert: Histogram,
     pub consumer_lag: IntGaugeVec,
     pub open_episodes: IntGauge,
+    pub incidents: IntCounterVec,
+    pub open_incidents: IntGauge,
     pub detector_keys: IntGauge,
     pub sink_errors: IntCounterVec,
     pub sink_seconds: prometheus::HistogramVec,
@@ -165,6 +167,22 @@ impl Metrics {
         )
         .expect("valid");
         r.register(Box::new(open_episodes.clone())).expect("unique");
+        let incidents = IntCounterVec::new(
+            Opts::new(
+                "riskstream_incidents_total",
+                "Incident messages published (one per incident state change).",
+            ),
+            &["stream", "level", "status"],
+        )
+        .expect("valid");
+        r.register(Box::new(incidents.clone())).expect("unique");
+        let open_incidents = IntGauge::new(
+            "riskstream_open_incidents",
+            "Incidents currently open (firing, or waiting join_gap after their last member resolved).",
+        )
+        .expect("valid");
+        r.register(Box::new(open_incidents.clone()))
+            .expect("unique");
         let detector_keys = IntGauge::new(
             "riskstream_detector_keys",
             "Keys held in detector state across all detectors.",
@@ -292,6 +310,8 @@ impl Metrics {
             event_to_alert,
             consumer_lag,
             open_episodes,
+            incidents,
+            open_incidents,
             detector_keys,
             sink_errors,
             sink_seconds,
@@ -334,6 +354,12 @@ impl Metrics {
                 a.level.as_str(),
                 a.status.as_str(),
             ])
+            .inc();
+    }
+
+    pub fn incident(&self, i: &Incident) {
+        self.incidents
+            .with_label_values(&[i.stream.as_str(), i.level.as_str(), i.status.as_str()])
             .inc();
     }
 

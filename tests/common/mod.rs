@@ -110,6 +110,7 @@ file = "{r}"
 [sinks.alerts]
 type = "kafka"
 topic = "{a}"
+incidents_topic = "{a}.incidents"
 {extra}
 "#,
             b = brokers(),

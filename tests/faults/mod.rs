@@ -41,10 +41,11 @@ pub struct Inputs {
     pub dir: tempfile::TempDir,
 }
 
-/// One processing run: its group, alerts topic and config.
+/// One processing run: its group, alerts and incidents topics and config.
 pub struct Run {
     pub group: String,
     pub alerts: String,
+    pub incidents: String,
     pub metrics_addr: String,
     pub config: PathBuf,
     /// Scale-out: the run's repartition topics, which must be drained too.
@@ -74,6 +75,7 @@ impl Inputs {
         let r = Run {
             group: unique(&format!("{name}-group")),
             alerts: unique(&format!("{name}-alerts")),
+            incidents: unique(&format!("{name}-incidents")),
             metrics_addr: free_addr(),
             config: self.dir.path().join(format!("{name}.toml")),
             repartition: Vec::new(),
@@ -85,7 +87,7 @@ impl Inputs {
                 .map(|s| format!("riskstream.repartition.{}.{s}", r.group))
                 .collect();
         }
-        create_topics(&[&r.alerts], 3).await;
+        create_topics(&[&r.alerts, &r.incidents], 3).await;
         let regions = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/regions.toml");
         let default = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config/default.toml");
         // The default detectors and alert policy, with this run's topics and group.
@@ -114,6 +116,7 @@ file = "{rg}"
 [sinks.alerts]
 type = "kafka"
 topic = "{a}"
+incidents_topic = "{inc}"
 {detectors}
 "#,
             b = brokers(),
@@ -125,6 +128,7 @@ topic = "{a}"
             m = r.metrics_addr,
             rg = regions.display(),
             a = r.alerts,
+            inc = r.incidents,
         );
         std::fs::write(&r.config, text).unwrap();
         r
@@ -255,6 +259,25 @@ impl Run {
                     v["alert_id"].as_str().unwrap().to_string(),
                     v["status"].as_str().unwrap().to_string(),
                     v["level"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+}
+
+impl Run {
+    /// Every incident message on this run's incidents topic: (incident_id, status,
+    /// `level#seq`), as committed and in order. The seq makes each message distinct, so
+    /// [`compare`] finds a message lost, repeated or different (an incident split in two
+    /// shows as lost ids and unexpected ones).
+    pub fn incident_messages(&self) -> Vec<(String, String, String)> {
+        read_all(&self.incidents)
+            .into_iter()
+            .map(|v: serde_json::Value| {
+                (
+                    v["incident_id"].as_str().unwrap().to_string(),
+                    v["status"].as_str().unwrap().to_string(),
+                    format!("{}#{}", v["level"].as_str().unwrap(), v["seq"]),
                 )
             })
             .collect()
@@ -408,8 +431,14 @@ pub fn compare(
     }
 }
 
-/// Runs the reference: one instance, no faults, over the fully loaded input.
+/// Runs the reference: one instance, no faults, over the fully loaded input; its
+/// alert messages.
 pub async fn reference(inputs: &Inputs, processing: &str) -> Vec<(String, String, String)> {
+    reference_run(inputs, processing).await.alerts()
+}
+
+/// The same, the finished run (for its incidents too).
+pub async fn reference_run(inputs: &Inputs, processing: &str) -> Run {
     let r = inputs.run("reference", processing).await;
     let mut child = r.spawn("reference-0");
     assert!(
@@ -422,5 +451,5 @@ pub async fn reference(inputs: &Inputs, processing: &str) -> Vec<(String, String
         status.is_some_and(|s| s.success()),
         "reference run exit: {status:?}"
     );
-    r.alerts()
+    r
 }
