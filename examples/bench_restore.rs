@@ -81,7 +81,7 @@ async fn main() -> anyhow::Result<()> {
 
     ensure_topics(&cfg).await?;
     let producer: rdkafka::producer::FutureProducer =
-        riskstream::source::kafka::client_config(&cfg)
+        riskstream::kafka::client_config(&cfg)
             .set("linger.ms", "20")
             .set("compression.type", "lz4")
             .set("queue.buffering.max.kbytes", "1048576")

@@ -11,7 +11,8 @@
 //!               dead letter)
 //! ```
 //!
-//! `config` (typed, validated at load) and `telemetry` (metrics, health, logs) sit beside
+//! `signal` holds what `detect` and `alert` both speak (a signal, its evidence, the
+//! four-colour level), below both. `config` (typed, validated at load) and `telemetry` (metrics, health, logs) sit beside
 //! the stages; `pipeline` is the only module that wires them together. Offsets are stored
 //! only after everything an input caused has been acknowledged by its sink (at-least-once).
 //!
@@ -25,9 +26,11 @@ pub mod config;
 pub mod console;
 pub mod decode;
 pub mod detect;
+pub mod kafka;
 pub mod pipeline;
 pub mod regions;
 pub mod shutdown;
+pub mod signal;
 pub mod simulate;
 pub mod sink;
 pub mod source;

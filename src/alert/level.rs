@@ -1,38 +1,8 @@
-//! The four-colour early-warning scale and the score bands that map onto it.
+//! The score bands that map detector scores onto the four-colour scale ([`Level`]).
 
 use serde::{Deserialize, Serialize};
 
-/// `blue` (IV, lowest) < `yellow` (III) < `orange` (II) < `red` (I).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Level {
-    Blue,
-    Yellow,
-    Orange,
-    Red,
-}
-
-impl Level {
-    pub const ALL: [Level; 4] = [Level::Blue, Level::Yellow, Level::Orange, Level::Red];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Level::Blue => "blue",
-            Level::Yellow => "yellow",
-            Level::Orange => "orange",
-            Level::Red => "red",
-        }
-    }
-
-    /// One step up the scale, saturating at red.
-    pub fn raised(self) -> Level {
-        match self {
-            Level::Blue => Level::Yellow,
-            Level::Yellow => Level::Orange,
-            _ => Level::Red,
-        }
-    }
-}
+pub use crate::signal::Level;
 
 /// Lower score bounds of each level; a score below `blue` raises no alert.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

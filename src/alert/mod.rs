@@ -20,7 +20,7 @@ pub use level::{Level, LevelBands};
 pub use policy::{AlertPolicy, AlertPolicyConfig};
 pub use route::{RoutePolicy, Scope};
 
-use crate::detect::Evidence;
+use crate::signal::Evidence;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

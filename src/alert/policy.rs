@@ -38,8 +38,8 @@ use serde::{Deserialize, Serialize};
 use super::{Alert, IncidentConfig, Level, LevelBands, RoutePolicy, Status};
 use crate::clock::Clock;
 use crate::decode::{Event, Stream};
-use crate::detect::{Signal, SignalKind};
 use crate::regions::{RegionRef, Regions};
+use crate::signal::{Signal, SignalKind};
 use crate::state::{Change, StateError};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -255,7 +255,7 @@ fn tick(
                 r.resolved = true;
             } else if clear_since.is_none()
                 && ep.last.level < Level::Red
-                && !crate::detect::is_maintenance(&ep.last.detector)
+                && !crate::signal::is_maintenance(&ep.last.detector)
                 && c - ep.opened >= esc * (i64::from(*escalations) + 1)
             {
                 *escalations += 1;
@@ -779,7 +779,7 @@ mod tests {
     use super::*;
     use crate::clock::ManualClock;
     use crate::detect::testutil::ts;
-    use crate::detect::Evidence;
+    use crate::signal::Evidence;
 
     impl AlertPolicy {
         /// `on_event` for a reading of `sensor` at `secs` on the clock of [`sig`] and

@@ -66,7 +66,7 @@ impl RoutePolicy {
     }
 
     /// [`Self::route`] for `detector`'s episodes: a maintenance detector's
-    /// ([`crate::detect::is_maintenance`]) stay with the township whatever their level.
+    /// ([`crate::signal::is_maintenance`]) stay with the township whatever their level.
     pub fn route_of(
         &self,
         detector: &str,
@@ -74,7 +74,7 @@ impl RoutePolicy {
         region: RegionRef,
         regions: &Regions,
     ) -> Vec<String> {
-        if crate::detect::is_maintenance(detector) {
+        if crate::signal::is_maintenance(detector) {
             Self::route_scopes(&[Scope::Township], region, regions)
         } else {
             self.route(level, region, regions)

@@ -43,8 +43,8 @@ use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState,
     Signal, SignalKind,
 };
-use crate::alert::Level;
 use crate::decode::{Event, Stream};
+use crate::signal::Level;
 
 pub const NAME: &str = "flatline";
 

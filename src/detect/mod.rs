@@ -30,63 +30,14 @@ use std::sync::Arc;
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
+pub use crate::signal::{is_maintenance, kind_label, Evidence, Level, Signal, SignalKind};
 pub use keyed::KeyedState;
 pub use screen::{ScreenConfig, Screened};
 pub use watermark::Watermark;
 
-use crate::alert::Level;
 use crate::decode::{Event, Stream};
-use crate::regions::{RegionRef, Regions};
+use crate::regions::Regions;
 use crate::state::{codec, Change, StateError};
-
-/// What an alert's `evidence` shows: enough for an operator to judge it without a query.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
-pub struct Evidence {
-    /// The observed value (a reading, a window count ...).
-    pub observed: f64,
-    /// What the baseline expected.
-    pub expected: f64,
-    /// The detector's own statistic (z, MADs, -log10 p ...), comparable with `threshold`.
-    pub score: f64,
-    pub threshold: f64,
-    /// The time scale the detector looked at, e.g. `5m`.
-    pub window: String,
-    /// For count detectors: P(X >= observed) under the baseline model; for detectors with
-    /// a false-alarm budget: the tail probability of `score` under the key's own scores.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub p_value: Option<f64>,
-    /// The budget `threshold` was set from: false episodes per key and day.
-    #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub false_alarms_per_day: Option<f64>,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum SignalKind {
-    /// The key is anomalous at this event or window; `score` in [0.5, 1].
-    Anomalous {
-        score: f64,
-        /// Set by detectors whose config names the level (threshold alarms).
-        level: Option<Level>,
-        title: String,
-        evidence: Evidence,
-    },
-    /// The key has returned to normal.
-    Clear,
-}
-
-/// One detector's verdict about one key.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Signal {
-    pub stream: Stream,
-    pub detector: &'static str,
-    /// The state key: a sensor id, a region code, `phone:+86...`.
-    pub key: String,
-    pub subject: serde_json::Map<String, serde_json::Value>,
-    pub region: RegionRef,
-    pub ts: DateTime<FixedOffset>,
-    pub event_id: Option<String>,
-    pub kind: SignalKind,
-}
 
 /// What every detector shares at build time.
 #[derive(Debug, Clone)]
@@ -115,12 +66,6 @@ impl BuildCtx {
             screen: ScreenConfig::default(),
         }
     }
-}
-
-/// Detectors whose episodes are maintenance, not hazards: the alert policy routes them
-/// to the township alone and never escalates them.
-pub fn is_maintenance(detector: &str) -> bool {
-    detector == sensor_fault::NAME
 }
 
 /// Scale-out (`processing.scale_out`): which routing keys a detector set owns. Every
@@ -723,18 +668,6 @@ impl Direction {
             Direction::Down => (-dev).max(0.0),
             Direction::Both => dev.abs(),
         }
-    }
-}
-
-/// Human names for sensor kinds in alert titles.
-pub fn kind_label(kind: &str) -> String {
-    match kind {
-        "gas_lel" => "Gas LEL".into(),
-        "h2s_ppm" => "H2S".into(),
-        "temperature" => "Temperature".into(),
-        "pressure" => "Pressure".into(),
-        "tank_level" => "Tank level".into(),
-        other => other.replace('_', " "),
     }
 }
 

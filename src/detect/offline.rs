@@ -38,9 +38,9 @@ use super::{
     fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState,
     Signal, SignalKind,
 };
-use crate::alert::Level;
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::signal::Level;
 use crate::state::{codec, StateError};
 
 pub const NAME: &str = "offline";

@@ -19,8 +19,8 @@ use serde::Deserialize;
 use super::{
     kind_label, sensor_signal, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, SignalKind,
 };
-use crate::alert::Level;
 use crate::decode::{Event, Ranges, SensorStatus, Stream};
+use crate::signal::Level;
 
 pub const NAME: &str = "sensor_fault";
 
@@ -207,6 +207,14 @@ mod tests {
             "{title}"
         );
         assert_eq!(evidence.threshold, 1e9);
+    }
+
+    #[test]
+    fn its_episodes_are_maintenance() {
+        assert!(crate::signal::is_maintenance(NAME));
+        assert!(!crate::signal::is_maintenance(
+            super::super::threshold::NAME
+        ));
     }
 
     #[test]

@@ -28,9 +28,9 @@ use super::{
     fmt_duration, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
 };
-use crate::alert::Level;
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
+use crate::signal::Level;
 use crate::state::{codec, StateError};
 
 pub const NAME: &str = "site_correlation";

@@ -16,8 +16,8 @@ use super::{
     kind_label, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
     SignalKind,
 };
-use crate::alert::Level;
 use crate::decode::{Event, Stream};
+use crate::signal::Level;
 
 pub const NAME: &str = "threshold";
 

@@ -28,8 +28,9 @@ use rdkafka::error::KafkaError;
 use rdkafka::producer::{FutureProducer, Producer};
 
 use super::{Pipeline, PipelineError, RunSummary};
+use crate::kafka::{commit_with_offsets, retrying, TXN_TIMEOUT};
 use crate::shutdown::ShutdownTrigger;
-use crate::source::kafka::{commit_with_offsets, retrying, KafkaSource, TXN_TIMEOUT};
+use crate::source::kafka::KafkaSource;
 use crate::source::{Origin, Source};
 
 /// Longest restore (start and rewind).

@@ -39,11 +39,13 @@ use super::{fresh_state, Handled, Pipeline, PipelineError, RunSummary};
 use crate::alert::{AlertPolicy, IncidentGrouper};
 use crate::decode::Stream;
 use crate::detect::{DetectorSet, Owner};
+use crate::kafka::repartition_topics;
+use crate::kafka::TXN_TIMEOUT;
 use crate::shutdown::ShutdownTrigger;
 use crate::sink::{send_with_backpressure, Ack};
-use crate::source::kafka::{KafkaSource, TXN_TIMEOUT};
+use crate::source::kafka::KafkaSource;
 use crate::source::{Envelope, Origin, Source};
-use crate::state::changelog::{repartition_topics, restore_partitions, Record, RestoreTarget};
+use crate::state::changelog::{restore_partitions, Record, RestoreTarget};
 use crate::state::StateError;
 
 /// The tasks an instance holds, and how events reach them.

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use rdkafka::config::ClientConfig;
+use crate::kafka::{client_config, set_bounds};
 use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientContext, Statistics, TopicPartitionList};
@@ -134,15 +134,6 @@ pub const CONSUMER_BOUNDS: [(&str, &str); 3] = [
     ("fetch.queue.backoff.ms", "100"),
 ];
 
-/// Sets each of `bounds` that `[kafka.properties]` leaves unset.
-pub fn set_bounds(c: &mut ClientConfig, bounds: &[(&str, &str)], cfg: &Config) {
-    for (k, v) in bounds {
-        if !cfg.kafka.properties.contains_key(*k) {
-            c.set(*k, *v);
-        }
-    }
-}
-
 pub struct KafkaSource {
     consumer: Arc<Consumer_>,
     topics: crate::config::TopicsConfig,
@@ -153,17 +144,6 @@ pub struct KafkaSource {
     /// The topic names handed out in origins, one allocation per topic.
     names: Vec<Arc<str>>,
     rebalances: Arc<AtomicU64>,
-}
-
-/// librdkafka properties shared by the consumer and the producer: the user's pass-through
-/// properties (security.protocol, sasl.*, ssl.* ...) on top of the brokers.
-pub fn client_config(cfg: &Config) -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.kafka.brokers);
-    for (k, v) in &cfg.kafka.properties {
-        c.set(k, v);
-    }
-    c
 }
 
 impl KafkaSource {
@@ -201,7 +181,7 @@ impl KafkaSource {
         let repartition = cfg
             .processing
             .scale_out
-            .then(|| crate::state::changelog::repartition_topics(cfg));
+            .then(|| crate::kafka::repartition_topics(cfg));
         let mut topics: Vec<&str> = crate::decode::Stream::ALL
             .iter()
             .map(|s| cfg.topics.input(*s))
@@ -297,46 +277,6 @@ impl KafkaSource {
         }
         Ok(())
     }
-}
-
-/// Longest wait for one transactional call (init, offsets, commit, abort).
-pub const TXN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// Runs a transactional producer call off the runtime's workers, repeating it while it
-/// fails with a retriable error (a broker restart, a coordinator move): librdkafka allows
-/// retrying the same call.
-pub fn retrying(
-    mut f: impl FnMut() -> rdkafka::error::KafkaResult<()>,
-) -> rdkafka::error::KafkaResult<()> {
-    let mut tries = 0;
-    loop {
-        match tokio::task::block_in_place(&mut f) {
-            Err(rdkafka::error::KafkaError::Transaction(r)) if r.is_retriable() && tries < 10 => {
-                tries += 1;
-                tracing::warn!(error = %r, tries, "transactional call failed; retrying");
-            }
-            r => return r,
-        }
-    }
-}
-
-/// Adds the next offsets of the handled inputs to `producer`'s open transaction, with
-/// the group's generation (a fenced member cannot commit), and commits it. The one way
-/// offsets are committed in both guarantees when state is durable.
-pub fn commit_with_offsets(
-    producer: &rdkafka::producer::FutureProducer,
-    offsets: &crate::source::Offsets,
-    group: &rdkafka::consumer::ConsumerGroupMetadata,
-) -> rdkafka::error::KafkaResult<()> {
-    use rdkafka::producer::Producer;
-    let mut tpl = TopicPartitionList::new();
-    for ((t, p), o) in offsets {
-        tpl.add_partition_offset(t, *p, rdkafka::Offset::Offset(*o))?;
-    }
-    if tpl.count() > 0 {
-        retrying(|| producer.send_offsets_to_transaction(&tpl, group, TXN_TIMEOUT))?;
-    }
-    retrying(|| producer.commit_transaction(TXN_TIMEOUT))
 }
 
 struct KafkaOffsets(Arc<Consumer_>);

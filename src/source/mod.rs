@@ -14,7 +14,7 @@ use std::time::Instant;
 use crate::decode::Stream;
 
 /// The next offset to commit per (topic, partition).
-pub type Offsets = std::collections::HashMap<(Arc<str>, i32), i64>;
+pub use crate::kafka::Offsets;
 
 /// Where an input came from; what a dead letter's `x-source-*` headers say.
 #[derive(Debug, Clone, PartialEq, Eq)]

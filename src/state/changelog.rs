@@ -24,8 +24,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use super::{Change, StateError};
 use crate::config::Config;
 use crate::decode::Stream;
+use crate::kafka::{commit_with_offsets, repartition_topics, retrying, TXN_TIMEOUT};
 use crate::sink::{send_with_backpressure, Ack, SinkError};
-use crate::source::kafka::{commit_with_offsets, retrying, TXN_TIMEOUT};
 
 const SINK: &str = "state";
 
@@ -118,17 +118,11 @@ pub fn topics(cfg: &Config) -> [String; 3] {
     Stream::ALL.map(|s| cfg.state.topic(&cfg.kafka.group_id, s))
 }
 
-/// The three repartition topics of scale-out, by stream index.
-pub fn repartition_topics(cfg: &Config) -> [String; 3] {
-    Stream::ALL.map(|s| crate::config::ProcessingConfig::repartition_topic(&cfg.kafka.group_id, s))
-}
-
 /// Creates the missing changelog topics, compacted (`cleanup.policy=compact`), and with
 /// scale-out the repartition topics (`cleanup.policy=delete`), all with
 /// `state.partitions` partitions: partition p of both belongs to the same task.
 pub async fn ensure_topics(cfg: &Config) -> Result<(), StateError> {
-    let admin: AdminClient<DefaultClientContext> =
-        crate::source::kafka::client_config(cfg).create()?;
+    let admin: AdminClient<DefaultClientContext> = crate::kafka::client_config(cfg).create()?;
     let names = topics(cfg);
     let mut new: Vec<NewTopic<'_>> = names
         .iter()
@@ -216,7 +210,7 @@ pub fn restore_partitions(
     target: &mut dyn RestoreTarget,
 ) -> Result<RestoreStats, StateError> {
     let started = Instant::now();
-    let mut c: ClientConfig = crate::source::kafka::client_config(cfg);
+    let mut c: ClientConfig = crate::kafka::client_config(cfg);
     c.set("group.id", format!("{}.restore", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")

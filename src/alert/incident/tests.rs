@@ -7,7 +7,7 @@ use super::*;
 use crate::alert::Alert;
 use crate::clock::ManualClock;
 use crate::decode::Stream;
-use crate::detect::Evidence;
+use crate::signal::Evidence;
 
 /// Event time 0 of these tests (2026-11-26T08:00:00+08:00).
 const T0: i64 = 1_795_651_200;

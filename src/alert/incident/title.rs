@@ -3,7 +3,7 @@
 
 use super::Member;
 use crate::alert::Alert;
-use crate::detect::{kind_label, Evidence};
+use crate::signal::{kind_label, Evidence};
 
 /// What a member says happened, from its detector and evidence.
 pub(super) fn trend(a: &Alert) -> Option<String> {
