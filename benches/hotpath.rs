@@ -96,5 +96,38 @@ fn detector_set(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, decode, detector_set);
+/// The screen alone (issue 24: jumps ahead and resends, before any detector): what the
+/// checks add to each reading of `detector_set` above.
+fn screen(c: &mut Criterion) {
+    use riskstream::detect::screen::{Screen, ScreenConfig};
+    let cfg = cfg();
+    let d = Decoder::new(cfg.regions.clone());
+    let keys = 100_000;
+    let events = readings(&d, keys, keys * 4);
+    let mut s = Screen::new(ScreenConfig::default());
+    for e in &events[..keys] {
+        let _ = s.admit(e);
+    }
+    let live = &events[keys..];
+    let mut g = c.benchmark_group("screen");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(20);
+    g.measurement_time(Duration::from_secs(3));
+    let mut i = 0usize;
+    g.bench_function("sensors_100k_keys", |b| {
+        b.iter_custom(|iters| {
+            let start = Instant::now();
+            for _ in 0..iters {
+                // Every reading comes around again (the loop replays `live`): a
+                // resend once the first lap is done, which costs the same probe.
+                let _ = black_box(s.admit(&live[i]));
+                i = (i + 1) % live.len();
+            }
+            start.elapsed()
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(benches, decode, detector_set, screen);
 criterion_main!(benches);

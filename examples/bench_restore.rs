@@ -80,12 +80,11 @@ async fn main() -> anyhow::Result<()> {
     );
 
     ensure_topics(&cfg).await?;
-    let producer: rdkafka::producer::FutureProducer =
-        riskstream::kafka::client_config(&cfg)
-            .set("linger.ms", "20")
-            .set("compression.type", "lz4")
-            .set("queue.buffering.max.kbytes", "1048576")
-            .create()?;
+    let producer: rdkafka::producer::FutureProducer = riskstream::kafka::client_config(&cfg)
+        .set("linger.ms", "20")
+        .set("compression.type", "lz4")
+        .set("queue.buffering.max.kbytes", "1048576")
+        .create()?;
     let writer = ChangelogWriter::new(&cfg, producer);
     let w0 = Instant::now();
     for chunk in changes.chunks(50_000) {

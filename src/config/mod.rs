@@ -151,7 +151,9 @@ impl ProcessingConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct InputConfig {
     /// `run`: an event time further ahead of the wall clock than this is dead-lettered
-    /// (`ts_in_future`); device clocks drift by seconds, not minutes.
+    /// (`ts_in_future`); device clocks drift by seconds, not minutes. `replay` and
+    /// `backtest`: an event further ahead than this of its stream moves the watermark
+    /// only once another key confirms the jump.
     #[serde(with = "humantime_serde")]
     pub max_future_skew: Duration,
     /// `replay` and `backtest` (no wall clock to trust): an event further ahead than
@@ -204,6 +206,7 @@ impl InputConfig {
     pub fn screen(&self) -> crate::detect::ScreenConfig {
         crate::detect::ScreenConfig {
             max_jump: Some(self.max_event_jump),
+            hold: self.max_future_skew,
             window: self.dedup_window,
             max_ids: self.dedup_max_ids,
         }

@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::signal::{is_maintenance, kind_label, Evidence, Level, Signal, SignalKind};
 pub use keyed::KeyedState;
-pub use screen::{ScreenConfig, Screened};
+pub use screen::{Admission, ScreenConfig, Screened};
 pub use watermark::Watermark;
 
 use crate::decode::{Event, Stream};
@@ -444,12 +444,15 @@ impl DetectorSet {
         received: std::time::Instant,
         out: &mut Vec<Signal>,
     ) -> Observed {
-        if let Some(why) = self.screen.admit(ev) {
-            return Observed {
-                screened: Some(why),
-                ..Observed::default()
-            };
-        }
+        let admission = match self.screen.admit(ev) {
+            Ok(a) => a,
+            Err(why) => {
+                return Observed {
+                    screened: Some(why),
+                    ..Observed::default()
+                }
+            }
+        };
         let i = ev.stream().index();
         let wm = &mut self.watermarks[i];
         let late = wm.is_late(ev.ts());
@@ -459,8 +462,12 @@ impl DetectorSet {
                 score = score.max(d.observe(ev, late, out));
             }
         }
-        let watermark = wm.observe_part(ev.ts(), partition, received);
-        self.watermark_dirty[i] |= self.tracking;
+        let watermark = if admission == Admission::Counts {
+            self.watermark_dirty[i] |= self.tracking;
+            wm.observe_part(ev.ts(), partition, received)
+        } else {
+            None
+        };
         if let Some(w) = watermark {
             for d in &mut self.by_stream[i] {
                 d.advance(w, out);
@@ -484,18 +491,25 @@ impl DetectorSet {
         // 1. Late flags and watermark moves, exactly as observe_from would meet them.
         let mut plan: Vec<Observed> = Vec::with_capacity(items.len());
         for it in items {
-            if let Some(why) = self.screen.admit(it.event) {
-                plan.push(Observed {
-                    screened: Some(why),
-                    ..Observed::default()
-                });
-                continue;
-            }
+            let admission = match self.screen.admit(it.event) {
+                Ok(a) => a,
+                Err(why) => {
+                    plan.push(Observed {
+                        screened: Some(why),
+                        ..Observed::default()
+                    });
+                    continue;
+                }
+            };
             let i = it.event.stream().index();
             let wm = &mut self.watermarks[i];
             let late = wm.is_late(it.event.ts());
-            let watermark = wm.observe_part(it.event.ts(), it.partition, it.received);
-            self.watermark_dirty[i] |= self.tracking;
+            let watermark = if admission == Admission::Counts {
+                self.watermark_dirty[i] |= self.tracking;
+                wm.observe_part(it.event.ts(), it.partition, it.received)
+            } else {
+                None
+            };
             plan.push(Observed {
                 score: 0.0,
                 late,

@@ -277,3 +277,16 @@ fn a_restored_watermark_from_the_future_is_repaired() {
         .event;
     assert!(!p.detectors.observe(&ev, &mut p.signals).late);
 }
+
+/// Found by `replay_survives_hostile_input`: one reading 40 years ahead and resent, the
+/// copy put back 2 h ahead of the stream by the test's own fix-up. A single key 2 h ahead
+/// moved the watermark (it was under `max_event_jump`) and every other sensor went
+/// "offline"; such a jump now waits for another key to confirm it.
+#[test]
+fn one_key_two_hours_ahead_in_replay_moves_no_watermark() {
+    let mut rs = city();
+    let i = 606;
+    rs[i].1 += 2 * 3600;
+    let alerts = run(&rs, false).unwrap();
+    check(&alerts).unwrap();
+}
