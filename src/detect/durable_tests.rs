@@ -73,10 +73,14 @@ fn setup() -> Setup {
             Stream::Fraud => {}
         }
     }
+    // State is restored only in `run`, which checks event times against the wall clock
+    // instead of a jump limit (`Pipeline::live`); the replay screen keeps no durable state.
+    let mut ctx = BuildCtx::new(cfg.regions.clone());
+    ctx.screen.max_jump = None;
     Setup {
         configs,
         lateness: cfg.processing.allowed_lateness,
-        ctx: BuildCtx::new(cfg.regions.clone()),
+        ctx,
     }
 }
 
