@@ -273,6 +273,7 @@ impl IncidentGrouper {
                 level: a.level,
                 stream: a.stream.clone(),
                 subject: g.subject,
+                region_name: a.region_name.clone(),
                 title: String::new(),
                 route: Vec::new(),
                 members: Vec::new(),

@@ -93,6 +93,10 @@ pub struct Incident {
     pub stream: String,
     /// The group's fields: `site_id` and `region`, a `suspect_*`, or a `region`.
     pub subject: serde_json::Map<String, serde_json::Value>,
+    /// The name of the first member's most specific region, for people (console, CAP
+    /// `areaDesc`); absent in messages written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region_name: String,
     /// What is happening, in one line.
     pub title: String,
     /// The union of every member's route, lowest tier first.
