@@ -281,6 +281,7 @@ impl IncidentGrouper {
                 first_event_ts: a.first_event_ts.clone(),
                 detected_at: String::new(),
                 seq: 0,
+                escalations: Vec::new(),
             },
             stream,
             keys: vec![g.key],

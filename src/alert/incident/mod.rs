@@ -111,6 +111,24 @@ pub struct Incident {
     pub detected_at: String,
     /// 1 for the opening message, +1 per message: orders an incident's messages.
     pub seq: u32,
+    /// Command centers that joined `route` because nobody acknowledged the incident in
+    /// time (the console's escalation, docs/console/README.md), oldest first. Filled in
+    /// from the console when the message is published; absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
+}
+
+/// One step up the hierarchy for an incident nobody acknowledged in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The command center that joined the route.
+    pub to: String,
+    /// The incident's level when it was escalated.
+    pub level: Level,
+    /// Why, for people: `not acknowledged within 5m (red)`.
+    pub reason: String,
+    /// RFC 3339, UTC.
+    pub at: String,
 }
 
 fn is_zero(n: &u32) -> bool {
