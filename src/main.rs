@@ -568,12 +568,22 @@ async fn start_console(
     )
     .await
     .with_context(|| format!("reading the console actions topic `{}`", c.actions_topic))?;
+    let log = Arc::new(actions::ActionLog {
+        producer,
+        topic: c.actions_topic.clone(),
+    });
+    let escalator = tokio::spawn(riskstream::console::escalate::run(
+        state.clone(),
+        log.clone(),
+        metrics.clone(),
+        cfg.regions.clone(),
+        c.ack_limits,
+        Duration::from_secs(1),
+        trigger.subscribe(),
+    ));
     let app = console_server::ConsoleApp {
         state: state.clone(),
-        log: Arc::new(actions::ActionLog {
-            producer,
-            topic: c.actions_topic.clone(),
-        }),
+        log,
         metrics,
         regions: cfg.regions.clone(),
         tokens: Tokens::new(&c.tokens, cfg.regions.city_code()),
@@ -600,7 +610,7 @@ async fn start_console(
             }
         })
     };
-    Ok((state, vec![server, follower, sweeper]))
+    Ok((state, vec![server, follower, sweeper, escalator]))
 }
 
 /// `riskstream backtest`: the simulate format, or recorded series (a fresh pipeline per file).

@@ -48,8 +48,8 @@ pub struct RegionsFile {
     pub county: Vec<CountyDef>,
 }
 
-/// Where a region code sits in the hierarchy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// Where a region code sits in the hierarchy (ordered lowest tier first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RegionLevel {
     Township,

@@ -34,7 +34,7 @@ fn start_am() -> Am {
     let cfg = dir.path().join("alertmanager.yml");
     std::fs::write(
         &cfg,
-        "route:\n  receiver: \"null\"\nreceivers:\n  - name: \"null\"\n",
+        "route:\n  receiver: \"null\"\n  group_by: [incident_id]\nreceivers:\n  - name: \"null\"\n",
     )
     .unwrap();
     let addr = free_addr();
@@ -73,6 +73,13 @@ fn am_alerts(am: &Am) -> Vec<Value> {
     serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {r}"))
 }
 
+/// GET /api/v2/alerts/groups: Alertmanager's aggregation groups (by the route's `group_by`).
+fn am_groups(am: &Am) -> Vec<Value> {
+    let r = http_get(&am.addr, "/api/v2/alerts/groups").expect("alertmanager answers");
+    let body = r.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {r}"))
+}
+
 fn ours<'a>(alerts: &'a [Value], alert_id: &str) -> Vec<&'a Value> {
     alerts
         .iter()
@@ -89,7 +96,8 @@ fn alert(status: &str, level: &str, alert_id: &str, detected_at: &str) -> Alert 
         "evidence": {"observed":31.5,"expected":10.0,"score":31.5,"threshold":25.0,"window":"instant"},
         "first_event_ts": (chrono::Utc::now() - chrono::Duration::minutes(2)).to_rfc3339(),
         "detected_at": detected_at, "event_ids": ["e1"],
-        "route": ["330503101","330503","330500"], "region_name": "Xinshi Town", "seq": 1
+        "route": ["330503101","330503","330500"], "region_name": "Xinshi Town", "seq": 1,
+        "incident_id": format!("sensors:site:SITE-330503-0042:{}", std::process::id())
     }))
     .unwrap()
 }
@@ -149,7 +157,7 @@ async fn firing_level_change_and_resolve_in_a_real_alertmanager() {
     assert_eq!(
         g["labels"],
         json!({"alertname":"threshold","stream":"sensors","level":"orange","county":"330503",
-               "subject":"S-330503-0042-GAS1","alert_id":id})
+               "subject":"S-330503-0042-GAS1","alert_id":id,"incident_id":a.incident_id})
     );
     assert_eq!(g["annotations"]["summary"], a.title);
     assert!(g["annotations"]["description"]
@@ -164,6 +172,27 @@ async fn firing_level_change_and_resolve_in_a_real_alertmanager() {
         first.timestamp(),
         "startsAt = first_event_ts"
     );
+
+    // A second episode of the same incident: Alertmanager's `group_by: [incident_id]`
+    // puts both in one group (one notification per hazard).
+    let other = format!("sensors:ewma_z:S-330503-0042-GAS2:{}", std::process::id());
+    let mut b = alert("firing", "orange", &other, &now());
+    b.detector = "ewma_z".into();
+    b.subject
+        .insert("sensor_id".into(), "S-330503-0042-GAS2".into());
+    sink.send(&b, b"").unwrap().await.unwrap();
+    wait_for(&am, &other, "second episode active", |m| m.len() == 1).await;
+    let groups = am_groups(&am);
+    let ours: Vec<&Value> = groups
+        .iter()
+        .filter(|g| g["labels"]["incident_id"] == a.incident_id)
+        .collect();
+    assert_eq!(ours.len(), 1, "one group per incident: {groups:#?}");
+    assert_eq!(ours[0]["alerts"].as_array().unwrap().len(), 2);
+    let mut b_res = b.clone();
+    b_res.status = riskstream::alert::Status::Resolved;
+    b_res.detected_at = now();
+    sink.send(&b_res, b"").unwrap().await.unwrap();
 
     // Level change to red: the orange alert ends, a red one is active.
     let mut red = alert("firing", "red", &id, &now());

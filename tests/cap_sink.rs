@@ -40,11 +40,14 @@ fn param<'a>(d: &'a v1dot2::Alert, name: &str) -> &'a str {
     d.info[0].parameters.get(name).unwrap_or("")
 }
 
+/// The target of issue #23: a site event on 10 sensors is one CAP alert with its updates
+/// and its cancel, not ten.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gas_hazard_reaches_the_bureau_as_cap_documents_on_kafka() {
+async fn site_event_on_ten_sensors_reaches_the_bureau_as_one_cap_incident() {
     let env = TestEnv::new("cap").await;
     let cap_topic = unique("cap-bureau");
     create_topic(&cap_topic).await;
+    // A short join_gap so the incident resolves within the test's 20 minutes of readings.
     let cfg = env.config(&format!(
         r#"
 [sinks.bureau]
@@ -52,34 +55,38 @@ type = "cap"
 topic = "{cap_topic}"
 sender = "riskstream@city.example"
 streams = ["sensors"]
+
+[alerts.incidents]
+join_gap = "2m"
 "#
     ));
     let mut child = env.spawn(&cfg);
     wait_ready(&env, Duration::from_secs(30)).await;
 
-    // Normal readings, a gas spike above the alarm limit, then normal again for longer
-    // than resolve_after (5 min of event time), so the episode opens and resolves.
+    // Normal readings, a gas spike above the alarm limit on all ten sensors of the site,
+    // then normal again for longer than resolve_after (5 min of event time) + join_gap,
+    // so the episodes open and resolve and then the incident resolves.
     let p = producer();
-    let sensor = "S-330503-0042-GAS1";
-    for i in 0..90 {
-        let v = if (30..34).contains(&i) {
-            31.5
-        } else {
-            3.0 + (i % 3) as f64 * 0.1
-        };
-        produce(
-            &p,
-            &env.sensors,
-            Some(sensor.as_bytes()),
-            reading(sensor, "gas_lel", i * 10, v).as_bytes(),
-        )
-        .await;
+    let sensors: Vec<String> = (1..=10).map(|n| format!("S-330503-0042-GAS{n}")).collect();
+    for i in 0..120 {
+        for sensor in &sensors {
+            let v = if (30..34).contains(&i) {
+                31.5
+            } else {
+                3.0 + (i % 3) as f64 * 0.1
+            };
+            produce(
+                &p,
+                &env.sensors,
+                Some(sensor.as_bytes()),
+                reading(sensor, "gas_lel", i * 10, v).as_bytes(),
+            )
+            .await;
+        }
     }
 
-    let is_threshold = |g: &Got| String::from_utf8_lossy(&g.payload).contains(":threshold:");
-    let docs = read_until(&cap_topic, Duration::from_secs(40), |got| {
+    let docs = read_until(&cap_topic, Duration::from_secs(60), |got| {
         got.iter()
-            .filter(|g| is_threshold(g))
             .any(|g| String::from_utf8_lossy(&g.payload).contains("<msgType>Cancel</msgType>"))
     })
     .await;
@@ -87,22 +94,26 @@ streams = ["sensors"]
     let status = wait_exit(&mut child, Duration::from_secs(10)).expect("exits after SIGTERM");
     assert!(status.success(), "{status:?}");
     assert!(!docs.is_empty(), "no CAP document on {cap_topic}");
+    println!(
+        "first CAP document:\n{}",
+        String::from_utf8_lossy(&docs[0].payload)
+    );
 
-    // Every document is CAP 1.2, keyed by its alert_id, from the sensors stream only.
-    for g in &docs {
+    // Every document is CAP 1.2, keyed by its incident_id, from the sensors stream only.
+    let ds: Vec<v1dot2::Alert> = docs.iter().map(parse).collect();
+    for (g, d) in docs.iter().zip(&ds) {
         assert_eq!(
             g.headers.get("content-type").map(String::as_str),
             Some("application/cap+xml")
         );
-        let d = parse(g);
         assert_eq!(d.sender.as_str(), "riskstream@city.example");
         assert_eq!(d.status, v1dot2::Status::Actual);
         assert_eq!(d.scope, v1dot2::Scope::Public);
-        assert_eq!(param(&d, "stream"), "sensors");
+        assert_eq!(param(d, "stream"), "sensors");
         assert_eq!(
             g.key.as_deref(),
-            Some(param(&d, "alert_id").as_bytes()),
-            "key = alert_id"
+            Some(param(d, "incident_id").as_bytes()),
+            "key = incident_id"
         );
         let sent = d.sent.to_string();
         assert!(sent.ends_with("+08:00") && !sent.contains('.'), "{sent}");
@@ -113,51 +124,50 @@ streams = ["sensors"]
         );
     }
 
-    // The threshold episode: Alert (red, Observed, Extreme) ... Cancel referencing all.
-    let ep: Vec<v1dot2::Alert> = docs.iter().filter(|g| is_threshold(g)).map(parse).collect();
-    println!(
-        "first threshold CAP document:\n{}",
-        String::from_utf8_lossy(&docs.iter().find(|g| is_threshold(g)).unwrap().payload)
+    // One incident: the site's. Alert, then Updates (level changes), then one Cancel
+    // referencing every earlier document.
+    let ids: std::collections::BTreeSet<&str> =
+        ds.iter().map(|d| param(d, "incident_id")).collect();
+    assert_eq!(ids.len(), 1, "one incident for the site event: {ids:?}");
+    let id = *ids.iter().next().unwrap();
+    assert!(id.starts_with("sensors:site:SITE-330503-0042:"), "{id}");
+    assert_eq!(ds[0].message_type, v1dot2::MessageType::Alert);
+    assert!(ds[0].references.is_none());
+    for d in &ds[1..ds.len() - 1] {
+        assert_eq!(d.message_type, v1dot2::MessageType::Update);
+    }
+    let last = ds.last().unwrap();
+    assert_eq!(last.message_type, v1dot2::MessageType::Cancel);
+    assert_eq!(last.info[0].urgency, v1dot2::Urgency::Past);
+    assert!(
+        ds.len() <= 6,
+        "a handful of documents, not one per sensor and detector: {}",
+        ds.len()
     );
-    let first = &ep[0];
-    assert_eq!(first.message_type, v1dot2::MessageType::Alert);
-    assert!(first.references.is_none());
-    let i = &first.info[0];
-    assert_eq!(i.event, "Gas LEL above alarm limit");
+    for (n, d) in ds.iter().enumerate() {
+        assert_eq!(d.identifier.as_str(), format!("{id}:{}", n + 1));
+        let refs: Vec<String> = d
+            .references
+            .as_ref()
+            .map(|r| r.iter().map(|r| r.identifier.to_string()).collect())
+            .unwrap_or_default();
+        let earlier: Vec<String> = ds[..n].iter().map(|d| d.identifier.to_string()).collect();
+        assert_eq!(refs, earlier, "document {} references all before it", n + 1);
+    }
+    // The red alarm is in it, observed by the threshold rule on every sensor.
+    let red = ds
+        .iter()
+        .find(|d| param(d, "level") == "red")
+        .expect("a red document");
+    let i = &red.info[0];
     assert_eq!(i.severity, v1dot2::Severity::Extreme);
     assert_eq!(i.urgency, v1dot2::Urgency::Immediate);
     assert_eq!(i.certainty, v1dot2::Certainty::Observed);
-    assert_eq!(
-        i.headline.as_deref(),
-        Some("Gas LEL above alarm limit at SITE-330503-0042")
+    assert!(i.event.starts_with("Gas LEL"), "{}", i.event);
+    assert!(param(red, "detectors").contains("threshold"));
+    let members: usize = param(last, "members").parse().unwrap();
+    assert!(
+        members >= 10,
+        "every sensor's episode is a member: {members}"
     );
-    assert_eq!(param(first, "level"), "red");
-    assert_eq!(param(first, "detector"), "threshold");
-    assert_eq!(param(first, "score"), "31.5");
-    assert!(i.description.as_deref().unwrap().contains("Observed 31.5"));
-    let last = ep.last().unwrap();
-    assert_eq!(
-        last.message_type,
-        v1dot2::MessageType::Cancel,
-        "resolved => Cancel"
-    );
-    assert_eq!(last.info[0].urgency, v1dot2::Urgency::Past);
-    let refs: Vec<String> = last
-        .references
-        .as_ref()
-        .expect("Cancel references the episode")
-        .iter()
-        .map(|r| r.identifier.to_string())
-        .collect();
-    let earlier: Vec<String> = ep[..ep.len() - 1]
-        .iter()
-        .map(|d| d.identifier.to_string())
-        .collect();
-    assert_eq!(refs, earlier);
-    for (n, d) in ep.iter().enumerate() {
-        assert_eq!(
-            d.identifier.as_str(),
-            format!("{}:{}", param(d, "alert_id"), n + 1)
-        );
-    }
 }

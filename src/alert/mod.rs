@@ -15,7 +15,7 @@ mod route;
 
 use serde::{Deserialize, Serialize};
 
-pub use incident::{Incident, IncidentConfig, IncidentGrouper, Member};
+pub use incident::{Escalation, Incident, IncidentConfig, IncidentGrouper, Member};
 pub use level::{Level, LevelBands};
 pub use policy::{AlertPolicy, AlertPolicyConfig};
 pub use route::{RoutePolicy, Scope};

@@ -1,4 +1,5 @@
-//! The actions topic: operators' actions as durable Kafka events, keyed by alert_id.
+//! The actions topic: operators' actions (and the console's escalations) as durable Kafka
+//! events, keyed by incident_id for incident actions and by alert_id for episode ones.
 //!
 //! Writes: [`ActionLog::append`] resolves only once the broker acknowledged the event
 //! (`acks=all` on the shared idempotent producer); the HTTP handler answers 202 after it.
@@ -32,7 +33,7 @@ impl ActionLog {
         self.producer
             .send(
                 FutureRecord::to(&self.topic)
-                    .key(ev.alert_id.as_bytes())
+                    .key(ev.key().as_bytes())
                     .payload(&json),
                 Duration::from_secs(5),
             )
@@ -155,7 +156,7 @@ fn apply_message(state: &ConsoleState, m: &rdkafka::message::BorrowedMessage<'_>
         Some(Ok(ev)) => {
             if let Err(c) = state.apply(&ev) {
                 // Seen already (this instance applied it after producing) or superseded.
-                tracing::debug!(alert_id = %ev.alert_id, conflict = %c, "action not applied");
+                tracing::debug!(key = ev.key(), conflict = %c, "action not applied");
             }
         }
         _ => tracing::warn!(

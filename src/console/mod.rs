@@ -18,6 +18,8 @@
 
 pub mod actions;
 pub mod config;
+pub mod escalate;
+mod incidents;
 pub mod server;
 
 use std::collections::HashMap;
@@ -28,6 +30,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 
 pub use config::{AckLimits, ConsoleConfig, TokenConfig};
+pub use incidents::{member_key, IncidentTarget, IncidentView, MemberRef, NoiseView, Overdue};
 
 use crate::alert::{Actions, Alert, Status};
 use crate::clock::Clock;
@@ -39,6 +42,9 @@ pub enum ActionKind {
     Ack,
     Dispatch,
     Close,
+    /// Not an operator's: the console's escalation of an incident nobody acknowledged in
+    /// time (`to_center` joins its route). Never accepted from HTTP.
+    Escalate,
 }
 
 impl ActionKind {
@@ -71,10 +77,15 @@ impl Outcome {
     }
 }
 
-/// One message of the actions topic (key = alert_id).
+/// One message of the actions topic: on an episode (key = alert_id) or, when
+/// `incident_id` is set, on an incident and all its members (key = incident_id).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ActionEvent {
+    /// The episode acted on; empty for an incident action.
+    #[serde(default)]
     pub alert_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incident_id: Option<String>,
     pub action: ActionKind,
     /// Code of the command center whose token acted.
     pub by_center: String,
@@ -84,6 +95,22 @@ pub struct ActionEvent {
     pub outcome: Option<Outcome>,
     /// RFC 3339, UTC.
     pub at: String,
+    /// `escalate`: the center that joins the route, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_center: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// An incident action: its members when it was taken, so the verdict (a false alarm
+    /// of which detectors and keys) survives replay even before the episodes are seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<MemberRef>,
+}
+
+impl ActionEvent {
+    /// The actions topic's key: the incident or the episode acted on.
+    pub fn key(&self) -> &str {
+        self.incident_id.as_deref().unwrap_or(&self.alert_id)
+    }
 }
 
 /// Why an action cannot apply to an episode's current state (HTTP 409 or 400).
@@ -97,6 +124,8 @@ pub enum Conflict {
     MissingNote,
     #[error("close needs an outcome: handled, false_alarm or duplicate")]
     MissingOutcome,
+    #[error("the incident already reached that command center")]
+    AlreadyEscalated,
 }
 
 /// The action state machine: `(none) -ack-> acknowledged -dispatch*-> ... -close-> closed`.
@@ -120,6 +149,11 @@ pub fn transition(a: &Actions, ev: &ActionEvent) -> Result<Actions, Conflict> {
             }
             ack(&mut n);
         }
+        // Acknowledging in time is what keeps an incident where it is.
+        ActionKind::Escalate if a.acknowledged_at.is_some() => {
+            return Err(Conflict::AlreadyAcknowledged)
+        }
+        ActionKind::Escalate => {}
         ActionKind::Dispatch => {
             let note = ev.note.as_deref().map(str::trim).unwrap_or_default();
             if note.is_empty() {
@@ -265,9 +299,22 @@ fn parse_ts(s: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
+/// One change the SSE clients hear about.
+#[derive(Debug, Clone)]
+pub enum Change {
+    Episode(EpisodeView),
+    Incident(IncidentView),
+}
+
 #[derive(Default)]
 struct Inner {
     episodes: HashMap<String, Entry>,
+    /// Incidents by id: the cards operators act on (`incidents.rs`).
+    incidents: HashMap<String, incidents::IncEntry>,
+    /// Actions and escalations by incident id, also of incidents not seen (yet).
+    incident_actions: HashMap<String, incidents::IncRecord>,
+    /// False-alarm verdicts of the last 7 days, oldest first (the noise view).
+    noise: std::collections::VecDeque<incidents::Verdict>,
     /// Actions by alert id, also of episodes not seen (yet): the topic is read from the
     /// start, possibly before the pipeline re-creates the episode. Value: (actions, last touched).
     actions: HashMap<String, (Actions, DateTime<Utc>)>,
@@ -280,7 +327,7 @@ pub struct ConsoleState {
     retention: chrono::Duration,
     max_open: usize,
     inner: Mutex<Inner>,
-    updates: broadcast::Sender<Arc<EpisodeView>>,
+    updates: broadcast::Sender<Arc<Change>>,
 }
 
 /// What [`ConsoleState::check`] found: the facts the HTTP handler needs before producing.
@@ -312,7 +359,7 @@ impl ConsoleState {
         self.clock.now()
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<Arc<EpisodeView>> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {
         self.updates.subscribe()
     }
 
@@ -322,16 +369,26 @@ impl ConsoleState {
 
     fn publish(&self, v: EpisodeView) {
         // No receiver is fine: nobody is watching.
-        let _ = self.updates.send(Arc::new(v));
+        let _ = self.updates.send(Arc::new(Change::Episode(v)));
+    }
+
+    fn publish_incident(&self, v: IncidentView) {
+        let _ = self.updates.send(Arc::new(Change::Incident(v)));
     }
 
     /// Takes one alert message on its way to the sinks: fills in `alert.actions` from the
     /// recorded actions and keeps the alert as the episode's latest state.
     pub fn observe(&self, alert: &mut Alert) {
         let now = self.now();
-        let view = {
+        let (view, incident) = {
             let mut g = self.lock();
-            alert.actions = g.actions.get(&alert.alert_id).map(|(a, _)| a.clone());
+            let own = g.actions.get(&alert.alert_id).map(|(a, _)| a.clone());
+            let of_incident = g
+                .incident_actions
+                .get(&alert.incident_id)
+                .map(|r| r.actions.clone());
+            alert.actions = incidents::merge_actions(own, of_incident);
+            let incident = incidents::join(&mut g, alert, now);
             let e = g
                 .episodes
                 .entry(alert.alert_id.clone())
@@ -357,9 +414,12 @@ impl ConsoleState {
             }
             let v = e.view();
             self.prune_locked(&mut g, now, false);
-            v
+            (v, incident)
         };
         self.publish(view);
+        if let Some(i) = incident {
+            self.publish_incident(i);
+        }
     }
 
     /// Can `kind` apply to episode `alert_id` now? The handler asks before producing.
@@ -387,6 +447,9 @@ impl ConsoleState {
     /// the actions topic). Idempotent: an action that no longer applies is refused and
     /// changes nothing, so the same event seen twice counts once.
     pub fn apply(&self, ev: &ActionEvent) -> Result<(), Conflict> {
+        if ev.incident_id.is_some() {
+            return self.apply_incident(ev);
+        }
         let now = self.now();
         let view = {
             let mut g = self.lock();
@@ -423,7 +486,10 @@ impl ConsoleState {
         let mut v: Vec<&Entry> = g
             .episodes
             .values()
-            .filter(|e| e.alert.route.iter().any(|r| r == center))
+            .filter(|e| {
+                e.alert.route.iter().any(|r| r == center)
+                    || incidents::visible(&g, &e.alert.incident_id, center)
+            })
             .collect();
         v.sort_by(|a, b| {
             b.open()
@@ -480,6 +546,7 @@ impl ConsoleState {
                 g.episodes.remove(&k);
             }
         }
+        incidents::prune(g, now, cutoff);
         let Inner {
             episodes, actions, ..
         } = g;
@@ -494,5 +561,7 @@ impl ConsoleState {
     }
 }
 
+#[cfg(test)]
+mod incident_tests;
 #[cfg(test)]
 mod tests;

@@ -4,9 +4,11 @@
 //! |---|---|
 //! | `GET /`, `/app.js`, `/app.css` | the page (embedded; no CDN, no build step) |
 //! | `GET /api/centers` | the command centers of the hierarchy |
-//! | `GET /api/episodes?center=CODE` | episodes routed to CODE (open first, red first, newest first) |
-//! | `GET /api/stream?center=CODE` | SSE: `snapshot` first, then `episode` per change |
-//! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action; 202 once on the actions topic |
+//! | `GET /api/episodes?center=CODE` | incidents and episodes routed (or escalated) to CODE (open first, red first, newest first) |
+//! | `GET /api/stream?center=CODE` | SSE: `snapshot` first, then `incident` / `episode` per change |
+//! | `POST /api/incidents/{incident_id}/{ack,dispatch,close}` | an action on an incident and all its members; 202 once on the actions topic |
+//! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action on one episode alone |
+//! | `GET /api/noise` | the detectors and keys with the most false alarms, last 7 days |
 //!
 //! Writes need `Authorization: Bearer TOKEN` (401 missing/unknown, 403 outside the token's
 //! center). With `read_requires_token`, GET /api/* need a token too, given as the header
@@ -28,7 +30,10 @@ use serde::Deserialize;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::actions::ActionLog;
-use super::{AckLimits, ActionEvent, ActionKind, ConsoleState, Denied, Outcome, Tokens};
+use super::{
+    AckLimits, ActionEvent, ActionKind, Change, ConsoleState, Denied, IncidentTarget, Outcome,
+    Tokens,
+};
 use crate::regions::Regions;
 use crate::shutdown::Shutdown;
 use crate::telemetry::metrics::Metrics;
@@ -175,9 +180,21 @@ async fn episodes(
     }
     Json(serde_json::json!({
         "now": app.state.now(),
+        "incidents": app.state.incident_snapshot(&center),
         "episodes": app.state.snapshot(&center),
     }))
     .into_response()
+}
+
+async fn noise(
+    State(app): State<ConsoleApp>,
+    h: HeaderMap,
+    Query(q): Query<ReadQuery>,
+) -> Response {
+    if let Err(r) = app.may_read(&h, &q, None) {
+        return r;
+    }
+    Json(app.state.noise(20)).into_response()
 }
 
 /// Decrements the client gauge when an SSE stream is dropped (the page went away).
@@ -212,6 +229,7 @@ async fn stream(
             .json_data(serde_json::json!({
                 "now": state.now(),
                 "center": center,
+                "incidents": state.incident_snapshot(center),
                 "episodes": state.snapshot(center),
             }))
             .expect("snapshot serializes")
@@ -223,14 +241,12 @@ async fn stream(
         move |(mut rx, center, state, guard)| async move {
             loop {
                 match rx.recv().await {
-                    Ok(v) if v.alert.route.contains(&center) => {
-                        let e = Event::default()
-                            .event("episode")
-                            .json_data(&*v)
-                            .expect("episodes serialize");
+                    Ok(c) => {
+                        let Some(e) = change_event(&state, &c, &center) else {
+                            continue;
+                        };
                         return Some((e, (rx, center, state, guard)));
                     }
-                    Ok(_) => continue,
                     // Too slow to keep up: start over from a fresh snapshot.
                     Err(RecvError::Lagged(_)) => {
                         let e = snapshot(&state, &center);
@@ -249,6 +265,27 @@ async fn stream(
     Sse::new(s)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
+}
+
+/// The SSE event for one change, when `center` sees it: an episode routed there or a
+/// member of an incident it sees; an incident routed or escalated there.
+fn change_event(state: &ConsoleState, c: &Change, center: &str) -> Option<Event> {
+    match c {
+        Change::Episode(v) => (v.alert.route.iter().any(|r| r == center)
+            || state.incident_visible(&v.alert.incident_id, center))
+        .then(|| {
+            Event::default()
+                .event("episode")
+                .json_data(v)
+                .expect("episodes serialize")
+        }),
+        Change::Incident(v) => v.route.iter().any(|r| r == center).then(|| {
+            Event::default()
+                .event("incident")
+                .json_data(v)
+                .expect("incidents serialize")
+        }),
+    }
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -294,6 +331,7 @@ async fn act(
     };
     let ev = ActionEvent {
         alert_id: alert_id.clone(),
+        incident_id: None,
         action: kind,
         by_center: by_center.clone(),
         note: body
@@ -305,6 +343,9 @@ async fn act(
             .state
             .now()
             .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        to_center: None,
+        reason: None,
+        members: Vec::new(),
     };
     if ev.note.as_ref().is_some_and(|n| n.chars().count() > 500) {
         return error(StatusCode::BAD_REQUEST, "note: at most 500 characters");
@@ -369,6 +410,130 @@ fn record(app: &ConsoleApp, ev: &ActionEvent, t: &super::Target) {
     }
 }
 
+/// Parses an action request's body, or answers 400.
+#[allow(clippy::result_large_err)]
+fn action_body(body: &[u8]) -> Result<ActionBody, Response> {
+    if body.is_empty() {
+        return Ok(ActionBody::default());
+    }
+    serde_json::from_slice(body).map_err(|e| error(StatusCode::BAD_REQUEST, format!("body: {e}")))
+}
+
+/// An operator's action on an incident: it applies to the incident and every member.
+async fn act_incident(
+    State(app): State<ConsoleApp>,
+    Path((incident_id, action)): Path<(String, String)>,
+    h: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(kind) = ActionKind::parse(&action) else {
+        return error(StatusCode::NOT_FOUND, "actions are ack, dispatch and close");
+    };
+    let body = match action_body(&body) {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let token = bearer(&h);
+    if let Err(d) = app.tokens.center(token) {
+        return app.deny(d, action.as_str(), Some(&incident_id), None);
+    }
+    let Some(inc) = app.state.get_incident(&incident_id) else {
+        return error(StatusCode::NOT_FOUND, "no such incident on this console");
+    };
+    let by_center = match app.tokens.authorize(token, &inc.route) {
+        Ok(c) => c,
+        Err(d) => {
+            let c = app.tokens.center(token).ok().map(str::to_string);
+            return app.deny(d, action.as_str(), Some(&incident_id), c.as_deref());
+        }
+    };
+    let note = body
+        .note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if note.as_ref().is_some_and(|n| n.chars().count() > 500) {
+        return error(StatusCode::BAD_REQUEST, "note: at most 500 characters");
+    }
+    let mut ev = ActionEvent {
+        alert_id: String::new(),
+        incident_id: Some(incident_id.clone()),
+        action: kind,
+        by_center: by_center.clone(),
+        note,
+        outcome: body.outcome,
+        at: app
+            .state
+            .now()
+            .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        to_center: None,
+        reason: None,
+        members: Vec::new(),
+    };
+    let target = match app.state.check_incident(&incident_id, &ev) {
+        Ok(Some(t)) => t,
+        Ok(None) => return error(StatusCode::NOT_FOUND, "no such incident on this console"),
+        Err(c @ (super::Conflict::MissingNote | super::Conflict::MissingOutcome)) => {
+            return error(StatusCode::BAD_REQUEST, c.to_string())
+        }
+        Err(c) => return error(StatusCode::CONFLICT, c.to_string()),
+    };
+    if kind == ActionKind::Close {
+        ev.members = target.members.clone();
+    }
+    if let Err(e) = app.log.append(&ev).await {
+        tracing::error!(incident_id, action = action.as_str(), error = %e, "action not written to the actions topic");
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the action could not be stored; try again",
+        );
+    }
+    let _ = app.state.apply(&ev);
+    record_incident(&app, &ev, &target);
+    tracing::info!(incident_id, action = action.as_str(), center = %by_center, members = target.members.len(), "console action on an incident");
+    let view = app.state.get_incident(&incident_id);
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "event": ev, "incident": view })),
+    )
+        .into_response()
+}
+
+/// Per incident: one time-to-acknowledge, one close; a false alarm counts once per member
+/// detector (the verdict is on each member's episode).
+fn record_incident(app: &ConsoleApp, ev: &ActionEvent, t: &IncidentTarget) {
+    let level = t.level.as_str();
+    let center = ev.by_center.as_str();
+    if t.first_ack {
+        let at = chrono::DateTime::parse_from_rfc3339(&ev.at)
+            .map(|x| x.with_timezone(&chrono::Utc))
+            .unwrap_or_else(|_| app.state.now());
+        let secs = (at - t.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
+        app.metrics
+            .console_time_to_ack
+            .with_label_values(&[level, center])
+            .observe(secs);
+        let within = secs <= app.ack_limits.of(t.level).as_secs_f64();
+        app.metrics
+            .console_acks
+            .with_label_values(&[level, center, if within { "true" } else { "false" }])
+            .inc();
+    }
+    if let (ActionKind::Close, Some(o)) = (ev.action, ev.outcome) {
+        app.metrics
+            .console_closed
+            .with_label_values(&[level, center, o.as_str()])
+            .inc();
+        if o == Outcome::FalseAlarm {
+            for m in &t.members {
+                app.metrics
+                    .console_false_alarms
+                    .with_label_values(&[&m.detector])
+                    .inc();
+            }
+        }
+    }
+}
+
 pub fn router(app: ConsoleApp) -> Router {
     Router::new()
         .route("/", get(page))
@@ -378,6 +543,8 @@ pub fn router(app: ConsoleApp) -> Router {
         .route("/api/episodes", get(episodes))
         .route("/api/stream", get(stream))
         .route("/api/episodes/{alert_id}/{action}", post(act))
+        .route("/api/incidents/{incident_id}/{action}", post(act_incident))
+        .route("/api/noise", get(noise))
         .with_state(app)
 }
 

@@ -40,11 +40,15 @@ fn state_capped(max_open: usize) -> (ConsoleState, ManualClock) {
 fn ev(id: &str, action: ActionKind, center: &str) -> ActionEvent {
     ActionEvent {
         alert_id: id.into(),
+        incident_id: None,
         action,
         by_center: center.into(),
         note: None,
         outcome: None,
         at: "2026-11-26T00:01:00.000Z".into(),
+        to_center: None,
+        reason: None,
+        members: Vec::new(),
     }
 }
 
@@ -122,6 +126,9 @@ fn actions_follow_the_state_machine_and_reach_later_alerts() {
     let mut rx = s.subscribe();
     s.apply(&ev("a", ActionKind::Ack, "330503")).unwrap();
     let pushed = rx.try_recv().expect("an SSE update");
+    let Change::Episode(pushed) = &*pushed else {
+        panic!("an episode update: {pushed:?}")
+    };
     assert_eq!(
         pushed
             .alert

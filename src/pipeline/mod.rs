@@ -826,7 +826,10 @@ impl Pipeline {
             self.admitted_incidents
                 .resize_with(self.sinks.len(), Default::default);
         }
-        for i in std::mem::take(&mut self.incident_msgs) {
+        for mut i in std::mem::take(&mut self.incident_msgs) {
+            if let Some(c) = &self.console {
+                c.observe_incident(&mut i);
+            }
             self.metrics.incident(&i);
             tracing::info!(incident_id = %i.incident_id, status = i.status.as_str(), level = i.level.as_str(), members = i.members.len(), title = %i.title, "incident");
             let json = serde_json::to_vec(&i).expect("incidents serialize");

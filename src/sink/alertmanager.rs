@@ -16,7 +16,9 @@
 //! One riskstream alert becomes an Alertmanager alert with
 //! - labels: `alertname` = detector, `stream`, `level`, `county` (the route's county code,
 //!   when it has one), `subject` (the sensor id, else site id, else `kind:value` of a fraud
-//!   suspect, else region code) and `alert_id`;
+//!   suspect, else region code), `alert_id` and `incident_id` (the hazard the episode
+//!   belongs to: `group_by: [incident_id]` in Alertmanager's route makes one notification
+//!   group per incident; absent only for messages from before incidents);
 //! - annotations: `summary` = title, `description` = the evidence in words, `route` = the
 //!   command centers' codes, `region`;
 //! - `startsAt` = `first_event_ts`, `endsAt` = `detected_at` when resolved (absent while
@@ -286,6 +288,11 @@ fn payload(a: &Alert, level: Level, ends_at: Option<&str>, generator_url: &str) 
         labels.insert("subject".into(), s.into());
     }
     labels.insert("alert_id".into(), a.alert_id.clone().into());
+    // Alertmanager groups by labels: `group_by: [incident_id]` then makes one
+    // notification of a hazard's episodes, as the console shows one card.
+    if !a.incident_id.is_empty() {
+        labels.insert("incident_id".into(), a.incident_id.clone().into());
+    }
     let mut v = json!({
         "labels": labels,
         "annotations": {
@@ -343,7 +350,8 @@ mod tests {
             "subject":{"sensor_id":"S-1","site_id":"SITE-1","region":"330503101"},"title":"Gas LEL above alarm limit at SITE-1",
             "evidence":{"observed":31.5,"expected":10.0,"score":31.5,"threshold":25.0,"window":"instant"},
             "first_event_ts":"2026-11-26T08:05:00+08:00","detected_at":"2026-11-26T00:06:00.000Z","event_ids":[],
-            "route":["330503101","330503","330500"],"region_name":"Xinshi Town","seq":1
+            "route":["330503101","330503","330500"],"region_name":"Xinshi Town","seq":1,
+            "incident_id":"sensors:site:SITE-1:1"
         }))
         .unwrap()
     }
@@ -355,7 +363,8 @@ mod tests {
         assert_eq!(
             p["labels"],
             json!({"alertname":"threshold","stream":"sensors","level":"red","county":"330503",
-                   "subject":"S-1","alert_id":"sensors:threshold:S-1:1"})
+                   "subject":"S-1","alert_id":"sensors:threshold:S-1:1",
+                   "incident_id":"sensors:site:SITE-1:1"})
         );
         assert_eq!(
             p["annotations"]["summary"],

@@ -1,7 +1,9 @@
-//! `cap` sink: one OASIS CAP 1.2 XML document per alert state change, for the emergency
-//! bureau, to a Kafka topic (key = `alert_id`, header `content-type: application/cap+xml`)
-//! or POSTed to an HTTP endpoint (`content-type: application/cap+xml`): exactly one of
-//! `topic` and `url`.
+//! `cap` sink: one OASIS CAP 1.2 XML document per *incident* state change (issue #23),
+//! for the emergency bureau, to a Kafka topic (key = `incident_id`, header `content-type:
+//! application/cap+xml`) or POSTed to an HTTP endpoint (`content-type:
+//! application/cap+xml`): exactly one of `topic` and `url`. The bureau handles hazards, not
+//! detectors: a site event seen by ten sensors is one CAP alert and its updates, not ten.
+//! Episode messages (`alerts`) are not sent here.
 //!
 //! ```toml
 //! [sinks.bureau]
@@ -10,32 +12,33 @@
 //! topic = "alerts.cap"                 # or url = "http://bureau.example:8080/cap"
 //! sender_name = "riskstream"           # CAP <senderName>
 //! utc_offset = "+08:00"                # the offset <sent> and <onset> are written in
-//! max_episodes = 10000                 # open episodes whose earlier documents are remembered
+//! max_incidents = 10000                # open incidents whose earlier documents are remembered
 //! streams = ["sensors"]
 //! # url mode only: timeout = "5s", max_retries = 5, backoff = "250ms" (see the webhook sink)
 //! ```
 //!
-//! Mapping (alert -> CAP):
-//! - `identifier` = `alert_id:seq` (unique per document; characters CAP forbids in an id —
-//!   whitespace, `,`, `<`, `&` — and `%` are percent-encoded); `sent` = `detected_at` in
-//!   `utc_offset`, whole seconds (`2026-11-26T08:01:00+08:00`); `status` Actual; `scope`
-//!   Public.
-//! - `msgType`: `Alert` when the episode opens, `Update` on a later firing message (level
-//!   change), `Cancel` on resolve; `references` lists every earlier document of the episode
-//!   as `sender,identifier,sent` triples. The sink remembers them per `alert_id`, at most
-//!   `max_episodes` episodes (the least recently opened is forgotten first), and forgets an
-//!   episode when it resolves. After a restart an episode's earlier documents are unknown
-//!   and its next document carries no `references`.
-//! - `info`: `language` en-US; `category` CBRNE for gas/H2S sensors, Safety for other sensors
-//!   and incidents, Security for fraud; `event` = the title's subject ("Gas LEL above alarm
-//!   limit"); `urgency` Immediate (red, orange), Expected (yellow), Future (blue), Past on
-//!   resolve; `severity` Extreme/Severe/Moderate/Minor for red/orange/yellow/blue;
-//!   `certainty` Observed for detectors that compare a reading with a fixed rule
-//!   (threshold, rate_of_change, flatline, offline), Likely for the statistical ones;
-//!   `onset` = `first_event_ts`; `headline` = title; `description` = the evidence in words;
-//!   `parameter`s level, detector, score, threshold, observed, stream, alert_id, seq;
-//!   `area` with `areaDesc` = `region_name` and geocode `GB/T 2260` = `route[0]`, the most
-//!   specific region code.
+//! Mapping (incident -> CAP):
+//! - `identifier` = `incident_id:seq` (unique per document; characters CAP forbids in an
+//!   id — whitespace, `,`, `<`, `&` — and `%` are percent-encoded); `sent` = `detected_at`
+//!   in `utc_offset`, whole seconds (`2026-11-26T08:01:00+08:00`); `status` Actual;
+//!   `scope` Public.
+//! - `msgType`: `Alert` when the incident opens, `Update` on a later firing message (its
+//!   level changed), `Cancel` when it resolves; `references` lists every earlier document
+//!   of the incident as `sender,identifier,sent` triples (the previous one last). The sink
+//!   remembers them per `incident_id`, at most `max_incidents` (the least recently opened
+//!   is forgotten first), and forgets an incident when it resolves. After a restart an
+//!   incident's earlier documents are unknown and its next document carries no
+//!   `references`.
+//! - `info`: `language` en-US; `category` CBRNE for incidents with a gas/H2S member, Safety
+//!   for other sensor and report incidents, Security for fraud; `event` = the title's
+//!   subject ("Gas LEL, pressure and temperature rising"); `urgency` Immediate (red,
+//!   orange), Expected (yellow), Future (blue), Past on resolve; `severity`
+//!   Extreme/Severe/Moderate/Minor for red/orange/yellow/blue; `certainty` Observed when a
+//!   member's detector compares a reading with a fixed rule (threshold, rate_of_change,
+//!   flatline, offline), else Likely; `onset` = `first_event_ts`; `headline` = title;
+//!   `description` = one line per member (title, level, status, evidence); `parameter`s
+//!   level, stream, incident_id, seq, members, detectors; `area` with `areaDesc` =
+//!   `region_name` and geocode `GB/T 2260` = `route[0]`, the most specific region code.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -51,7 +54,7 @@ use serde::Deserialize;
 
 use super::webhook::{self, DeliveryQueue, HttpClient, WhenFull};
 use super::{parse_streams, Ack, Filter, Sink, SinkCtx, SinkError, SinkSpec};
-use crate::alert::{Alert, Level, Status};
+use crate::alert::{Alert, Incident, Level, Member, Status};
 
 pub const CAP_NS: &str = "urn:oasis:names:tc:emergency:cap:1.2";
 pub const CAP_CONTENT_TYPE: &str = "application/cap+xml";
@@ -61,7 +64,7 @@ pub const CAP_CONTENT_TYPE: &str = "application/cap+xml";
 pub struct CapSinkConfig {
     /// CAP `<sender>`; required.
     pub sender: String,
-    /// Kafka topic for the documents (key = alert_id). Exactly one of `topic` and `url`.
+    /// Kafka topic for the documents (key = incident_id). Exactly one of `topic` and `url`.
     #[serde(default)]
     pub topic: Option<String>,
     /// HTTP endpoint the documents are POSTed to. Exactly one of `topic` and `url`.
@@ -73,9 +76,10 @@ pub struct CapSinkConfig {
     /// UTC offset of `<sent>` and `<onset>`; default "+08:00" (China Standard Time).
     #[serde(default = "default_utc_offset")]
     pub utc_offset: String,
-    /// Open episodes whose earlier documents are remembered for `<references>`; default 10000.
-    #[serde(default = "default_max_episodes")]
-    pub max_episodes: usize,
+    /// Open incidents whose earlier documents are remembered for `<references>`; default
+    /// 10000. `max_episodes` is its name from before incidents.
+    #[serde(default = "default_max_incidents", alias = "max_episodes")]
+    pub max_incidents: usize,
     /// `url` mode: per attempt; default 5s.
     #[serde(default = "webhook::default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -97,7 +101,7 @@ fn default_sender_name() -> String {
 fn default_utc_offset() -> String {
     "+08:00".into()
 }
-fn default_max_episodes() -> usize {
+fn default_max_incidents() -> usize {
     10_000
 }
 
@@ -149,8 +153,8 @@ impl SinkSpec for CapSinkConfig {
                 self.utc_offset
             ));
         }
-        if self.max_episodes == 0 {
-            problems.push(format!("{path}.max_episodes: must be >= 1"));
+        if self.max_incidents == 0 {
+            problems.push(format!("{path}.max_incidents: must be >= 1"));
         }
         parse_streams(&self.streams, path, problems);
     }
@@ -187,7 +191,7 @@ impl SinkSpec for CapSinkConfig {
                 &self.sender,
                 &self.sender_name,
                 parse_offset(&self.utc_offset).ok_or_else(|| err("bad utc_offset".into()))?,
-                self.max_episodes,
+                self.max_incidents,
             ),
             out,
         }))
@@ -218,12 +222,22 @@ impl Sink for CapSink {
         &self.filter
     }
 
-    fn send(&self, alert: &Alert, _json: &[u8]) -> Result<Ack, SinkError> {
-        let xml = self.writer.document(alert);
+    /// Episodes are not the bureau's business: their incident is.
+    fn send(&self, _alert: &Alert, _json: &[u8]) -> Result<Ack, SinkError> {
+        Ok(Box::pin(async { Ok(()) }))
+    }
+
+    fn takes_incidents(&self) -> bool {
+        true
+    }
+
+    fn send_incident(&self, incident: &Incident, _json: &[u8]) -> Result<Ack, SinkError> {
+        let xml = self.writer.document(incident);
+        let key = &incident.incident_id;
         match &self.out {
             Out::Kafka { producer, topic } => {
                 let rec = FutureRecord::to(topic)
-                    .key(alert.alert_id.as_bytes())
+                    .key(key.as_bytes())
                     .payload(&xml)
                     .headers(OwnedHeaders::new().insert(Header {
                         key: "content-type",
@@ -234,7 +248,7 @@ impl Sink for CapSink {
                     Err((e, _)) => Err(super::kafka::kafka_error(&self.name, e)),
                 }
             }
-            Out::Http(q) => q.submit(&alert.alert_id, Bytes::from(xml)),
+            Out::Http(q) => q.submit(key, Bytes::from(xml)),
         }
     }
 
@@ -246,109 +260,64 @@ impl Sink for CapSink {
     }
 }
 
-/// An episode's documents so far: (identifier, sent).
-struct Episode {
+/// An incident's documents so far: (identifier, sent).
+struct Sent {
     opened: u64,
     docs: Vec<(String, String)>,
 }
 
 struct History {
-    episodes: HashMap<String, Episode>,
+    incidents: HashMap<String, Sent>,
     next: u64,
 }
 
-/// Turns alerts into CAP documents, remembering each open episode's earlier documents.
+/// Turns incident messages into CAP documents, remembering each open incident's earlier
+/// documents.
 pub struct CapWriter {
     sender: String,
     sender_name: String,
     offset: FixedOffset,
-    max_episodes: usize,
+    max_incidents: usize,
     history: Mutex<History>,
 }
 
 impl CapWriter {
-    pub fn new(sender: &str, sender_name: &str, offset: FixedOffset, max_episodes: usize) -> Self {
+    pub fn new(sender: &str, sender_name: &str, offset: FixedOffset, max_incidents: usize) -> Self {
         Self {
             sender: sender.to_string(),
             sender_name: sender_name.to_string(),
             offset,
-            max_episodes: max_episodes.max(1),
+            max_incidents: max_incidents.max(1),
             history: Mutex::new(History {
-                episodes: HashMap::new(),
+                incidents: HashMap::new(),
                 next: 0,
             }),
         }
     }
 
-    /// Episodes currently remembered.
+    /// Incidents currently remembered.
     #[cfg(test)]
     pub fn remembered(&self) -> usize {
-        self.history.lock().expect("cap history").episodes.len()
+        self.history.lock().expect("cap history").incidents.len()
     }
 
-    /// The CAP document of one state change; records it in the episode's history.
-    pub fn document(&self, a: &Alert) -> Vec<u8> {
-        let sent = cap_time(&a.detected_at, self.offset)
+    /// The CAP document of one incident state change; records it in the incident's history.
+    pub fn document(&self, i: &Incident) -> Vec<u8> {
+        let sent = cap_time(&i.detected_at, self.offset)
             .unwrap_or_else(|| cap_time_of(chrono::Utc::now().fixed_offset(), self.offset));
-        let identifier = cap_id(&format!("{}:{}", a.alert_id, a.seq.max(1)));
-        let earlier: Vec<(String, String)> = {
-            let mut h = self.history.lock().expect("cap history");
-            let earlier: Vec<_> = h
-                .episodes
-                .get(&a.alert_id)
-                .map(|e| {
-                    e.docs
-                        .iter()
-                        .filter(|(id, _)| *id != identifier) // a re-delivered message
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default();
-            match a.status {
-                Status::Resolved => {
-                    h.episodes.remove(&a.alert_id);
-                }
-                Status::Firing => {
-                    if !h.episodes.contains_key(&a.alert_id)
-                        && h.episodes.len() >= self.max_episodes
-                    {
-                        let oldest = h
-                            .episodes
-                            .iter()
-                            .min_by_key(|(_, e)| e.opened)
-                            .map(|(k, _)| k.clone());
-                        if let Some(k) = oldest {
-                            tracing::warn!(alert_id = %k, "cap: max_episodes reached; forgetting the oldest episode's references");
-                            h.episodes.remove(&k);
-                        }
-                    }
-                    let opened = h.next;
-                    h.next += 1;
-                    let e = h
-                        .episodes
-                        .entry(a.alert_id.clone())
-                        .or_insert_with(|| Episode {
-                            opened,
-                            docs: Vec::new(),
-                        });
-                    if !e.docs.iter().any(|(id, _)| *id == identifier) {
-                        e.docs.push((identifier.clone(), sent.clone()));
-                    }
-                }
-            }
-            earlier
-        };
-        // CAP 1.2 offers Update or Cancel for the end of an episode. We send Cancel: the
-        // condition has cleared, so every earlier document in <references> no longer stands
+        let identifier = cap_id(&format!("{}:{}", i.incident_id, i.seq.max(1)));
+        let earlier = self.record(i, &identifier, &sent);
+        // CAP 1.2 offers Update or Cancel for the end of an incident. We send Cancel: the
+        // hazard has cleared, so every earlier document in <references> no longer stands
         // and receivers (displays, sirens, SMS gateways) should withdraw them, which is what
         // Cancel means ("cancels the earlier message(s) identified in <references>"); an
         // Update would supersede them with a still-live message that receivers keep showing.
         // The Cancel still carries an <info> with urgency Past and responseType AllClear, so
         // profiles that read an all-clear from those see one too.
-        let msg_type = match a.status {
+        let msg_type = match i.status {
             Status::Resolved => "Cancel",
-            // The first document this sink sends for an episode is an Alert, even mid-episode
-            // (a `min_level` filter admits an episode when it rises to that level).
+            // The first document this sink sends for an incident is an Alert, even
+            // mid-incident (a `min_level` filter admits it when it rises to that level).
             Status::Firing if earlier.is_empty() => "Alert",
             Status::Firing => "Update",
         };
@@ -357,13 +326,58 @@ impl CapWriter {
             .map(|(id, sent)| format!("{},{id},{sent}", self.sender))
             .collect::<Vec<_>>()
             .join(" ");
-        self.write(a, &identifier, &sent, msg_type, &references)
+        self.write(i, &identifier, &sent, msg_type, &references)
             .expect("writing XML to memory cannot fail")
+    }
+
+    /// Records this document in the incident's history and returns the earlier ones (a
+    /// re-delivered message does not reference itself).
+    fn record(&self, i: &Incident, identifier: &str, sent: &str) -> Vec<(String, String)> {
+        let mut h = self.history.lock().expect("cap history");
+        let earlier: Vec<_> = h
+            .incidents
+            .get(&i.incident_id)
+            .map(|e| {
+                e.docs
+                    .iter()
+                    .filter(|(id, _)| id != identifier)
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        if i.status == Status::Resolved {
+            h.incidents.remove(&i.incident_id);
+            return earlier;
+        }
+        if !h.incidents.contains_key(&i.incident_id) && h.incidents.len() >= self.max_incidents {
+            let oldest = h
+                .incidents
+                .iter()
+                .min_by_key(|(_, e)| e.opened)
+                .map(|(k, _)| k.clone());
+            if let Some(k) = oldest {
+                tracing::warn!(incident_id = %k, "cap: max_incidents reached; forgetting the oldest incident's references");
+                h.incidents.remove(&k);
+            }
+        }
+        let opened = h.next;
+        h.next += 1;
+        let e = h
+            .incidents
+            .entry(i.incident_id.clone())
+            .or_insert_with(|| Sent {
+                opened,
+                docs: Vec::new(),
+            });
+        if !e.docs.iter().any(|(id, _)| id == identifier) {
+            e.docs.push((identifier.to_string(), sent.to_string()));
+        }
+        earlier
     }
 
     fn write(
         &self,
-        a: &Alert,
+        i: &Incident,
         identifier: &str,
         sent: &str,
         msg_type: &str,
@@ -383,57 +397,57 @@ impl CapWriter {
         if !references.is_empty() {
             el(&mut w, "references", references)?;
         }
-        let resolved = a.status == Status::Resolved;
+        let resolved = i.status == Status::Resolved;
         start(&mut w, "info")?;
         el(&mut w, "language", "en-US")?;
-        el(&mut w, "category", category(a))?;
-        el(&mut w, "event", &event(&a.title))?;
+        el(&mut w, "category", category(i))?;
+        el(&mut w, "event", &event(&i.title))?;
         if resolved {
             el(&mut w, "responseType", "AllClear")?;
         }
         let urgency = if resolved {
             "Past"
         } else {
-            match a.level {
+            match i.level {
                 Level::Red | Level::Orange => "Immediate",
                 Level::Yellow => "Expected",
                 Level::Blue => "Future",
             }
         };
         el(&mut w, "urgency", urgency)?;
-        el(&mut w, "severity", severity(a.level))?;
-        el(&mut w, "certainty", certainty(&a.detector))?;
-        if let Some(onset) = cap_time(&a.first_event_ts, self.offset) {
+        el(&mut w, "severity", severity(i.level))?;
+        el(&mut w, "certainty", certainty(&i.members))?;
+        if let Some(onset) = cap_time(&i.first_event_ts, self.offset) {
             el(&mut w, "onset", &onset)?;
         }
         el(&mut w, "senderName", &self.sender_name)?;
-        el(&mut w, "headline", &a.title)?;
-        el(&mut w, "description", &evidence_words(a))?;
-        let e = &a.evidence;
+        el(&mut w, "headline", &i.title)?;
+        el(&mut w, "description", &incident_words(i))?;
         for (k, v) in [
-            ("level", a.level.as_str().to_string()),
-            ("detector", a.detector.clone()),
-            ("score", num(e.score)),
-            ("threshold", num(e.threshold)),
-            ("observed", num(e.observed)),
-            ("stream", a.stream.clone()),
-            ("alert_id", a.alert_id.clone()),
-            ("seq", a.seq.to_string()),
+            ("level", i.level.as_str().to_string()),
+            ("stream", i.stream.clone()),
+            ("incident_id", i.incident_id.clone()),
+            ("seq", i.seq.to_string()),
+            (
+                "members",
+                (i.members.len() + i.dropped_members as usize).to_string(),
+            ),
+            ("detectors", detectors(&i.members)),
         ] {
             start(&mut w, "parameter")?;
             el(&mut w, "valueName", k)?;
             el(&mut w, "value", &v)?;
             end(&mut w, "parameter")?;
         }
-        let area_desc = if a.region_name.trim().is_empty() {
-            a.route.first().cloned().unwrap_or_default()
+        let area_desc = if i.region_name.trim().is_empty() {
+            i.route.first().cloned().unwrap_or_default()
         } else {
-            a.region_name.clone()
+            i.region_name.clone()
         };
         if !area_desc.is_empty() {
             start(&mut w, "area")?;
             el(&mut w, "areaDesc", &area_desc)?;
-            if let Some(code) = a.route.first() {
+            if let Some(code) = i.route.first() {
                 start(&mut w, "geocode")?;
                 el(&mut w, "valueName", "GB/T 2260")?;
                 el(&mut w, "value", code)?;
@@ -506,18 +520,19 @@ pub fn cap_id(s: &str) -> String {
     out
 }
 
-fn category(a: &Alert) -> &'static str {
-    match a.stream.as_str() {
+fn category(i: &Incident) -> &'static str {
+    match i.stream.as_str() {
         "sensors" => {
-            let kind = a
-                .subject
-                .get("kind")
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            let title = a.title.to_ascii_lowercase();
-            let hazmat = |s: &str| s.starts_with("gas") || s.contains("h2s");
-            if hazmat(&kind) || (kind.is_empty() && hazmat(&title)) {
+            let hazmat = |s: &str| {
+                let s = s.to_ascii_lowercase();
+                s.starts_with("gas") || s.contains("h2s")
+            };
+            let by_kind = i
+                .members
+                .iter()
+                .any(|m| m.kind.as_deref().is_some_and(hazmat));
+            let no_kind = i.members.iter().all(|m| m.kind.is_none());
+            if by_kind || (no_kind && hazmat(&i.title)) {
                 "CBRNE"
             } else {
                 "Safety"
@@ -537,12 +552,66 @@ fn severity(l: Level) -> &'static str {
     }
 }
 
-/// Rule-based detectors observe the condition; statistical ones infer it.
-fn certainty(detector: &str) -> &'static str {
-    match detector {
-        "threshold" | "rate_of_change" | "flatline" | "offline" => "Observed",
-        _ => "Likely",
+/// Rule-based detectors observe the condition; statistical ones infer it. One member that
+/// observed it is enough.
+fn certainty(members: &[Member]) -> &'static str {
+    let observed = |d: &str| matches!(d, "threshold" | "rate_of_change" | "flatline" | "offline");
+    if members.iter().any(|m| observed(&m.detector)) {
+        "Observed"
+    } else {
+        "Likely"
     }
+}
+
+/// The members' detectors, sorted and once each: `ewma_z,threshold`.
+fn detectors(members: &[Member]) -> String {
+    let set: std::collections::BTreeSet<&str> =
+        members.iter().map(|m| m.detector.as_str()).collect();
+    set.into_iter().collect::<Vec<_>>().join(",")
+}
+
+/// The incident in words, for people: its state, then one line per member.
+pub fn incident_words(i: &Incident) -> String {
+    let open = i
+        .members
+        .iter()
+        .filter(|m| m.status == Status::Firing)
+        .count();
+    let mut s = if i.status == Status::Resolved {
+        format!(
+            "Resolved: every member has cleared. Level {}.",
+            i.level.as_str()
+        )
+    } else {
+        format!(
+            "Level {}; {open} of {} related alerts open.",
+            i.level.as_str(),
+            i.members.len()
+        )
+    };
+    if !i.region_name.is_empty() {
+        s.push_str(&format!(" Region: {}.", i.region_name));
+    }
+    if !i.route.is_empty() {
+        s.push_str(&format!(" Command centers: {}.", i.route.join(", ")));
+    }
+    for m in &i.members {
+        s.push_str(&format!(
+            "\n- {} ({}, {}, {}): {}",
+            m.title,
+            m.detector,
+            m.level.as_str(),
+            m.status.as_str(),
+            m.evidence
+        ));
+    }
+    if i.dropped_members > 0 {
+        s.push_str(&format!(
+            "\n- and {} earlier resolved alerts",
+            i.dropped_members
+        ));
+    }
+    s
 }
 
 /// The subject of a title: "Gas LEL above alarm limit at SITE-1" -> "Gas LEL above alarm
@@ -600,16 +669,31 @@ mod tests {
 
     use super::*;
 
-    fn gas(status: &str, level: &str, seq: u32, detected_at: &str) -> Alert {
+    fn member(sensor: &str, kind: &str, detector: &str, level: &str) -> Member {
         serde_json::from_value(serde_json::json!({
-            "alert_id":"sensors:threshold:S-330503-0042-GAS1:1764115500","status":status,
-            "level":level,"stream":"sensors","detector":"threshold",
-            "subject":{"sensor_id":"S-330503-0042-GAS1","site_id":"SITE-330503-0042","region":"330503101","kind":"gas_lel"},
-            "title":"Gas LEL above alarm limit at SITE-330503-0042",
-            "evidence":{"observed":31.5,"expected":10.0,"score":31.5,"threshold":25.0,"window":"instant"},
-            "first_event_ts":"2026-11-26T08:05:00+08:00","detected_at":detected_at,
-            "event_ids":["e1"],"route":["330503101","330503","330500"],
-            "region_name":"Xinshi Town","seq":seq
+            "alert_id": format!("sensors:{detector}:{sensor}:1764115500"), "detector": detector,
+            "level": level, "status": "firing",
+            "title": "Gas LEL above alarm limit at SITE-330503-0042",
+            "evidence": "observed 31.5 vs expected 10 (score 31.5, threshold 25, instant)",
+            "score": 31.5, "sensor_id": sensor, "kind": kind, "trend": "rising"
+        }))
+        .unwrap()
+    }
+
+    /// The site incident of a gas leak seen by `threshold` on GAS1 and `ewma_z` on GAS2.
+    fn gas(status: &str, level: &str, seq: u32, detected_at: &str) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "incident_id":"sensors:site:SITE-330503-0042:1764115500","status":status,
+            "level":level,"stream":"sensors",
+            "subject":{"site_id":"SITE-330503-0042","region":"330503101"},
+            "region_name":"Xinshi Town",
+            "title":"Gas LEL rising at SITE-330503-0042 (2 sensors, 2 detectors)",
+            "route":["330503101","330503","330500"],
+            "members":[
+                member("S-330503-0042-GAS1", "gas_lel", "threshold", level),
+                member("S-330503-0042-GAS2", "gas_lel", "ewma_z", "yellow"),
+            ],
+            "first_event_ts":"2026-11-26T08:05:00+08:00","detected_at":detected_at,"seq":seq
         }))
         .unwrap()
     }
@@ -643,7 +727,7 @@ mod tests {
         let c = parse(&xml);
         assert_eq!(
             c.identifier.as_str(),
-            "sensors:threshold:S-330503-0042-GAS1:1764115500:1"
+            "sensors:site:SITE-330503-0042:1764115500:1"
         );
         assert_eq!(c.sender.as_str(), "riskstream@city.example");
         assert_eq!(c.sent.to_string(), "2026-11-26T08:06:00+08:00");
@@ -655,7 +739,7 @@ mod tests {
         let i = &c.info[0];
         assert_eq!(i.language.as_str(), "en-US");
         assert_eq!(i.categories, vec![v1dot2::Category::CBRNE]);
-        assert_eq!(i.event, "Gas LEL above alarm limit");
+        assert_eq!(i.event, "Gas LEL rising");
         assert_eq!(i.urgency, v1dot2::Urgency::Immediate);
         assert_eq!(i.severity, v1dot2::Severity::Severe);
         assert_eq!(i.certainty, v1dot2::Certainty::Observed);
@@ -663,14 +747,25 @@ mod tests {
         assert_eq!(i.sender_name.as_deref(), Some("riskstream"));
         assert_eq!(
             i.headline.as_deref(),
-            Some("Gas LEL above alarm limit at SITE-330503-0042")
+            Some("Gas LEL rising at SITE-330503-0042 (2 sensors, 2 detectors)")
         );
         let d = i.description.as_deref().unwrap();
-        assert!(d.contains("Observed 31.5 against an expected 10"), "{d}");
-        assert!(d.contains("threshold 25"), "{d}");
+        assert!(
+            d.starts_with("Level orange; 2 of 2 related alerts open."),
+            "{d}"
+        );
+        assert!(
+            d.contains("\n- Gas LEL above alarm limit at SITE-330503-0042 (threshold, orange, firing): observed 31.5 vs expected 10"),
+            "{d}"
+        );
+        assert!(d.contains("(ewma_z, yellow, firing)"), "{d}");
         assert_eq!(i.parameters.get("level"), Some("orange"));
-        assert_eq!(i.parameters.get("detector"), Some("threshold"));
-        assert_eq!(i.parameters.get("score"), Some("31.5"));
+        assert_eq!(i.parameters.get("detectors"), Some("ewma_z,threshold"));
+        assert_eq!(i.parameters.get("members"), Some("2"));
+        assert_eq!(
+            i.parameters.get("incident_id"),
+            Some("sensors:site:SITE-330503-0042:1764115500")
+        );
         assert_eq!(i.areas.len(), 1);
         assert_eq!(i.areas[0].description, "Xinshi Town");
         assert_eq!(i.areas[0].geocode.get("GB/T 2260"), Some("330503101"));
@@ -683,7 +778,7 @@ mod tests {
         assert_eq!(w.remembered(), 1);
         let d2 = parse(&w.document(&gas("firing", "red", 2, "2026-11-26T00:07:30Z")));
         let d3 = parse(&w.document(&gas("resolved", "red", 3, "2026-11-26T00:20:00Z")));
-        assert_eq!(w.remembered(), 0, "the episode is forgotten on resolve");
+        assert_eq!(w.remembered(), 0, "the incident is forgotten on resolve");
 
         assert_eq!(d1.message_type, v1dot2::MessageType::Alert);
         assert_eq!(d2.message_type, v1dot2::MessageType::Update);
@@ -731,9 +826,9 @@ mod tests {
             vec![v1dot2::ResponseType::AllClear]
         );
 
-        // A new episode of the same key starts over with msgType Alert.
+        // A new incident of the same site starts over with msgType Alert.
         let mut again = gas("firing", "yellow", 1, "2026-11-26T01:00:00Z");
-        again.alert_id.push_str("-2");
+        again.incident_id = "sensors:site:SITE-330503-0042:1764119100".into();
         let d4 = parse(&w.document(&again));
         assert_eq!(d4.message_type, v1dot2::MessageType::Alert);
         assert_eq!(d4.info[0].urgency, v1dot2::Urgency::Expected);
@@ -754,7 +849,7 @@ mod tests {
         let w = CapWriter::new("s@x", "r", parse_offset("+08:00").unwrap(), 2);
         for i in 0..5 {
             let mut a = gas("firing", "blue", 1, "2026-11-26T00:06:00Z");
-            a.alert_id = format!("k{i}");
+            a.incident_id = format!("k{i}");
             w.document(&a);
         }
         assert_eq!(w.remembered(), 2);
@@ -765,9 +860,12 @@ mod tests {
         let w = writer();
         let mut f = gas("firing", "blue", 1, "2026-11-26T00:06:00Z");
         f.stream = "fraud".into();
-        f.detector = "entity_burst".into();
         f.subject = serde_json::Map::new();
-        f.alert_id = "fraud:entity_burst:url:http://x.example/?a=1&b=2,3 4:1764115500".into();
+        for m in &mut f.members {
+            m.detector = "entity_burst".into();
+            m.kind = None;
+        }
+        f.incident_id = "fraud:suspect:url:http://x.example/?a=1&b=2,3 4:1764115500".into();
         f.title = "12 fraud reports name url <http://x.example/?a=1&b=\"2\"> within 1h".into();
         f.region_name = "Nanhu & \"Xiuzhou\" <district>".into();
         let xml = w.document(&f);
@@ -776,7 +874,7 @@ mod tests {
         let c = parse(&xml);
         assert_eq!(
             c.identifier.as_str(),
-            "fraud:entity_burst:url:http://x.example/?a=1%26b=2%2C3%204:1764115500:1"
+            "fraud:suspect:url:http://x.example/?a=1%26b=2%2C3%204:1764115500:1"
         );
         let i = &c.info[0];
         assert_eq!(i.headline.as_deref(), Some(f.title.as_str()));
@@ -788,25 +886,49 @@ mod tests {
 
         let mut inc = gas("firing", "yellow", 1, "2026-11-26T00:06:00Z");
         inc.stream = "incidents".into();
-        inc.detector = "rate_spike".into();
+        inc.members.truncate(1);
+        inc.members[0].detector = "rate_spike".into();
+        inc.members[0].kind = None;
         inc.title = "Incident surge in Xinshi Town: 12 in 1h (expected 2.0)".into();
-        inc.evidence.p_value = Some(1.5e-7);
         let i = &parse(&w.document(&inc)).info[0];
         assert_eq!(i.categories, vec![v1dot2::Category::Safety]);
         assert_eq!(i.event, "Incident surge in Xinshi Town");
-        assert!(i
-            .description
-            .as_deref()
-            .unwrap()
-            .contains("P(X >= observed) = 1.50e-7"));
+        assert_eq!(i.certainty, v1dot2::Certainty::Likely);
 
+        // A temperature-only site incident is Safety; one gas member makes it CBRNE.
         let mut temp = gas("firing", "red", 1, "2026-11-26T00:06:00Z");
-        temp.subject.insert("kind".into(), "temperature".into());
-        temp.title = "Temperature above alarm limit at SITE-1".into();
+        temp.incident_id.push_str("-t");
+        for m in &mut temp.members {
+            m.kind = Some("temperature".into());
+        }
+        temp.title = "Temperature rising at SITE-1 (2 sensors, 2 detectors)".into();
         assert_eq!(
             parse(&w.document(&temp)).info[0].categories,
             vec![v1dot2::Category::Safety]
         );
+        temp.members[1].kind = Some("h2s".into());
+        temp.seq = 2;
+        assert_eq!(
+            parse(&w.document(&temp)).info[0].categories,
+            vec![v1dot2::Category::CBRNE]
+        );
+    }
+
+    #[test]
+    fn resolved_description_and_dropped_members() {
+        let mut r = gas("resolved", "red", 3, "2026-11-26T00:20:00Z");
+        for m in &mut r.members {
+            m.status = Status::Resolved;
+        }
+        r.dropped_members = 4;
+        let d = incident_words(&r);
+        assert!(
+            d.starts_with("Resolved: every member has cleared. Level red."),
+            "{d}"
+        );
+        assert!(d.ends_with("\n- and 4 earlier resolved alerts"), "{d}");
+        let c = parse(&writer().document(&r));
+        assert_eq!(c.info[0].parameters.get("members"), Some("6"));
     }
 
     #[test]
@@ -887,7 +1009,8 @@ mod tests {
         .unwrap();
         let s = c.build("bureau", &SinkCtx::default()).unwrap();
         let a = gas("firing", "red", 1, "2026-11-26T00:06:00Z");
-        s.send(&a, b"{}").unwrap().await.unwrap();
+        assert!(s.takes_incidents());
+        s.send_incident(&a, b"{}").unwrap().await.unwrap();
         let reqs = srv.requests.lock().unwrap().clone();
         assert_eq!(reqs.len(), 2, "one 503, retried");
         assert_eq!(reqs[1].path, "/cap");

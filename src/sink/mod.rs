@@ -7,6 +7,7 @@
 
 mod alertmanager;
 mod cap;
+mod coalesce;
 mod collect;
 mod dead_letter;
 mod kafka;

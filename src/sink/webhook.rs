@@ -1,16 +1,27 @@
-//! `webhook` sink: the alert JSON (the same bytes the `kafka` sink writes) POSTed to `url`
-//! with `content-type: application/json`, one request per state change.
+//! `webhook` sink: incident messages (the same JSON the `kafka` sink's `incidents_topic`
+//! carries, docs/INCIDENTS.md) POSTed to `url` with `content-type: application/json`, one
+//! incident's changes coalesced within `coalesce` (issue #23): people on the other end
+//! see a hazard as a handful of messages. `messages = "alerts"` posts every episode state
+//! change instead (the alert JSON, as before incidents; no coalescing).
 //!
 //! ```toml
 //! [sinks.duty_desk]
 //! type = "webhook"
 //! url = "http://10.0.0.5:8080/hooks/riskstream"
+//! messages = "incidents"    # or "alerts"
+//! coalesce = "10s"          # incidents: at most one POST per incident per window ("0s": none)
 //! timeout = "5s"            # per attempt (connect + response)
 //! max_retries = 5           # after the first attempt; 5xx, 408, 429 and network errors retry
 //! backoff = "250ms"         # first retry delay, doubled each time (capped at 30s)
 //! buffer = 1000             # deliveries queued behind the one in progress
 //! when_full = "block"       # or "drop_oldest"
 //! ```
+//!
+//! Coalescing (`coalesce.rs`): an incident's first message is posted at once; a change
+//! within `coalesce` of its last POST waits for the window's end, and later changes
+//! meanwhile replace it (each message is the incident's full state), so an incident costs
+//! at most one POST per window besides its first. Its resolve waits its turn the same way.
+//! Acks of replaced messages resolve with the POST that replaced them (at-least-once).
 //!
 //! Delivery is ordered: one worker task sends the queue head, retries it with exponential
 //! backoff, and only then takes the next, so an episode's `firing` never arrives after its
@@ -46,14 +57,21 @@ use prometheus::IntCounter;
 use serde::Deserialize;
 use tokio::sync::{oneshot, Notify};
 
+use super::coalesce::Coalescer;
 use super::{parse_streams, Ack, Filter, Sink, SinkCtx, SinkError, SinkSpec};
-use crate::alert::{Alert, Level};
+use crate::alert::{Alert, Incident, Level, Status};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookSinkConfig {
     /// `http://host:port/path`; required.
     pub url: String,
+    /// What is posted; default `incidents`.
+    #[serde(default)]
+    pub messages: Messages,
+    /// `incidents`: one incident's changes within this window are one POST; default 10s.
+    #[serde(default = "default_coalesce", with = "humantime_serde")]
+    pub coalesce: Duration,
     /// Per attempt; default 5s.
     #[serde(default = "default_timeout", with = "humantime_serde")]
     pub timeout: Duration,
@@ -73,6 +91,23 @@ pub struct WebhookSinkConfig {
     pub streams: Vec<String>,
     #[serde(default)]
     pub min_level: Option<Level>,
+}
+
+/// What a webhook posts.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Messages {
+    /// Incident messages, coalesced: what people act on.
+    #[default]
+    Incidents,
+    /// Every episode state change: for machines that want the detectors' view.
+    Alerts,
+}
+
+/// Long enough to fold a site's detectors joining and the level settling, short enough
+/// that a rise to red reaches the duty desk within seconds.
+fn default_coalesce() -> Duration {
+    Duration::from_secs(10)
 }
 
 /// The policy for a full buffer.
@@ -108,6 +143,10 @@ impl SinkSpec for WebhookSinkConfig {
         if self.buffer == 0 {
             problems.push(format!("{path}.buffer: must be >= 1"));
         }
+        // Longer and a change (a rise to red) waits too long to reach people.
+        if self.coalesce > Duration::from_secs(300) {
+            problems.push(format!("{path}.coalesce: must be <= 5m"));
+        }
         parse_streams(&self.streams, path, problems);
     }
 
@@ -117,20 +156,25 @@ impl SinkSpec for WebhookSinkConfig {
             message: format!("url: {message}"),
         })?;
         let http = HttpClient::new(self.timeout, self.max_retries, self.backoff);
+        let queue = Arc::new(DeliveryQueue::new(
+            name,
+            http,
+            uri,
+            "application/json",
+            self.buffer,
+            self.when_full,
+        ));
+        let coalescer = (self.messages == Messages::Incidents && !self.coalesce.is_zero())
+            .then(|| Coalescer::new(self.coalesce, queue.clone()));
         Ok(Arc::new(WebhookSink {
             name: name.to_string(),
             filter: Filter {
                 streams: parse_streams(&self.streams, "", &mut Vec::new()),
                 min_level: self.min_level,
             },
-            queue: DeliveryQueue::new(
-                name,
-                http,
-                uri,
-                "application/json",
-                self.buffer,
-                self.when_full,
-            ),
+            messages: self.messages,
+            queue,
+            coalescer,
         }))
     }
 }
@@ -175,7 +219,10 @@ pub(crate) fn parse_http_url(url: &str) -> Result<Uri, String> {
 pub struct WebhookSink {
     name: String,
     filter: Filter,
-    queue: DeliveryQueue,
+    messages: Messages,
+    queue: Arc<DeliveryQueue>,
+    /// `incidents` with a window: folds an incident's changes.
+    coalescer: Option<Coalescer>,
 }
 
 impl Sink for WebhookSink {
@@ -188,8 +235,23 @@ impl Sink for WebhookSink {
     }
 
     fn send(&self, alert: &Alert, json: &[u8]) -> Result<Ack, SinkError> {
+        if self.messages != Messages::Alerts {
+            return Ok(Box::pin(async { Ok(()) }));
+        }
         self.queue
             .submit(&alert.alert_id, Bytes::copy_from_slice(json))
+    }
+
+    fn takes_incidents(&self) -> bool {
+        self.messages == Messages::Incidents
+    }
+
+    fn send_incident(&self, i: &Incident, json: &[u8]) -> Result<Ack, SinkError> {
+        let body = Bytes::copy_from_slice(json);
+        match &self.coalescer {
+            Some(c) => c.submit(&i.incident_id, body, i.status == Status::Resolved),
+            None => self.queue.submit(&i.incident_id, body),
+        }
     }
 }
 
@@ -369,6 +431,10 @@ impl DeliveryQueue {
             content_type,
             started: Once::new(),
         }
+    }
+
+    pub(crate) fn sink_name(&self) -> &str {
+        &self.shared.sink
     }
 
     /// Queues one delivery; the ack resolves when it is delivered (or dropped by policy).
@@ -624,8 +690,10 @@ mod tests {
         .unwrap()
     }
 
+    /// A webhook posting episodes: the delivery tests below are about the queue.
     fn sink(name: &str, toml_text: &str) -> Arc<dyn Sink> {
-        let cfg: WebhookSinkConfig = toml::from_str(toml_text).unwrap();
+        let cfg: WebhookSinkConfig =
+            toml::from_str(&format!("messages = \"alerts\"\n{toml_text}")).unwrap();
         let mut problems = Vec::new();
         cfg.validate(&format!("sinks.{name}"), &mut problems);
         assert!(problems.is_empty(), "{problems:?}");
@@ -635,6 +703,56 @@ mod tests {
     fn send(s: &Arc<dyn Sink>, id: &str) -> Ack {
         let a = alert(id);
         s.send(&a, &serde_json::to_vec(&a).unwrap()).unwrap()
+    }
+
+    fn incident(status: &str, level: &str, seq: u32) -> Incident {
+        serde_json::from_value(serde_json::json!({
+            "incident_id":"sensors:site:SITE-1:1","status":status,"level":level,"stream":"sensors",
+            "subject":{"site_id":"SITE-1"},"title":"t","route":["330503101"],"members":[],
+            "first_event_ts":"2026-11-26T08:00:00+08:00","detected_at":"2026-11-26T00:01:00.000Z","seq":seq
+        }))
+        .unwrap()
+    }
+
+    /// The default posts incidents, not episodes: open at once, then the level changes and
+    /// the resolve within one window as one POST of the latest state.
+    #[tokio::test]
+    async fn incidents_by_default_coalesced_within_the_window() {
+        let srv = start(0, 200, false).await;
+        let cfg: WebhookSinkConfig =
+            toml::from_str(&format!("url = \"{}\"\ncoalesce = \"300ms\"", srv.url)).unwrap();
+        let s = cfg.build("hook_incidents", &SinkCtx::default()).unwrap();
+        assert!(s.takes_incidents());
+        let a = alert("a1");
+        s.send(&a, b"{}").unwrap().await.unwrap();
+        assert!(srv.bodies().is_empty(), "episodes are not posted");
+        let post = |i: Incident| {
+            s.send_incident(&i, &serde_json::to_vec(&i).unwrap())
+                .unwrap()
+        };
+        post(incident("firing", "yellow", 1)).await.unwrap();
+        let acks = [
+            post(incident("firing", "orange", 2)),
+            post(incident("firing", "red", 3)),
+            post(incident("resolved", "red", 4)),
+        ];
+        for a in acks {
+            a.await.unwrap();
+        }
+        let seqs: Vec<u64> = srv
+            .bodies()
+            .iter()
+            .map(|b| {
+                serde_json::from_str::<serde_json::Value>(b).unwrap()["seq"]
+                    .as_u64()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(
+            seqs,
+            [1, 4],
+            "the open, then the latest state of the window"
+        );
     }
 
     #[test]
@@ -666,6 +784,11 @@ mod tests {
                 .is_err()
         );
         assert!(toml::from_str::<WebhookSinkConfig>("url = \"http://h\"\nretries = 1").is_err());
+        let mut p = Vec::new();
+        toml::from_str::<WebhookSinkConfig>("url = \"http://h\"\ncoalesce = \"10m\"")
+            .unwrap()
+            .validate("sinks.hook", &mut p);
+        assert_eq!(p, vec!["sinks.hook.coalesce: must be <= 5m".to_string()]);
     }
 
     #[tokio::test]

@@ -68,6 +68,7 @@ pub struct Metrics {
     pub console_false_alarms: IntCounterVec,
     pub console_denied: IntCounterVec,
     pub console_clients: IntGauge,
+    pub incidents_escalated: IntCounterVec,
     pub state_writes: IntCounterVec,
     pub state_restore_seconds: Gauge,
     pub state_restored_records: IntGauge,
@@ -214,7 +215,7 @@ impl Metrics {
         let console_time_to_ack = prometheus::HistogramVec::new(
             HistogramOpts::new(
                 "riskstream_console_time_to_ack_seconds",
-                "Wall time from the console first showing an episode to its first acknowledgement, per level and acting center.",
+                "Wall time from the console first showing an incident (or an episode acted on alone) to its first acknowledgement, per level and acting center.",
             )
             .buckets(vec![
                 5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
@@ -228,19 +229,19 @@ impl Metrics {
         let console_acks = counter(
             &r,
             "riskstream_console_acks_total",
-            "First acknowledgements of episodes, and whether they came within the level's limit (console.ack_limits).",
+            "First acknowledgements of incidents (or episodes acted on alone), and whether they came within the level's limit (console.ack_limits).",
             &["level", "center", "within_limit"],
         );
         let console_closed = counter(
             &r,
             "riskstream_console_closed_total",
-            "Episodes closed by operators, by outcome (handled, false_alarm, duplicate).",
+            "Incidents (or episodes acted on alone) closed by operators, by outcome (handled, false_alarm, duplicate).",
             &["level", "center", "outcome"],
         );
         let console_false_alarms = counter(
             &r,
             "riskstream_console_false_alarms_total",
-            "Episodes operators closed as false alarms, per detector: feedback for tuning.",
+            "Episodes operators closed as false alarms (alone or as members of an incident closed so), per detector: feedback for tuning.",
             &["detector"],
         );
         let console_denied = counter(
@@ -256,6 +257,12 @@ impl Metrics {
         .expect("valid");
         r.register(Box::new(console_clients.clone()))
             .expect("unique");
+        let incidents_escalated = counter(
+            &r,
+            "riskstream_incidents_escalated_total",
+            "Incidents escalated one tier up because nobody acknowledged them within the level's limit (console.ack_limits); `to` is the tier that joined (county, city).",
+            &["level", "to"],
+        );
         let state_writes = counter(
             &r,
             "riskstream_state_writes_total",
@@ -301,6 +308,7 @@ impl Metrics {
             console_false_alarms,
             console_denied,
             console_clients,
+            incidents_escalated,
             events_consumed,
             events_invalid,
             events_late,

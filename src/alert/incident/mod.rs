@@ -93,6 +93,10 @@ pub struct Incident {
     pub stream: String,
     /// The group's fields: `site_id` and `region`, a `suspect_*`, or a `region`.
     pub subject: serde_json::Map<String, serde_json::Value>,
+    /// The name of the first member's most specific region, for people (console, CAP
+    /// `areaDesc`); absent in messages written before it existed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub region_name: String,
     /// What is happening, in one line.
     pub title: String,
     /// The union of every member's route, lowest tier first.
@@ -107,6 +111,24 @@ pub struct Incident {
     pub detected_at: String,
     /// 1 for the opening message, +1 per message: orders an incident's messages.
     pub seq: u32,
+    /// Command centers that joined `route` because nobody acknowledged the incident in
+    /// time (the console's escalation, docs/console/README.md), oldest first. Filled in
+    /// from the console when the message is published; absent when there were none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub escalations: Vec<Escalation>,
+}
+
+/// One step up the hierarchy for an incident nobody acknowledged in time.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Escalation {
+    /// The command center that joined the route.
+    pub to: String,
+    /// The incident's level when it was escalated.
+    pub level: Level,
+    /// Why, for people: `not acknowledged within 5m (red)`.
+    pub reason: String,
+    /// RFC 3339, UTC.
+    pub at: String,
 }
 
 fn is_zero(n: &u32) -> bool {

@@ -1,5 +1,7 @@
 // riskstream console: one page, no build step. Live via Server-Sent Events (the browser
 // reconnects by itself; the server sends a full snapshot on every (re)connect).
+// One card per incident (issue #23), its episodes folded under it; an episode without an
+// incident (messages from before incidents) gets a card of its own.
 "use strict";
 (() => {
   const $ = (id) => document.getElementById(id);
@@ -8,8 +10,9 @@
   const DAY = 24 * 3600 * 1000;
   const st = {
     center: null, centers: [], names: {}, readToken: false,
-    episodes: new Map(), nodes: new Map(), es: null, audio: null, soundOn: false,
-    dlg: null, // { id, act }
+    episodes: new Map(), incidents: new Map(), nodes: new Map(), expanded: new Set(),
+    es: null, audio: null, soundOn: false,
+    dlg: null, // { id, kind, act }
   };
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) =>
     ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -76,16 +79,32 @@
     es.addEventListener("snapshot", (e) => {
       const j = JSON.parse(e.data);
       st.episodes = new Map(j.episodes.map((v) => [v.alert_id, v]));
+      st.incidents = new Map((j.incidents || []).map((v) => [v.incident_id, v]));
       setConn("live", "live");
+      schedule();
+    });
+    es.addEventListener("incident", (e) => {
+      const v = JSON.parse(e.data);
+      const before = st.incidents.get(v.incident_id);
+      st.incidents.set(v.incident_id, v);
+      const i = v.incident;
+      const wasOpenRed = before && before.open && before.incident.level === "red";
+      const reached = before && (before.incident.escalations || []).length < (i.escalations || []).length;
+      if (v.open && !before) announce("New " + i.level + " incident: " + i.title + ", " + i.region_name);
+      if (reached) announce("Escalated to this center: " + i.title);
+      if (v.open && i.level === "red" && (!wasOpenRed || reached)) redCue(v.incident_id, i.title, i.region_name);
       schedule();
     });
     es.addEventListener("episode", (e) => {
       const v = JSON.parse(e.data);
       const before = st.episodes.get(v.alert_id);
       st.episodes.set(v.alert_id, v);
-      const wasOpenRed = before && before.open && before.alert.level === "red";
-      if (v.open && !before) announce("New " + v.alert.level + " alert: " + v.alert.title + ", " + v.alert.region_name);
-      if (v.open && v.alert.level === "red" && !wasOpenRed) redCue(v);
+      // Members are announced through their incident; a lone episode speaks for itself.
+      if (!v.alert.incident_id) {
+        const wasOpenRed = before && before.open && before.alert.level === "red";
+        if (v.open && !before) announce("New " + v.alert.level + " alert: " + v.alert.title + ", " + v.alert.region_name);
+        if (v.open && v.alert.level === "red" && !wasOpenRed) redCue(v.alert_id, v.alert.title, v.alert.region_name);
+      }
       schedule();
     });
   }
@@ -104,15 +123,15 @@
     while (a.childNodes.length > 5) a.firstChild.remove();
   }
 
-  function redCue(v) {
+  function redCue(key, title, region) {
     const b = $("red-banner");
-    b.textContent = "RED ALERT (I): " + v.alert.title + " — " + v.alert.region_name;
+    b.textContent = "RED ALERT (I): " + title + " — " + region;
     b.hidden = false;
     clearTimeout(st.bannerTimer);
     st.bannerTimer = setTimeout(() => { b.hidden = true; }, 30000);
     st.fresh = st.fresh || new Set();
-    st.fresh.add(v.alert_id);
-    setTimeout(() => st.fresh.delete(v.alert_id), 8000);
+    st.fresh.add(key);
+    setTimeout(() => st.fresh.delete(key), 8000);
     beep();
   }
 
@@ -145,21 +164,44 @@
     return { stream: $("stream").value, levels };
   }
 
+  // A card: an incident with its member episodes, or a lone episode.
+  function cards() {
+    const out = [];
+    const members = new Map();
+    for (const v of st.episodes.values()) {
+      const id = v.alert.incident_id;
+      if (id && st.incidents.has(id)) {
+        if (!members.has(id)) members.set(id, []);
+        members.get(id).push(v);
+      } else if (v.alert.route.includes(st.center)) {
+        out.push({ key: v.alert_id, kind: "episode", level: v.alert.level, stream: v.alert.stream,
+          open: v.open, opened_at: v.opened_at, closed_at: v.closed_at, ep: v });
+      }
+    }
+    for (const v of st.incidents.values()) {
+      if (!v.route.includes(st.center)) continue;
+      const order = new Map(v.members.map((m, i) => [m, i]));
+      const ms = (members.get(v.incident_id) || []).sort((a, b) => (order.get(a.alert_id) ?? 1e9) - (order.get(b.alert_id) ?? 1e9));
+      out.push({ key: v.incident_id, kind: "incident", level: v.incident.level, stream: v.incident.stream,
+        open: v.open, opened_at: v.opened_at, closed_at: v.closed_at, inc: v, members: ms });
+    }
+    return out;
+  }
+
   const order = (a, b) =>
-    (LEVELS[b.alert.level] - LEVELS[a.alert.level]) ||
+    (LEVELS[b.level] - LEVELS[a.level]) ||
     (Date.parse(b.opened_at) - Date.parse(a.opened_at)) ||
-    (a.alert_id < b.alert_id ? -1 : 1);
+    (a.key < b.key ? -1 : 1);
 
   function render() {
     const f = filters();
     const now = Date.now();
     const open = [], closed = [];
-    for (const v of st.episodes.values()) {
-      if (!v.alert.route.includes(st.center)) continue;
-      if (f.stream && v.alert.stream !== f.stream) continue;
-      if (!f.levels.has(v.alert.level)) continue;
-      if (v.open) open.push(v);
-      else if (!v.closed_at || now - Date.parse(v.closed_at) < DAY) closed.push(v);
+    for (const c of cards()) {
+      if (f.stream && c.stream !== f.stream) continue;
+      if (!f.levels.has(c.level)) continue;
+      if (c.open) open.push(c);
+      else if (!c.closed_at || now - Date.parse(c.closed_at) < DAY) closed.push(c);
     }
     open.sort(order);
     closed.sort((a, b) => Date.parse(b.closed_at || 0) - Date.parse(a.closed_at || 0));
@@ -171,45 +213,91 @@
     ages();
   }
 
-  // Keyed update: a card is rebuilt only when its episode changed, and moved only when
-  // the order changed, so hundreds of episodes stay cheap and focus is kept.
-  function place(list, views) {
-    const keep = new Set(views.map((v) => v.alert_id));
+  function signature(c) {
+    if (c.kind === "episode") return c.ep.updated_at + "|" + c.open + "|" + JSON.stringify(c.ep.alert.actions || {});
+    return c.inc.updated_at + "|" + c.open + "|" + JSON.stringify(c.inc.actions || {}) + "|" +
+      (c.inc.incident.escalations || []).length + "|" + st.expanded.has(c.key) + "|" +
+      c.members.map((m) => m.alert_id + "@" + m.updated_at).join(",");
+  }
+
+  // Keyed update: a card is rebuilt only when it changed, and moved only when the order
+  // changed, so hundreds of cards stay cheap and focus is kept.
+  function place(list, cs) {
+    const keep = new Set(cs.map((c) => c.key));
     for (const li of [...list.children]) if (!keep.has(li.dataset.id)) li.remove();
     let prev = null;
-    for (const v of views) {
-      let li = st.nodes.get(v.alert_id);
-      const sig = v.updated_at + "|" + v.open + "|" + JSON.stringify(v.alert.actions || {});
+    for (const c of cs) {
+      let li = st.nodes.get(c.key);
+      const sig = signature(c);
       if (!li) {
         li = document.createElement("li");
-        li.dataset.id = v.alert_id;
-        st.nodes.set(v.alert_id, li);
+        li.dataset.id = c.key;
+        li.dataset.kind = c.kind;
+        st.nodes.set(c.key, li);
       }
       if (li.dataset.sig !== sig) {
         li.dataset.sig = sig;
-        li.className = "ep lvl-" + v.alert.level;
-        li.innerHTML = card(v);
+        li.className = "ep lvl-" + c.level;
+        li.innerHTML = c.kind === "incident" ? incidentCard(c) : card(c.ep);
       }
-      li.classList.toggle("new", !!(st.fresh && st.fresh.has(v.alert_id)));
+      li.classList.toggle("new", !!(st.fresh && st.fresh.has(c.key)));
       const want = prev ? prev.nextSibling : list.firstChild;
       if (want !== li) list.insertBefore(li, want);
       prev = li;
     }
   }
 
-  function card(v) {
-    const a = v.alert, e = a.evidence || {}, x = a.actions || {};
-    const id = "t-" + btoa(unescape(encodeURIComponent(v.alert_id))).replace(/[^A-Za-z0-9]/g, "");
-    const subject = Object.entries(a.subject || {}).map(([k, val]) => esc(k) + ": " + esc(val)).join(" · ");
+  const titleId = (key) => "t-" + btoa(unescape(encodeURIComponent(key))).replace(/[^A-Za-z0-9]/g, "");
+
+  function stateLine(x, open) {
     const state = [];
     if (x.acknowledged_at) state.push("Acknowledged " + fmtTime(x.acknowledged_at) + " by " + esc(st.names[x.acknowledged_by] || x.acknowledged_by));
     if (x.dispatched_to) state.push("Dispatched: " + esc(x.dispatched_to));
     if (x.closed_outcome) state.push("Closed: " + esc(x.closed_outcome.replace("_", " ")) + " (" + esc(st.names[x.closed_by] || x.closed_by) + ")");
-    else if (!v.open) state.push("Resolved by the detector");
-    const acts = v.open ? `<div class="actions">
+    else if (!open) state.push("Resolved by the detector");
+    return state;
+  }
+
+  function buttons(open, x) {
+    return open ? `<div class="actions">
         <button type="button" data-act="ack" ${x.acknowledged_at ? "disabled" : ""}>Acknowledge</button>
         <button type="button" data-act="dispatch">Dispatch…</button>
         <button type="button" data-act="close">Close…</button></div>` : "";
+  }
+
+  function incidentCard(c) {
+    const v = c.inc, i = v.incident, x = v.actions || {};
+    const id = titleId(c.key);
+    const openMembers = c.members.filter((m) => m.alert.status === "firing").length;
+    const detectors = [...new Set(c.members.map((m) => m.alert.detector))].sort().join(", ");
+    const state = stateLine(x, c.open);
+    const escalations = (i.escalations || []).map((e) =>
+      `<p class="escalated">Escalated to ${esc(st.names[e.to] || e.to)} at ${fmtTime(e.at)}: ${esc(e.reason)}</p>`).join("");
+    const subject = Object.entries(i.subject || {}).map(([k, val]) => esc(k) + ": " + esc(val)).join(" · ");
+    const items = c.members.map((m) => {
+      const a = m.alert, e = a.evidence || {};
+      return `<li class="member lvl-${esc(a.level)}" data-alert="${esc(a.alert_id)}">
+        <span class="badge">${esc(a.level.toUpperCase())}</span> ${esc(a.title)}
+        <span class="where">· ${esc(a.detector)} · ${esc(a.subject.sensor_id || "")} · ${a.status === "firing" ? "open" : "resolved"}</span>
+        <span class="evidence">observed ${fmtNum(e.observed)} vs expected ${fmtNum(e.expected)}, score ${fmtNum(e.score)} (threshold ${fmtNum(e.threshold)})</span></li>`;
+    }).join("");
+    return `<article aria-labelledby="${id}">
+      <div class="top"><span class="badge">${esc(i.level.toUpperCase())} · ${ROMAN[i.level]}</span>
+        <h3 id="${id}">${esc(i.title)}</h3>
+        <span class="age" data-since="${esc(v.opened_at)}" title="opened ${esc(v.opened_at)}"></span></div>
+      <p class="where">${esc(i.region_name)} · ${esc(i.stream)} incident · ${esc(detectors)}</p>
+      <p class="subject">${subject}</p>${escalations}
+      <p class="state">${state.join(" · ")}</p>${buttons(c.open, x)}
+      <details class="members"${st.expanded.has(c.key) ? " open" : ""}>
+        <summary>${c.members.length} related alerts (${openMembers} open)</summary>
+        <ul>${items}</ul></details></article>`;
+  }
+
+  function card(v) {
+    const a = v.alert, e = a.evidence || {}, x = a.actions || {};
+    const id = titleId(v.alert_id);
+    const subject = Object.entries(a.subject || {}).map(([k, val]) => esc(k) + ": " + esc(val)).join(" · ");
+    const state = stateLine(x, v.open);
     return `<article aria-labelledby="${id}">
       <div class="top"><span class="badge">${esc(a.level.toUpperCase())} · ${ROMAN[a.level]}</span>
         <h3 id="${id}">${esc(a.title)}</h3>
@@ -218,7 +306,7 @@
       <p class="evidence">observed <strong>${fmtNum(e.observed)}</strong> vs expected ${fmtNum(e.expected)}
         · score ${fmtNum(e.score)} (threshold ${fmtNum(e.threshold)}) · window ${esc(e.window)}</p>
       <p class="subject">${subject}</p>
-      <p class="state">${state.join(" · ")}</p>${acts}</article>`;
+      <p class="state">${state.join(" · ")}</p>${buttons(v.open, x)}</article>`;
   }
 
   function ages() {
@@ -228,9 +316,10 @@
     }
   }
 
-  async function post(id, act, body) {
+  async function post(id, kind, act, body) {
     if (!token()) { showError("Type your command center's operator token first."); $("token").focus(); return false; }
-    const r = await fetch("/api/episodes/" + encodeURIComponent(id) + "/" + act, {
+    const path = kind === "incident" ? "/api/incidents/" : "/api/episodes/";
+    const r = await fetch(path + encodeURIComponent(id) + "/" + act, {
       method: "POST",
       headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
       body: JSON.stringify(body || {}),
@@ -240,15 +329,16 @@
     if (r.status !== 202) { showError("Refused (" + r.status + "): " + (j.error || r.statusText)); return false; }
     showError("");
     if (j.episode) { st.episodes.set(j.episode.alert_id, j.episode); schedule(); }
+    if (j.incident) { st.incidents.set(j.incident.incident_id, j.incident); schedule(); }
     announce(act === "ack" ? "Acknowledged." : act === "dispatch" ? "Dispatched." : "Closed.");
     return true;
   }
 
-  function openDialog(id, act) {
-    const v = st.episodes.get(id);
-    st.dlg = { id, act, opener: document.activeElement };
-    $("dlg-title").textContent = act === "dispatch" ? "Dispatch" : "Close episode";
-    $("dlg-sub").textContent = v ? v.alert.title + " — " + v.alert.region_name : id;
+  function openDialog(id, kind, act) {
+    const v = kind === "incident" ? st.incidents.get(id)?.incident : st.episodes.get(id)?.alert;
+    st.dlg = { id, kind, act, opener: document.activeElement };
+    $("dlg-title").textContent = act === "dispatch" ? "Dispatch" : kind === "incident" ? "Close incident" : "Close episode";
+    $("dlg-sub").textContent = v ? v.title + " — " + v.region_name : id;
     $("note-l").hidden = act !== "dispatch";
     $("outcome-l").hidden = act !== "close";
     $("cnote-l").hidden = act !== "close";
@@ -260,9 +350,28 @@
   function onListClick(ev) {
     const b = ev.target.closest("button[data-act]");
     if (!b) return;
-    const id = b.closest("li").dataset.id;
-    if (b.dataset.act === "ack") post(id, "ack");
-    else openDialog(id, b.dataset.act);
+    const li = b.closest("li[data-kind]");
+    if (b.dataset.act === "ack") post(li.dataset.id, li.dataset.kind, "ack");
+    else openDialog(li.dataset.id, li.dataset.kind, b.dataset.act);
+  }
+
+  // Which incidents' member lists are unfolded, so a re-render keeps them so.
+  function onToggle(ev) {
+    const d = ev.target;
+    if (!d.matches || !d.matches("details.members")) return;
+    const key = d.closest("li[data-kind]").dataset.id;
+    if (d.open) st.expanded.add(key); else st.expanded.delete(key);
+  }
+
+  async function loadNoise() {
+    const r = await fetch("/api/noise", { headers: token() ? { Authorization: "Bearer " + token() } : {} });
+    if (!r.ok) return;
+    const j = await r.json();
+    const rows = (xs, withDetectors) => xs.length ? xs.map((x) =>
+      `<tr><td>${esc(x.name)}</td>${withDetectors ? `<td>${esc((x.detectors || []).join(", "))}</td>` : ""}<td class="num">${x.false_alarms}</td></tr>`).join("")
+      : `<tr><td colspan="3" class="empty">none</td></tr>`;
+    $("noise-detectors").innerHTML = rows(j.detectors, false);
+    $("noise-keys").innerHTML = rows(j.keys, true);
   }
 
   function init() {
@@ -285,19 +394,23 @@
     for (const i of document.querySelectorAll('input[name="level"]')) i.addEventListener("change", schedule);
     $("open").addEventListener("click", onListClick);
     $("closed").addEventListener("click", onListClick);
+    $("open").addEventListener("toggle", onToggle, true);
+    $("closed").addEventListener("toggle", onToggle, true);
+    $("noise-refresh").addEventListener("click", loadNoise);
+    setInterval(loadNoise, 60000);
     $("dlg-cancel").addEventListener("click", () => $("dlg").close());
     $("dlg").addEventListener("close", () => { if (st.dlg && st.dlg.opener) st.dlg.opener.focus(); });
     $("dlg-form").addEventListener("submit", async (ev) => {
       ev.preventDefault();
-      const { id, act } = st.dlg;
+      const { id, kind, act } = st.dlg;
       const body = act === "dispatch" ? { note: $("note").value } : { outcome: $("outcome").value, note: $("cnote").value };
       if (act === "dispatch" && !body.note.trim()) { $("note").focus(); return; }
-      if (await post(id, act, body)) $("dlg").close();
+      if (await post(id, kind, act, body)) { $("dlg").close(); if (act === "close") loadNoise(); }
     });
     setInterval(ages, 5000);
     // Closed episodes age out of the 24 h list without any message.
     setInterval(schedule, 60000);
-    loadCenters().then(connect).catch((e) => { setConn("cannot load: " + e.message, "down"); });
+    loadCenters().then(connect).then(loadNoise).catch((e) => { setConn("cannot load: " + e.message, "down"); });
   }
 
   function toggleLarge(on) {
