@@ -379,35 +379,14 @@ async fn act(
 
 /// Metrics are counted by the instance that took the action, once (not on replay).
 fn record(app: &ConsoleApp, ev: &ActionEvent, t: &super::Target) {
-    let level = t.level.as_str();
-    let center = ev.by_center.as_str();
-    if t.first_ack {
-        let at = chrono::DateTime::parse_from_rfc3339(&ev.at)
-            .map(|x| x.with_timezone(&chrono::Utc))
-            .unwrap_or_else(|_| app.state.now());
-        let secs = (at - t.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
-        app.metrics
-            .console_time_to_ack
-            .with_label_values(&[level, center])
-            .observe(secs);
-        let within = secs <= app.ack_limits.of(t.level).as_secs_f64();
-        app.metrics
-            .console_acks
-            .with_label_values(&[level, center, if within { "true" } else { "false" }])
-            .inc();
-    }
-    if let (ActionKind::Close, Some(o)) = (ev.action, ev.outcome) {
-        app.metrics
-            .console_closed
-            .with_label_values(&[level, center, o.as_str()])
-            .inc();
-        if o == Outcome::FalseAlarm {
-            app.metrics
-                .console_false_alarms
-                .with_label_values(&[&t.detector])
-                .inc();
-        }
-    }
+    let first_ack = t.first_ack.then_some(t.opened_at);
+    record_action(
+        app,
+        ev,
+        t.level,
+        first_ack,
+        std::iter::once(t.detector.as_str()),
+    );
 }
 
 /// Parses an action request's body, or answers 400.
@@ -501,33 +480,51 @@ async fn act_incident(
 /// Per incident: one time-to-acknowledge, one close; a false alarm counts once per member
 /// detector (the verdict is on each member's episode).
 fn record_incident(app: &ConsoleApp, ev: &ActionEvent, t: &IncidentTarget) {
-    let level = t.level.as_str();
+    let first_ack = t.first_ack.then_some(t.opened_at);
+    let detectors = t.members.iter().map(|m| m.detector.as_str());
+    record_action(app, ev, t.level, first_ack, detectors);
+}
+
+/// The metrics of one action on an episode or an incident: its time to acknowledge
+/// (`first_ack`: when what was acknowledged opened) and its close, a false alarm counted
+/// against each of `detectors`.
+fn record_action<'a>(
+    app: &ConsoleApp,
+    ev: &ActionEvent,
+    level: crate::alert::Level,
+    first_ack: Option<chrono::DateTime<chrono::Utc>>,
+    detectors: impl Iterator<Item = &'a str>,
+) {
     let center = ev.by_center.as_str();
-    if t.first_ack {
+    if let Some(opened_at) = first_ack {
         let at = chrono::DateTime::parse_from_rfc3339(&ev.at)
             .map(|x| x.with_timezone(&chrono::Utc))
             .unwrap_or_else(|_| app.state.now());
-        let secs = (at - t.opened_at).num_milliseconds().max(0) as f64 / 1000.0;
+        let secs = (at - opened_at).num_milliseconds().max(0) as f64 / 1000.0;
         app.metrics
             .console_time_to_ack
-            .with_label_values(&[level, center])
+            .with_label_values(&[level.as_str(), center])
             .observe(secs);
-        let within = secs <= app.ack_limits.of(t.level).as_secs_f64();
+        let within = secs <= app.ack_limits.of(level).as_secs_f64();
         app.metrics
             .console_acks
-            .with_label_values(&[level, center, if within { "true" } else { "false" }])
+            .with_label_values(&[
+                level.as_str(),
+                center,
+                if within { "true" } else { "false" },
+            ])
             .inc();
     }
     if let (ActionKind::Close, Some(o)) = (ev.action, ev.outcome) {
         app.metrics
             .console_closed
-            .with_label_values(&[level, center, o.as_str()])
+            .with_label_values(&[level.as_str(), center, o.as_str()])
             .inc();
         if o == Outcome::FalseAlarm {
-            for m in &t.members {
+            for d in detectors {
                 app.metrics
                     .console_false_alarms
-                    .with_label_values(&[&m.detector])
+                    .with_label_values(&[d])
                     .inc();
             }
         }
