@@ -27,6 +27,7 @@ pub mod decode;
 pub mod detect;
 pub mod pipeline;
 pub mod regions;
+pub mod registry;
 pub mod shutdown;
 pub mod simulate;
 pub mod sink;

@@ -290,6 +290,26 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[registry]`: the monitoring points (SPEC "Monitoring points"): a point file read at
+/// load, and the compacted topic `run` reads on start and follows while running.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// NDJSON, one point per line, relative to the config file; none by default.
+    pub file: Option<PathBuf>,
+    /// The compacted topic of points (key `sensor_id`; a tombstone removes the point).
+    pub topic: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            topic: "sensor-registry".into(),
+        }
+    }
+}
+
 /// `[regions]`: either `file = "regions.toml"` (relative to the config file) or the
 /// hierarchy inline (`[regions.city]`, `[[regions.county]]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -346,6 +366,10 @@ pub struct Config {
     pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub regions: Arc<Regions>,
+    pub registry: RegistryConfig,
+    /// The points in force: the file's at load, then the topic's (`run`). Shared by
+    /// every clone of the config, so an update reaches every decoder built from it.
+    pub points: Arc<crate::registry::Registry>,
     pub detectors: DetectorsConfig,
     pub alerts: AlertPolicyConfig,
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -359,7 +383,9 @@ impl Config {
     /// The decoder of this config (its regions and measuring ranges; no wall-clock check,
     /// which `run` adds: [`crate::pipeline::Pipeline::live`]).
     pub fn decoder(&self) -> crate::decode::Decoder {
-        crate::decode::Decoder::new(self.regions.clone()).with_ranges(self.input.ranges())
+        crate::decode::Decoder::new(self.regions.clone())
+            .with_ranges(self.input.ranges())
+            .with_points(self.points.clone())
     }
 
     pub fn build_ctx(&self) -> BuildCtx {
@@ -387,6 +413,7 @@ const SECTIONS: &[&str] = &[
     "state",
     "metrics",
     "regions",
+    "registry",
     "detectors",
     "alerts",
     "sinks",
@@ -453,6 +480,31 @@ fn incident_topics_apart(
     }
 }
 
+/// The points of `[registry] file`, every bad line a problem (`registry.file: ...`).
+fn load_points(
+    registry: &RegistryConfig,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Arc<crate::registry::Registry> {
+    if registry.topic.trim().is_empty() {
+        problems.push("registry.topic: must not be empty".into());
+    }
+    let Some(file) = &registry.file else {
+        return Arc::default();
+    };
+    match crate::registry::load_file(&base.join(file)) {
+        Ok(points) => Arc::new(crate::registry::Registry::with_points(points)),
+        Err(e) => {
+            problems.extend(
+                e.problems
+                    .into_iter()
+                    .map(|p| format!("registry.file: {p}")),
+            );
+            Arc::default()
+        }
+    }
+}
+
 /// Loads and validates a config file, applying environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -494,6 +546,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     let state: StateConfig = section(table.get("state"), "state", &mut problems);
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
+    let registry: RegistryConfig = section(table.get("registry"), "registry", &mut problems);
+    let points = load_points(&registry, base, &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
     let console: ConsoleConfig = section(table.get("console"), "console", &mut problems);
 
@@ -741,6 +795,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             state,
             metrics,
             regions,
+            registry,
+            points,
             detectors,
             alerts,
             sinks,

@@ -790,7 +790,34 @@ pub(crate) fn sensor_subject(
     m.insert("site_id".into(), r.site_id.clone().into());
     m.insert("region".into(), r.region_code.clone().into());
     m.insert("kind".into(), r.kind.clone().into());
+    if let Some(p) = &r.point {
+        if let Some(name) = &p.name {
+            m.insert("name".into(), name.clone().into());
+        }
+        if let Some(site) = &p.site_name {
+            m.insert("site_name".into(), site.clone().into());
+        }
+        if let Some(g) = p.hazard_grade {
+            m.insert("hazard_grade".into(), g.into());
+        }
+    }
     m
+}
+
+/// What a title calls reading `r`'s sensor: its point's name, else its kind's label.
+pub(crate) fn point_label(r: &crate::decode::SensorReading) -> std::borrow::Cow<'_, str> {
+    match r.point.as_ref().and_then(|p| p.name.as_deref()) {
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None => std::borrow::Cow::Owned(kind_label(&r.kind)),
+    }
+}
+
+/// What a title calls reading `r`'s site: its point's site name, else the site id.
+pub(crate) fn site_label(r: &crate::decode::SensorReading) -> &str {
+    r.point
+        .as_ref()
+        .and_then(|p| p.site_name.as_deref())
+        .unwrap_or(&r.site_id)
 }
 
 #[cfg(test)]
