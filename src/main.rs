@@ -624,6 +624,7 @@ async fn backtest(
     if format == BacktestFormat::Simulate {
         let prepared = one_dir().and_then(|dir| {
             let inputs = backtest::inputs_in(dir)?;
+            backtest::load_points(cfg, dir)?;
             let l = backtest::read_labels(&labels.unwrap_or_else(|| dir.join("labels.jsonl")))?;
             Ok((inputs, l))
         });
@@ -729,6 +730,36 @@ async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCo
 }
 
 /// Streams a run to the input topics (optionally paced), with progress lines on stderr.
+/// The city's monitoring points to the registry topic (key `sensor_id`), before its
+/// readings: a running riskstream judges them with the points' own limits.
+async fn produce_points(
+    cfg: &Config,
+    p: &FutureProducer,
+    points: &[riskstream::registry::Point],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::FutureRecord;
+    let topic = &cfg.registry.topic;
+    let mut pending = Vec::with_capacity(points.len());
+    for pt in points {
+        let json = serde_json::to_string(pt)?;
+        let rec = FutureRecord::to(topic).key(&pt.sensor_id).payload(&json);
+        match p.send_result(rec) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+        }
+    }
+    for f in pending {
+        f.await
+            .context("producer dropped")?
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {topic}"))?;
+    }
+    eprintln!("produced {} monitoring points to {topic}", points.len());
+    // The service's registry follower fetches every 100 ms: let it take them first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
 async fn produce_city(
     cfg: &Config,
     sim: riskstream::simulate::Simulation,
@@ -736,6 +767,7 @@ async fn produce_city(
 ) -> anyhow::Result<()> {
     use rdkafka::producer::FutureRecord;
     let p = producer(cfg)?;
+    produce_points(cfg, &p, sim.points()).await?;
     let started = std::time::Instant::now();
     let mut last_report = started;
     let mut pending = Vec::with_capacity(1024);

@@ -858,6 +858,65 @@ mod tests {
         assert!(e.problems.len() >= 6, "{all}");
     }
 
+    /// `[registry] file` is relative to the config file; every bad line of it is a
+    /// problem naming the file, the line and the field; unknown keys are errors.
+    #[test]
+    fn registry_points_load_relative_to_the_config_and_bad_lines_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = root().join("regions.toml");
+        let cfg = |extra: &str| {
+            format!(
+                "[regions]\nfile = \"{}\"\n[registry]\n{extra}",
+                regions.display()
+            )
+        };
+        std::fs::write(
+            dir.path().join("points.ndjson"),
+            "{\"sensor_id\":\"S-1\",\"limits\":{\"h\":150.0,\"hh\":160.0}}\n",
+        )
+        .unwrap();
+        let c = from_str(&cfg("file = \"points.ndjson\"\n"), dir.path(), &[]).unwrap();
+        assert_eq!(c.registry.topic, "sensor-registry");
+        assert_eq!(c.points.get("S-1").unwrap().limits.hh, Some(160.0));
+        // The config's clones share the points: an update reaches every decoder.
+        let copy = c.clone();
+        c.points.remove("S-1");
+        assert!(copy.points.get("S-1").is_none());
+
+        std::fs::write(
+            dir.path().join("bad.ndjson"),
+            "{\"sensor_id\":\"S-1\"}\n{\"sensor_id\":\"S-2\",\"limits\":{\"h\":5,\"hh\":4}}\n{\"sensor_id\":\"S-3\",\"range\":[1]}\n",
+        )
+        .unwrap();
+        let e = from_str(
+            &cfg("file = \"bad.ndjson\"\ntopic = \"\"\nfiel = 1\n"),
+            dir.path(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        // `fiel` stops the section's parse, so its file is not read: fix that first.
+        assert!(all.contains("registry.fiel: unknown field `fiel`"), "{all}");
+        let e = from_str(
+            &cfg("file = \"bad.ndjson\"\ntopic = \"\"\n"),
+            dir.path(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "registry.topic: must not be empty",
+            "bad.ndjson:2: limits.hh: must be > h (5)",
+            "bad.ndjson:3: range:",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 3, "{all}");
+        let e = from_str(&cfg("file = \"missing.ndjson\"\n"), dir.path(), &[]).unwrap_err();
+        assert!(e.problems[0].starts_with("registry.file: "), "{e:?}");
+        assert!(e.problems[0].contains("cannot read"), "{e:?}");
+    }
+
     #[test]
     fn input_checks_are_validated_and_ranges_add_to_the_defaults() {
         let e = from_str(
