@@ -499,6 +499,12 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Before the first input: every reading is judged with the registry as it stands.
+    let mut stopping = trigger.subscribe();
+    let registry = tokio::select! {
+        _ = stopping.recv() => return Ok(ExitCode::SUCCESS),
+        r = start_registry(&cfg) => r?,
+    };
     // After the state topics exist: a consumer that subscribes to a missing repartition
     // topic leaves it out of its group membership until the next rebalance.
     let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
@@ -527,6 +533,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         pipeline.run(source, trigger.clone()).await
     };
     trigger.trigger();
+    tokio::task::block_in_place(|| registry.stop());
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     if let Some((_, tasks)) = console {
         for t in tasks {
@@ -540,6 +547,37 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The registry topic: created (compacted) if missing, read to its end into the
+/// config's points, then followed on a thread of its own while the service runs.
+async fn start_registry(cfg: &Config) -> anyhow::Result<riskstream::registry::topic::Follower> {
+    use riskstream::registry::topic;
+    let mut tries = 0;
+    loop {
+        match topic::ensure_topic(cfg).await {
+            Ok(()) => break,
+            // A broker that has just started may refuse admin requests for a few seconds.
+            Err(e) if tries < 30 => {
+                tries += 1;
+                tracing::warn!(error = %e, "registry topic not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("creating the registry topic"),
+        }
+    }
+    let (loaded, follower) = tokio::task::block_in_place(|| {
+        topic::start(cfg, cfg.points.clone(), Duration::from_secs(60))
+    })
+    .context("reading the registry topic")?;
+    tracing::info!(
+        topic = %cfg.registry.topic,
+        records = loaded.records,
+        rejected = loaded.rejected,
+        points = cfg.points.len(),
+        "registry loaded"
+    );
+    Ok(follower)
 }
 
 /// The web console: rebuilds the action state from the actions topic, then serves.

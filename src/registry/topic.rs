@@ -93,14 +93,14 @@ pub fn start(
     timeout: Duration,
 ) -> Result<(Loaded, Follower), TopicError> {
     let topic = cfg.registry.topic.clone();
-    let consumer: BaseConsumer = crate::source::kafka::client_config(cfg)
+    let consumer: BaseConsumer<Context> = crate::source::kafka::client_config(cfg)
         .set("group.id", format!("{}.registry", cfg.kafka.group_id))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
         .set("auto.offset.reset", "earliest")
         // A change must reach the next reading quickly: an idle fetch answers in 100 ms.
         .set("fetch.wait.max.ms", "100")
-        .create()?;
+        .create_with_context(Context)?;
     let deadline = Instant::now() + timeout;
     let partitions = loop {
         match partitions_of(&consumer, &topic, timeout) {
@@ -152,8 +152,26 @@ pub fn start(
     ))
 }
 
+/// Reaching a partition's end is what the start-up read waits for, and what an idle
+/// follower meets after each update: not an error (librdkafka reports it as a global
+/// one too).
+struct Context;
+
+impl rdkafka::ClientContext for Context {
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error {
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF) => {
+                tracing::trace!(reason, "registry partition end")
+            }
+            e => tracing::warn!(error = %e, reason, "registry reader error"),
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for Context {}
+
 fn partitions_of(
-    consumer: &BaseConsumer,
+    consumer: &BaseConsumer<Context>,
     topic: &str,
     timeout: Duration,
 ) -> Result<Vec<i32>, KafkaError> {
@@ -168,7 +186,7 @@ fn partitions_of(
     Ok(out)
 }
 
-fn follow(consumer: BaseConsumer, registry: &Registry, stop: &AtomicBool) {
+fn follow(consumer: BaseConsumer<Context>, registry: &Registry, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => {}
