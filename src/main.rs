@@ -503,7 +503,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let mut stopping = trigger.subscribe();
     let registry = tokio::select! {
         _ = stopping.recv() => return Ok(ExitCode::SUCCESS),
-        r = start_registry(&cfg) => r?,
+        r = start_registry(&cfg, metrics.clone()) => r?,
     };
     // After the state topics exist: a consumer that subscribes to a missing repartition
     // topic leaves it out of its group membership until the next rebalance.
@@ -551,7 +551,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
 
 /// The registry topic: created (compacted) if missing, read to its end into the
 /// config's points, then followed on a thread of its own while the service runs.
-async fn start_registry(cfg: &Config) -> anyhow::Result<riskstream::registry::topic::Follower> {
+async fn start_registry(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<riskstream::registry::topic::Follower> {
     use riskstream::registry::topic;
     let mut tries = 0;
     loop {
@@ -567,7 +570,13 @@ async fn start_registry(cfg: &Config) -> anyhow::Result<riskstream::registry::to
         }
     }
     let (loaded, follower) = tokio::task::block_in_place(|| {
-        topic::start(cfg, cfg.points.clone(), Duration::from_secs(60))
+        metrics.registry_points.set(cfg.points.len() as i64);
+        topic::start(
+            cfg,
+            cfg.points.clone(),
+            metrics.clone(),
+            Duration::from_secs(60),
+        )
     })
     .context("reading the registry topic")?;
     tracing::info!(

@@ -41,7 +41,7 @@ async fn threshold_alerts(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_change_on_the_topic_without_a_restart() {
     let env = TestEnv::new("registry").await;
-    let topic = unique("registry");
+    let topic = env.registry.clone();
     create_topics(&[&topic], 1).await;
     let p = producer();
     produce(
@@ -58,9 +58,7 @@ async fn limits_change_on_the_topic_without_a_restart() {
         point(T2, 150.0, 160.0).as_bytes(),
     )
     .await;
-    let cfg = env.config(&format!(
-        "[registry]\ntopic = \"{topic}\"\n[state]\nchangelog = false\n"
-    ));
+    let cfg = env.config("[state]\nchangelog = false\n");
     let mut child = env.spawn(&cfg);
     wait_ready(&env, Duration::from_secs(60)).await;
 
@@ -102,6 +100,9 @@ async fn limits_change_on_the_topic_without_a_restart() {
     assert_eq!(last["status"], "firing", "{got:?}");
     assert_eq!(last["evidence"]["threshold"], 140.0, "{got:?}");
 
+    // A bad edit is rejected (counted); T1 keeps its last good version.
+    produce(&p, &topic, Some(T1.as_bytes()), point(T1, 130.0, 120.0).as_bytes()).await;
+
     // A tombstone removes T2's point: 125 is then judged with the kind's alarm (120).
     let mut rec: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =
         rdkafka::producer::FutureRecord::to(&topic);
@@ -116,6 +117,13 @@ async fn limits_change_on_the_topic_without_a_restart() {
     assert_eq!(a["level"], "orange", "{a}");
     assert_eq!(a["evidence"]["threshold"], 120.0, "{a}");
     assert!(a["subject"].get("hazard_grade").is_none(), "{a}");
+
+    let m = env.metrics();
+    assert_eq!(metric(&m, "riskstream_registry_points"), 1.0, "{m}");
+    for (result, n) in [("upserted", 3.0), ("removed", 1.0), ("rejected", 1.0)] {
+        let series = format!("riskstream_registry_records_total{{result=\"{result}\"}}");
+        assert_eq!(metric(&m, &series), n, "{series}");
+    }
 
     sigterm(&child);
     let status =

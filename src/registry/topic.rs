@@ -25,6 +25,7 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use super::{Applied, Registry};
 use crate::config::Config;
+use crate::telemetry::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TopicError {
@@ -90,6 +91,7 @@ impl Drop for Follower {
 pub fn start(
     cfg: &Config,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
     timeout: Duration,
 ) -> Result<(Loaded, Follower), TopicError> {
     let topic = cfg.registry.topic.clone();
@@ -131,7 +133,7 @@ pub fn start(
             Some(Err(e)) => tracing::warn!(topic, error = %e, "registry read error; retrying"),
             Some(Ok(m)) => {
                 loaded.records += 1;
-                loaded.rejected += u64::from(!apply(&registry, &m));
+                loaded.rejected += u64::from(!apply(&registry, &metrics, &m));
             }
         }
     }
@@ -140,7 +142,7 @@ pub fn start(
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("registry".into())
-            .spawn(move || follow(consumer, &registry, &stop))
+            .spawn(move || follow(consumer, &registry, &metrics, &stop))
             .map_err(|e| KafkaError::Subscription(format!("registry thread: {e}")))?
     };
     Ok((
@@ -186,22 +188,39 @@ fn partitions_of(
     Ok(out)
 }
 
-fn follow(consumer: BaseConsumer<Context>, registry: &Registry, stop: &AtomicBool) {
+fn follow(
+    consumer: BaseConsumer<Context>,
+    registry: &Registry,
+    metrics: &Metrics,
+    stop: &AtomicBool,
+) {
     while !stop.load(Ordering::Relaxed) {
         match consumer.poll(Duration::from_millis(100)) {
             None | Some(Err(KafkaError::PartitionEOF(_))) => {}
             Some(Err(e)) => tracing::warn!(error = %e, "registry read error; retrying"),
             Some(Ok(m)) => {
-                apply(registry, &m);
+                apply(registry, metrics, &m);
             }
         }
     }
 }
 
 /// Applies one record; false (and a warning) when it was not a valid point.
-fn apply(registry: &Registry, m: &rdkafka::message::BorrowedMessage<'_>) -> bool {
+fn apply(
+    registry: &Registry,
+    metrics: &Metrics,
+    m: &rdkafka::message::BorrowedMessage<'_>,
+) -> bool {
     let key = m.key().map(String::from_utf8_lossy).unwrap_or_default();
-    match registry.apply(&key, m.payload()) {
+    let applied = registry.apply(&key, m.payload());
+    let result = match &applied {
+        Ok(Applied::Removed) => "removed",
+        Ok(_) => "upserted",
+        Err(_) => "rejected",
+    };
+    metrics.registry_records.with_label_values(&[result]).inc();
+    metrics.registry_points.set(registry.len() as i64);
+    match applied {
         Ok(a) => {
             tracing::debug!(sensor_id = %key, applied = ?a, "registry record");
             if a == Applied::Removed {
