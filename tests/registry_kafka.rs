@@ -101,7 +101,13 @@ async fn limits_change_on_the_topic_without_a_restart() {
     assert_eq!(last["evidence"]["threshold"], 140.0, "{got:?}");
 
     // A bad edit is rejected (counted); T1 keeps its last good version.
-    produce(&p, &topic, Some(T1.as_bytes()), point(T1, 130.0, 120.0).as_bytes()).await;
+    produce(
+        &p,
+        &topic,
+        Some(T1.as_bytes()),
+        point(T1, 130.0, 120.0).as_bytes(),
+    )
+    .await;
 
     // A tombstone removes T2's point: 125 is then judged with the kind's alarm (120).
     let mut rec: rdkafka::producer::FutureRecord<'_, [u8], [u8]> =

@@ -393,6 +393,7 @@ impl Config {
             false_alarms_per_day: self.detectors.false_alarms_per_day,
             ranges: Arc::new(self.input.ranges()),
             screen: self.input.screen(),
+            points: self.points.clone(),
             ..BuildCtx::new(self.regions.clone())
         }
     }

@@ -102,6 +102,9 @@ pub struct BuildCtx {
     pub ranges: Arc<crate::decode::Ranges>,
     /// `[input]`: jumps ahead and duplicates ([`screen`]).
     pub screen: ScreenConfig,
+    /// The monitoring points, for detectors that name a sensor without a reading at
+    /// hand (`offline`); the others find the point on the reading.
+    pub points: Arc<crate::registry::Registry>,
 }
 
 impl BuildCtx {
@@ -113,6 +116,7 @@ impl BuildCtx {
             false_alarms_per_day: tail::DEFAULT_FALSE_ALARMS_PER_DAY,
             ranges: Arc::new(crate::decode::Ranges::defaults()),
             screen: ScreenConfig::default(),
+            points: Arc::default(),
         }
     }
 }
@@ -791,17 +795,25 @@ pub(crate) fn sensor_subject(
     m.insert("region".into(), r.region_code.clone().into());
     m.insert("kind".into(), r.kind.clone().into());
     if let Some(p) = &r.point {
-        if let Some(name) = &p.name {
-            m.insert("name".into(), name.clone().into());
-        }
-        if let Some(site) = &p.site_name {
-            m.insert("site_name".into(), site.clone().into());
-        }
-        if let Some(g) = p.hazard_grade {
-            m.insert("hazard_grade".into(), g.into());
-        }
+        point_subject(p, &mut m);
     }
     m
+}
+
+/// What a subject says of a registered point: its name, its site's name and hazard grade.
+pub(crate) fn point_subject(
+    p: &crate::registry::Point,
+    m: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if let Some(name) = &p.name {
+        m.insert("name".into(), name.clone().into());
+    }
+    if let Some(site) = &p.site_name {
+        m.insert("site_name".into(), site.clone().into());
+    }
+    if let Some(g) = p.hazard_grade {
+        m.insert("hazard_grade".into(), g.into());
+    }
 }
 
 /// What a title calls reading `r`'s sensor: its point's name, else its kind's label.
