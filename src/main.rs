@@ -114,10 +114,12 @@ enum Cmd {
         /// Config for the region hierarchy, brokers and topics.
         #[arg(long, short, default_value = "config/default.toml")]
         config: PathBuf,
-        /// Write incidents.ndjson, sensor-readings.ndjson, fraud-reports.ndjson, labels.jsonl here.
+        /// Write incidents.ndjson, sensor-readings.ndjson, fraud-reports.ndjson, labels.jsonl
+        /// and points.ndjson (the city's monitoring points) here.
         #[arg(long, required_unless_present = "to_kafka")]
         out: Option<PathBuf>,
-        /// Produce to the input topics (as well, with --out), with progress lines on stderr.
+        /// Produce to the input topics (as well, with --out), with progress lines on stderr;
+        /// the monitoring points first, to the registry topic.
         #[arg(long)]
         to_kafka: bool,
         /// Hours of event time to generate.
@@ -256,10 +258,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let d =
                 c.detectors.incidents.len() + c.detectors.sensors.len() + c.detectors.fraud.len();
             println!(
-                "{}: ok ({d} detectors, {} sinks, {} counties)",
+                "{}: ok ({d} detectors, {} sinks, {} counties, {} monitoring points in the file)",
                 file.display(),
                 c.sinks.len(),
-                c.regions.county_count()
+                c.regions.county_count(),
+                c.points.len()
             );
             // What reaches librdkafka besides the brokers; secret values redacted.
             if !c.kafka.properties.is_empty() {

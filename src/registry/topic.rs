@@ -47,6 +47,16 @@ pub async fn ensure_topic(cfg: &Config) -> Result<(), TopicError> {
         match r {
             Ok(t) => tracing::info!(topic = %t, "created the registry topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            // A cluster where topics are provisioned by its operators: reading the
+            // topic (next) is what must work; creating it is a convenience.
+            Err((
+                t,
+                e @ (RDKafkaErrorCode::TopicAuthorizationFailed
+                | RDKafkaErrorCode::ClusterAuthorizationFailed
+                | RDKafkaErrorCode::PolicyViolation),
+            )) => {
+                tracing::warn!(topic = %t, error = %e, "cannot create the registry topic; reading it as it is")
+            }
             Err((_, e)) => return Err(KafkaError::AdminOp(e).into()),
         }
     }
