@@ -420,13 +420,17 @@ const TRADES: [&str; 4] = [
 
 impl Fleet {
     /// The city's monitoring points (SPEC "Monitoring points"): a name per sensor, its
-    /// site's enterprise name and hazard grade, its measuring range and limits of its
-    /// own. Gas and H2S keep the regulatory limits of their kind (hh red); temperature,
-    /// pressure and tank limits sit above the sensor's own operating level, far enough
-    /// that nothing but a hazard reaches them (the background, realism and the
-    /// injected anomalies below the kind's limits stay below these too); about a third
-    /// of the pressure points and half of the tanks also have low-side limits. From an
-    /// RNG of its own: the readings are the same with or without it.
+    /// site's enterprise name and hazard grade, limits of its own and, for temperature
+    /// and pressure, its instrument's measuring range. Gas, H2S and tank points have no
+    /// range: a head pegged past its span (a leak above 100 %LEL, an overfilled tank) is
+    /// a hazard, and outside a point's range a reading is only a `sensor_fault`; their
+    /// kinds' wide built-in ranges still catch glitches. Gas and H2S keep the regulatory
+    /// limits of their kind (hh red); temperature, pressure and tank limits sit above
+    /// the sensor's own operating level, far enough that nothing but a hazard reaches
+    /// them (the background, realism and the injected anomalies below the kind's
+    /// limits stay below these too); about a third of the pressure points and half of
+    /// the tanks also have low-side limits. From an RNG of its own: the readings are
+    /// the same with or without it.
     pub(super) fn points(&self, seed: u64) -> Vec<crate::registry::Point> {
         use crate::alert::Level;
         use crate::registry::{LimitLevels, Limits, Point};
@@ -456,7 +460,7 @@ impl Fleet {
                 let (name, range, limits, deadband) = match s.kind {
                     Kind::Gas => (
                         format!("Combustible gas detector {n}"),
-                        [0.0, 100.0],
+                        None,
                         Limits {
                             h: Some(10.0),
                             hh: Some(25.0),
@@ -466,7 +470,7 @@ impl Fleet {
                     ),
                     Kind::H2s => (
                         format!("H2S detector {n}"),
-                        [0.0, 200.0],
+                        None,
                         Limits {
                             h: Some(10.0),
                             hh: Some(20.0),
@@ -478,7 +482,7 @@ impl Fleet {
                         let h = (s.base + 30.0).round();
                         (
                             format!("Reactor R-{} outlet temperature", s.site + 1),
-                            [-50.0, 300.0],
+                            Some([-50.0, 300.0]),
                             Limits {
                                 h: Some(h),
                                 hh: Some(h + 10.0),
@@ -493,7 +497,7 @@ impl Fleet {
                         let l = round(s.base - 0.35, 100.0);
                         (
                             format!("Header pressure PT-{}", s.site + 1),
-                            [0.0, 4.0],
+                            Some([-0.1, 4.0]),
                             Limits {
                                 h: Some(h),
                                 hh: Some(round(h + 0.2, 100.0)),
@@ -507,7 +511,7 @@ impl Fleet {
                         let low = rng.random_bool(0.5);
                         (
                             format!("Storage tank T-{} level", s.site + 1),
-                            [0.0, 100.0],
+                            None,
                             Limits {
                                 h: Some(85.0),
                                 hh: Some(95.0),
@@ -519,7 +523,7 @@ impl Fleet {
                     }
                 };
                 p.name = Some(name);
-                p.range = Some(range);
+                p.range = range;
                 p.limits = limits;
                 p.deadband = Some(deadband);
                 if matches!(s.kind, Kind::Gas | Kind::H2s) {
