@@ -674,11 +674,11 @@ async fn backtest(
     if format == BacktestFormat::Simulate {
         let prepared = one_dir().and_then(|dir| {
             let inputs = backtest::inputs_in(dir)?;
-            backtest::load_points(cfg, dir)?;
+            let points = backtest::load_points(cfg, dir)?;
             let l = backtest::read_labels(&labels.unwrap_or_else(|| dir.join("labels.jsonl")))?;
-            Ok((inputs, l))
+            Ok((inputs, l, points))
         });
-        let (inputs, labels) = match prepared {
+        let (inputs, labels, points) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -687,7 +687,7 @@ async fn backtest(
         };
         let (report, _) = backtest::run(cfg, &inputs, &labels, grace).await?;
         eprintln!(
-            "backtest: {} events, {} episodes, {} labels in {:.1}s",
+            "backtest: {} events, {} episodes, {} labels, {points} monitoring points in {:.1}s",
             report.overall.events,
             report.overall.episodes,
             labels.len(),
