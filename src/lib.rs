@@ -29,6 +29,7 @@ pub mod detect;
 pub mod kafka;
 pub mod pipeline;
 pub mod regions;
+pub mod registry;
 pub mod shutdown;
 pub mod signal;
 pub mod simulate;

@@ -115,10 +115,12 @@ enum Cmd {
         /// Config for the region hierarchy, brokers and topics.
         #[arg(long, short, default_value = "config/default.toml")]
         config: PathBuf,
-        /// Write incidents.ndjson, sensor-readings.ndjson, fraud-reports.ndjson, labels.jsonl here.
+        /// Write incidents.ndjson, sensor-readings.ndjson, fraud-reports.ndjson, labels.jsonl
+        /// and points.ndjson (the city's monitoring points) here.
         #[arg(long, required_unless_present = "to_kafka")]
         out: Option<PathBuf>,
-        /// Produce to the input topics (as well, with --out), with progress lines on stderr.
+        /// Produce to the input topics (as well, with --out), with progress lines on stderr;
+        /// the monitoring points first, to the registry topic.
         #[arg(long)]
         to_kafka: bool,
         /// Hours of event time to generate.
@@ -257,10 +259,11 @@ async fn dispatch(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let d =
                 c.detectors.incidents.len() + c.detectors.sensors.len() + c.detectors.fraud.len();
             println!(
-                "{}: ok ({d} detectors, {} sinks, {} counties)",
+                "{}: ok ({d} detectors, {} sinks, {} counties, {} monitoring points in the file)",
                 file.display(),
                 c.sinks.len(),
-                c.regions.county_count()
+                c.regions.county_count(),
+                c.points.len()
             );
             // What reaches librdkafka besides the brokers; secret values redacted.
             if !c.kafka.properties.is_empty() {
@@ -500,6 +503,12 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    // Before the first input: every reading is judged with the registry as it stands.
+    let mut stopping = trigger.subscribe();
+    let registry = tokio::select! {
+        _ = stopping.recv() => return Ok(ExitCode::SUCCESS),
+        r = start_registry(&cfg, metrics.clone()) => r?,
+    };
     // After the state topics exist: a consumer that subscribes to a missing repartition
     // topic leaves it out of its group membership until the next rebalance.
     let source = KafkaSource::new(&cfg, metrics.clone(), ready)?;
@@ -528,6 +537,7 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
         pipeline.run(source, trigger.clone()).await
     };
     trigger.trigger();
+    tokio::task::block_in_place(|| registry.stop());
     let _ = tokio::time::timeout(Duration::from_secs(1), server).await;
     if let Some((_, tasks)) = console {
         for t in tasks {
@@ -541,6 +551,46 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::from(1))
         }
     }
+}
+
+/// The registry topic: created (compacted) if missing, read to its end into the
+/// config's points, then followed on a thread of its own while the service runs.
+async fn start_registry(
+    cfg: &Config,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<riskstream::registry::topic::Follower> {
+    use riskstream::registry::topic;
+    let mut tries = 0;
+    loop {
+        match topic::ensure_topic(cfg).await {
+            Ok(()) => break,
+            // A broker that has just started may refuse admin requests for a few seconds.
+            Err(e) if tries < 30 => {
+                tries += 1;
+                tracing::warn!(error = %e, "registry topic not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e).context("creating the registry topic"),
+        }
+    }
+    let (loaded, follower) = tokio::task::block_in_place(|| {
+        metrics.registry_points.set(cfg.points.len() as i64);
+        topic::start(
+            cfg,
+            cfg.points.clone(),
+            metrics.clone(),
+            Duration::from_secs(60),
+        )
+    })
+    .context("reading the registry topic")?;
+    tracing::info!(
+        topic = %cfg.registry.topic,
+        records = loaded.records,
+        rejected = loaded.rejected,
+        points = cfg.points.len(),
+        "registry loaded"
+    );
+    Ok(follower)
 }
 
 /// The web console: rebuilds the action state from the actions topic, then serves.
@@ -635,10 +685,11 @@ async fn backtest(
     if format == BacktestFormat::Simulate {
         let prepared = one_dir().and_then(|dir| {
             let inputs = backtest::inputs_in(dir)?;
+            let points = backtest::load_points(cfg, dir)?;
             let l = backtest::read_labels(&labels.unwrap_or_else(|| dir.join("labels.jsonl")))?;
-            Ok((inputs, l))
+            Ok((inputs, l, points))
         });
-        let (inputs, labels) = match prepared {
+        let (inputs, labels, points) = match prepared {
             Ok(x) => x,
             Err(e) => {
                 eprintln!("error: {e}");
@@ -647,7 +698,7 @@ async fn backtest(
         };
         let (report, _) = backtest::run(cfg, &inputs, &labels, grace).await?;
         eprintln!(
-            "backtest: {} events, {} episodes, {} labels in {:.1}s",
+            "backtest: {} events, {} episodes, {} labels, {points} monitoring points in {:.1}s",
             report.overall.events,
             report.overall.episodes,
             labels.len(),
@@ -740,6 +791,36 @@ async fn score(cfg: &Config, source: &mut ReplaySource) -> anyhow::Result<ExitCo
 }
 
 /// Streams a run to the input topics (optionally paced), with progress lines on stderr.
+/// The city's monitoring points to the registry topic (key `sensor_id`), before its
+/// readings: a running riskstream judges them with the points' own limits.
+async fn produce_points(
+    cfg: &Config,
+    p: &FutureProducer,
+    points: &[riskstream::registry::Point],
+) -> anyhow::Result<()> {
+    use rdkafka::producer::FutureRecord;
+    let topic = &cfg.registry.topic;
+    let mut pending = Vec::with_capacity(points.len());
+    for pt in points {
+        let json = serde_json::to_string(pt)?;
+        let rec = FutureRecord::to(topic).key(&pt.sensor_id).payload(&json);
+        match p.send_result(rec) {
+            Ok(f) => pending.push(f),
+            Err((e, _)) => anyhow::bail!("producing to {topic}: {e}"),
+        }
+    }
+    for f in pending {
+        f.await
+            .context("producer dropped")?
+            .map_err(|(e, _)| e)
+            .with_context(|| format!("producing to {topic}"))?;
+    }
+    eprintln!("produced {} monitoring points to {topic}", points.len());
+    // The service's registry follower fetches every 100 ms: let it take them first.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    Ok(())
+}
+
 async fn produce_city(
     cfg: &Config,
     sim: riskstream::simulate::Simulation,
@@ -747,6 +828,7 @@ async fn produce_city(
 ) -> anyhow::Result<()> {
     use rdkafka::producer::FutureRecord;
     let p = producer(cfg)?;
+    produce_points(cfg, &p, sim.points()).await?;
     let started = std::time::Instant::now();
     let mut last_report = started;
     let mut pending = Vec::with_capacity(1024);

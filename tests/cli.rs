@@ -260,3 +260,59 @@ fn score_prints_one_line_per_event_in_order() {
     let calm: f64 = lines[30].rsplit(',').next().unwrap().parse().unwrap();
     assert!(last > 0.9 && calm < 0.5, "last {last}, calm {calm}");
 }
+
+/// A point file with bad lines: check-config lists each (file, line, field) and exits 2;
+/// fixed, it counts the points.
+#[test]
+fn check_config_lists_every_bad_point_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[regions]\nfile = \"{}\"\n[registry]\nfile = \"points.ndjson\"\n",
+            root().join("config/regions.toml").display()
+        ),
+    )
+    .unwrap();
+    let points = dir.path().join("points.ndjson");
+    std::fs::write(
+        &points,
+        concat!(
+            r#"{"sensor_id":"S-1","limits":{"h":150.0,"hh":160.0}}"#,
+            "\n",
+            r#"{"sensor_id":"S-2","limits":{"l":0.2,"ll":0.3}}"#,
+            "\n",
+            r#"{"sensor_id":"S-3","levels":{"hh":"purple"}}"#,
+            "\n"
+        ),
+    )
+    .unwrap();
+    let out = bin().args(["check-config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        "points.ndjson:2: limits.ll: must be < l (0.2)",
+        "points.ndjson:3: levels.hh: unknown variant `purple`",
+    ] {
+        assert!(err.contains(want), "missing {want}:\n{err}");
+    }
+    assert!(!err.contains("points.ndjson:1:"), "{err}");
+    std::fs::write(
+        &points,
+        r#"{"sensor_id":"S-1","limits":{"h":150.0,"hh":160.0}}"#,
+    )
+    .unwrap();
+    let ok = bin().args(["check-config"]).arg(&cfg).output().unwrap();
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("1 monitoring points"),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+}

@@ -782,6 +782,21 @@ pub fn read_labels(path: &std::path::Path) -> Result<Vec<Label>, BacktestError> 
     Ok(out)
 }
 
+/// The monitoring points of a `simulate --out` directory (`points.ndjson`), when it has
+/// them, added to `cfg`'s registry (the config's own file first, the run's points over
+/// it); returns how many. A bad line is a usage error naming its line and field.
+pub fn load_points(cfg: &Config, dir: &std::path::Path) -> Result<usize, BacktestError> {
+    let path = dir.join(crate::simulate::POINTS_FILE);
+    if !path.exists() {
+        return Ok(0);
+    }
+    let points = crate::registry::load_file(&path)
+        .map_err(|e| BacktestError::Usage(e.problems.join("\n")))?;
+    let n = points.len();
+    cfg.points.extend(points);
+    Ok(n)
+}
+
 /// The NDJSON inputs of a directory whose names tell their stream, sorted by name.
 pub fn inputs_in(dir: &std::path::Path) -> Result<Vec<PathBuf>, BacktestError> {
     let rd = std::fs::read_dir(dir)

@@ -293,6 +293,26 @@ impl Default for MetricsConfig {
     }
 }
 
+/// `[registry]`: the monitoring points (SPEC "Monitoring points"): a point file read at
+/// load, and the compacted topic `run` reads on start and follows while running.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// NDJSON, one point per line, relative to the config file; none by default.
+    pub file: Option<PathBuf>,
+    /// The compacted topic of points (key `sensor_id`; a tombstone removes the point).
+    pub topic: String,
+}
+
+impl Default for RegistryConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            topic: "sensor-registry".into(),
+        }
+    }
+}
+
 /// `[regions]`: either `file = "regions.toml"` (relative to the config file) or the
 /// hierarchy inline (`[regions.city]`, `[[regions.county]]`).
 #[derive(Debug, Clone, Deserialize, PartialEq, Default)]
@@ -349,6 +369,10 @@ pub struct Config {
     pub state: StateConfig,
     pub metrics: MetricsConfig,
     pub regions: Arc<Regions>,
+    pub registry: RegistryConfig,
+    /// The points in force: the file's at load, then the topic's (`run`). Shared by
+    /// every clone of the config, so an update reaches every decoder built from it.
+    pub points: Arc<crate::registry::Registry>,
     pub detectors: DetectorsConfig,
     pub alerts: AlertPolicyConfig,
     pub sinks: BTreeMap<String, SinkConfig>,
@@ -362,7 +386,9 @@ impl Config {
     /// The decoder of this config (its regions and measuring ranges; no wall-clock check,
     /// which `run` adds: [`crate::pipeline::Pipeline::live`]).
     pub fn decoder(&self) -> crate::decode::Decoder {
-        crate::decode::Decoder::new(self.regions.clone()).with_ranges(self.input.ranges())
+        crate::decode::Decoder::new(self.regions.clone())
+            .with_ranges(self.input.ranges())
+            .with_points(self.points.clone())
     }
 
     pub fn build_ctx(&self) -> BuildCtx {
@@ -370,6 +396,7 @@ impl Config {
             false_alarms_per_day: self.detectors.false_alarms_per_day,
             ranges: Arc::new(self.input.ranges()),
             screen: self.input.screen(),
+            points: self.points.clone(),
             ..BuildCtx::new(self.regions.clone())
         }
     }
@@ -390,6 +417,7 @@ const SECTIONS: &[&str] = &[
     "state",
     "metrics",
     "regions",
+    "registry",
     "detectors",
     "alerts",
     "sinks",
@@ -456,6 +484,31 @@ fn incident_topics_apart(
     }
 }
 
+/// The points of `[registry] file`, every bad line a problem (`registry.file: ...`).
+fn load_points(
+    registry: &RegistryConfig,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Arc<crate::registry::Registry> {
+    if registry.topic.trim().is_empty() {
+        problems.push("registry.topic: must not be empty".into());
+    }
+    let Some(file) = &registry.file else {
+        return Arc::default();
+    };
+    match crate::registry::load_file(&base.join(file)) {
+        Ok(points) => Arc::new(crate::registry::Registry::with_points(points)),
+        Err(e) => {
+            problems.extend(
+                e.problems
+                    .into_iter()
+                    .map(|p| format!("registry.file: {p}")),
+            );
+            Arc::default()
+        }
+    }
+}
+
 /// Loads and validates a config file, applying environment overrides.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
@@ -497,6 +550,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     let state: StateConfig = section(table.get("state"), "state", &mut problems);
     let mut metrics: MetricsConfig = section(table.get("metrics"), "metrics", &mut problems);
     let regions_cfg: RegionsConfig = section(table.get("regions"), "regions", &mut problems);
+    let registry: RegistryConfig = section(table.get("registry"), "registry", &mut problems);
+    let points = load_points(&registry, base, &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
     let console: ConsoleConfig = section(table.get("console"), "console", &mut problems);
 
@@ -744,6 +799,8 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             state,
             metrics,
             regions,
+            registry,
+            points,
             detectors,
             alerts,
             sinks,
@@ -803,6 +860,65 @@ mod tests {
             assert!(all.contains(want), "missing `{want}` in:\n{all}");
         }
         assert!(e.problems.len() >= 6, "{all}");
+    }
+
+    /// `[registry] file` is relative to the config file; every bad line of it is a
+    /// problem naming the file, the line and the field; unknown keys are errors.
+    #[test]
+    fn registry_points_load_relative_to_the_config_and_bad_lines_are_listed() {
+        let dir = tempfile::tempdir().unwrap();
+        let regions = root().join("regions.toml");
+        let cfg = |extra: &str| {
+            format!(
+                "[regions]\nfile = \"{}\"\n[registry]\n{extra}",
+                regions.display()
+            )
+        };
+        std::fs::write(
+            dir.path().join("points.ndjson"),
+            "{\"sensor_id\":\"S-1\",\"limits\":{\"h\":150.0,\"hh\":160.0}}\n",
+        )
+        .unwrap();
+        let c = from_str(&cfg("file = \"points.ndjson\"\n"), dir.path(), &[]).unwrap();
+        assert_eq!(c.registry.topic, "sensor-registry");
+        assert_eq!(c.points.get("S-1").unwrap().limits.hh, Some(160.0));
+        // The config's clones share the points: an update reaches every decoder.
+        let copy = c.clone();
+        c.points.remove("S-1");
+        assert!(copy.points.get("S-1").is_none());
+
+        std::fs::write(
+            dir.path().join("bad.ndjson"),
+            "{\"sensor_id\":\"S-1\"}\n{\"sensor_id\":\"S-2\",\"limits\":{\"h\":5,\"hh\":4}}\n{\"sensor_id\":\"S-3\",\"range\":[1]}\n",
+        )
+        .unwrap();
+        let e = from_str(
+            &cfg("file = \"bad.ndjson\"\ntopic = \"\"\nfiel = 1\n"),
+            dir.path(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        // `fiel` stops the section's parse, so its file is not read: fix that first.
+        assert!(all.contains("registry.fiel: unknown field `fiel`"), "{all}");
+        let e = from_str(
+            &cfg("file = \"bad.ndjson\"\ntopic = \"\"\n"),
+            dir.path(),
+            &[],
+        )
+        .unwrap_err();
+        let all = e.problems.join("\n");
+        for want in [
+            "registry.topic: must not be empty",
+            "bad.ndjson:2: limits.hh: must be > h (5)",
+            "bad.ndjson:3: range:",
+        ] {
+            assert!(all.contains(want), "missing `{want}` in:\n{all}");
+        }
+        assert_eq!(e.problems.len(), 3, "{all}");
+        let e = from_str(&cfg("file = \"missing.ndjson\"\n"), dir.path(), &[]).unwrap_err();
+        assert!(e.problems[0].starts_with("registry.file: "), "{e:?}");
+        assert!(e.problems[0].contains("cannot read"), "{e:?}");
     }
 
     #[test]

@@ -198,6 +198,8 @@ pub struct Decoded {
 pub struct Decoder {
     regions: Arc<Regions>,
     ranges: Arc<Ranges>,
+    /// Monitoring points: a reading of a registered sensor carries its point.
+    points: Arc<crate::registry::Registry>,
     /// `run`: the wall clock and how far ahead of it an event time may be.
     future: Option<(Arc<dyn Clock>, chrono::Duration)>,
 }
@@ -217,6 +219,7 @@ impl Decoder {
         Self {
             regions,
             ranges: Arc::new(Ranges::defaults()),
+            points: Arc::default(),
             future: None,
         }
     }
@@ -224,6 +227,13 @@ impl Decoder {
     /// Judges sensor values against `ranges` instead of the built-in ones.
     pub fn with_ranges(mut self, ranges: Ranges) -> Self {
         self.ranges = Arc::new(ranges);
+        self
+    }
+
+    /// Looks each reading's sensor up in `points` (shared: updates apply to the next
+    /// reading decoded).
+    pub fn with_points(mut self, points: Arc<crate::registry::Registry>) -> Self {
+        self.points = points;
         self
     }
 
@@ -251,7 +261,7 @@ impl Decoder {
         let f = fields::Fields::new(&obj, &self.regions);
         let event = match stream {
             Stream::Incidents => Event::Incident(incident::decode(&f)?),
-            Stream::Sensors => Event::Sensor(sensor::decode(&f, &self.ranges)?),
+            Stream::Sensors => Event::Sensor(sensor::decode(&f, &self.ranges, &self.points)?),
             Stream::Fraud => Event::Fraud(fraud::decode(&f)?),
         };
         if let Some((clock, skew)) = &self.future {

@@ -1,18 +1,21 @@
 //! Sensor readings from hazardous-chemical sites. Key: `sensor_id`.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, FixedOffset};
 
 use super::fields::Fields;
 use super::{DecodeError, InvalidReason, Ranges};
 use crate::regions::RegionRef;
+use crate::registry::{Point, Registry};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SensorStatus {
     Ok,
     /// The device reports itself faulty; its values raise no value alerts.
     Fault,
-    /// The value is outside its kind's measuring range ([`super::Ranges`]): a glitch,
-    /// treated as a fault.
+    /// The value is outside its point's measuring range, or else its kind's
+    /// ([`super::Ranges`]): a glitch, treated as a fault.
     OutOfRange,
 }
 
@@ -36,9 +39,16 @@ pub struct SensorReading {
     pub value: f64,
     pub unit: Option<String>,
     pub status: SensorStatus,
+    /// The sensor's monitoring point, when it is registered (as the registry stood when
+    /// the reading was decoded).
+    pub point: Option<Arc<Point>>,
 }
 
-pub(super) fn decode(f: &Fields<'_>, ranges: &Ranges) -> Result<SensorReading, DecodeError> {
+pub(super) fn decode(
+    f: &Fields<'_>,
+    ranges: &Ranges,
+    points: &Registry,
+) -> Result<SensorReading, DecodeError> {
     let mut status = match f.opt_str_ref("status")? {
         None | Some("ok") => SensorStatus::Ok,
         Some("fault") => SensorStatus::Fault,
@@ -52,13 +62,19 @@ pub(super) fn decode(f: &Fields<'_>, ranges: &Ranges) -> Result<SensorReading, D
             ))
         }
     };
+    let sensor_id = f.str("sensor_id")?;
     let kind = f.str("kind")?;
     let value = f.f64("value")?;
-    if status == SensorStatus::Ok && !ranges.admits(&kind, value) {
+    let point = points.get(&sensor_id);
+    let admitted = match point.as_ref().and_then(|p| p.range) {
+        Some([lo, hi]) => (lo..=hi).contains(&value),
+        None => ranges.admits(&kind, value),
+    };
+    if status == SensorStatus::Ok && !admitted {
         status = SensorStatus::OutOfRange;
     }
     Ok(SensorReading {
-        sensor_id: f.str("sensor_id")?,
+        sensor_id,
         site_id: f.str("site_id")?,
         region: f.region("region")?,
         region_code: f.str("region")?,
@@ -67,6 +83,7 @@ pub(super) fn decode(f: &Fields<'_>, ranges: &Ranges) -> Result<SensorReading, D
         value,
         unit: f.opt_str("unit")?,
         status,
+        point,
     })
 }
 

@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score, tail,
+    score, tail,
     tail::{EpisodeClock, Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
@@ -355,7 +355,11 @@ impl Detector for Cusum {
             SignalKind::Anomalous {
                 score: s,
                 level: None,
-                title: format!("{} drifting {word} at {}", kind_label(&r.kind), r.site_id),
+                title: format!(
+                    "{} drifting {word} at {}",
+                    super::point_label(r),
+                    super::site_label(r)
+                ),
                 evidence: Evidence {
                     observed: est,
                     expected: mu,

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    fmt_duration, kind_label, score, tail,
+    fmt_duration, score, tail,
     tail::{Motion, Tail},
     BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
@@ -293,7 +293,11 @@ impl Detector for EwmaZ {
             SignalKind::Anomalous {
                 score: s,
                 level: None,
-                title: format!("{} {dir} fast at {}", kind_label(&r.kind), r.site_id),
+                title: format!(
+                    "{} {dir} fast at {}",
+                    super::point_label(r),
+                    super::site_label(r)
+                ),
                 evidence: Evidence {
                     observed: r.value,
                     expected,

@@ -40,8 +40,7 @@ use serde::{Deserialize, Serialize};
 
 use super::sensor_signal;
 use super::{
-    fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState,
-    Signal, SignalKind,
+    fmt_duration, score, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, Stream};
 use crate::signal::Level;
@@ -355,10 +354,10 @@ impl Detector for Flatline {
                 level: Some(level),
                 title: format!(
                     "{} sensor stuck at {:.2} for {} at {}",
-                    kind_label(&r.kind),
+                    super::point_label(r),
                     st.anchor,
                     fmt_run(dur),
-                    r.site_id
+                    super::site_label(r)
                 ),
                 evidence: Evidence {
                     observed: st.anchor,

@@ -53,6 +53,9 @@ pub struct BuildCtx {
     pub ranges: Arc<crate::decode::Ranges>,
     /// `[input]`: jumps ahead and duplicates ([`screen`]).
     pub screen: ScreenConfig,
+    /// The monitoring points, for detectors that name a sensor without a reading at
+    /// hand (`offline`); the others find the point on the reading.
+    pub points: Arc<crate::registry::Registry>,
 }
 
 impl BuildCtx {
@@ -64,6 +67,7 @@ impl BuildCtx {
             false_alarms_per_day: tail::DEFAULT_FALSE_ALARMS_PER_DAY,
             ranges: Arc::new(crate::decode::Ranges::defaults()),
             screen: ScreenConfig::default(),
+            points: Arc::default(),
         }
     }
 }
@@ -737,7 +741,42 @@ pub(crate) fn sensor_subject(
     m.insert("site_id".into(), r.site_id.clone().into());
     m.insert("region".into(), r.region_code.clone().into());
     m.insert("kind".into(), r.kind.clone().into());
+    if let Some(p) = &r.point {
+        point_subject(p, &mut m);
+    }
     m
+}
+
+/// What a subject says of a registered point: its name, its site's name and hazard grade.
+pub(crate) fn point_subject(
+    p: &crate::registry::Point,
+    m: &mut serde_json::Map<String, serde_json::Value>,
+) {
+    if let Some(name) = &p.name {
+        m.insert("name".into(), name.clone().into());
+    }
+    if let Some(site) = &p.site_name {
+        m.insert("site_name".into(), site.clone().into());
+    }
+    if let Some(g) = p.hazard_grade {
+        m.insert("hazard_grade".into(), g.into());
+    }
+}
+
+/// What a title calls reading `r`'s sensor: its point's name, else its kind's label.
+pub(crate) fn point_label(r: &crate::decode::SensorReading) -> std::borrow::Cow<'_, str> {
+    match r.point.as_ref().and_then(|p| p.name.as_deref()) {
+        Some(name) => std::borrow::Cow::Borrowed(name),
+        None => std::borrow::Cow::Owned(kind_label(&r.kind)),
+    }
+}
+
+/// What a title calls reading `r`'s site: its point's site name, else the site id.
+pub(crate) fn site_label(r: &crate::decode::SensorReading) -> &str {
+    r.point
+        .as_ref()
+        .and_then(|p| p.site_name.as_deref())
+        .unwrap_or(&r.site_id)
 }
 
 #[cfg(test)]

@@ -137,6 +137,7 @@ impl DetectorSpec for OfflineConfig {
             last_scan: i64::MIN,
             scan_dirty: false,
             regions: ctx.regions.clone(),
+            points: ctx.points.clone(),
             names: Interner::default(),
             state: KeyedState::new(self.ttl),
         }
@@ -227,6 +228,8 @@ pub struct Offline {
     /// `last_scan` moved since the last `take_dirty`.
     scan_dirty: bool,
     regions: Arc<Regions>,
+    /// Looked up only when a sensor is found offline (its name and site's in the alert).
+    points: Arc<crate::registry::Registry>,
     names: Interner,
     state: KeyedState<SensorClock>,
 }
@@ -241,6 +244,7 @@ impl Offline {
         &self,
         sensor: &str,
         st: &SensorClock,
+        point: Option<&crate::registry::Point>,
     ) -> serde_json::Map<String, serde_json::Value> {
         let region = self
             .regions
@@ -252,6 +256,9 @@ impl Offline {
         m.insert("site_id".into(), self.names.name(st.site).into());
         m.insert("region".into(), region.into());
         m.insert("kind".into(), self.names.name(st.kind).into());
+        if let Some(p) = point {
+            super::point_subject(p, &mut m);
+        }
         m
     }
 }
@@ -312,7 +319,7 @@ impl Detector for Offline {
             stream: Stream::Sensors,
             detector: NAME,
             key: r.sensor_id.clone(),
-            subject: self.subject(&r.sensor_id, &st),
+            subject: self.subject(&r.sensor_id, &st, r.point.as_deref()),
             region: r.region,
             ts: r.ts,
             event_id: Some(ev.id()),
@@ -347,17 +354,21 @@ impl Detector for Offline {
             for (key, st, silence, limit) in fired {
                 debug_assert!((limit - self.limit(&st)).abs() < 1e-9);
                 let expected = f64::from(st.interval);
+                let point = self.points.get(&key);
+                let p = point.as_deref();
                 let title = format!(
                     "{} sensor {key} offline at {}: silent {} (reports every {})",
-                    kind_label(self.names.name(st.kind)),
-                    self.names.name(st.site),
+                    p.and_then(|p| p.name.clone())
+                        .unwrap_or_else(|| kind_label(self.names.name(st.kind))),
+                    p.and_then(|p| p.site_name.as_deref())
+                        .unwrap_or_else(|| self.names.name(st.site)),
                     fmt_duration(Duration::from_secs(silence as u64)),
                     fmt_duration(Duration::from_secs(expected.round().max(1.0) as u64)),
                 );
                 out.push(Signal {
                     stream: Stream::Sensors,
                     detector: NAME,
-                    subject: self.subject(&key, &st),
+                    subject: self.subject(&key, &st, p),
                     key,
                     region: st.region,
                     ts: watermark,
@@ -601,6 +612,35 @@ mod tests {
         d.advance(last + chrono::Duration::seconds(611), &mut out);
         assert_eq!(out.len(), 2);
         assert!(out.iter().all(|s| s.key == "W"));
+    }
+
+    /// A registered sensor's outage names the point and its site (the registry is
+    /// consulted when it fires: no reading is at hand).
+    #[test]
+    fn an_offline_point_is_named() {
+        let mut p = crate::registry::Point::new("W");
+        p.name = Some("H2S detector HD-3".into());
+        p.site_name = Some("Jiahe Chemical".into());
+        p.hazard_grade = Some(1);
+        let ctx = BuildCtx {
+            points: Arc::new(crate::registry::Registry::with_points([p])),
+            ..crate::pipeline::test_ctx()
+        };
+        let mut d = OfflineConfig::default().build(Stream::Sensors, &ctx);
+        let mut out = Vec::new();
+        for i in 0..11 {
+            d.observe(&reading("W", "h2s_ppm", i * 60, 1.0), false, &mut out);
+        }
+        let t0 = crate::detect::testutil::ts("2026-11-26T00:00:00+08:00");
+        d.advance(t0 + chrono::Duration::seconds(600 + 311), &mut out);
+        let Some(SignalKind::Anomalous { title, .. }) = out.first().map(|s| &s.kind) else {
+            panic!("{out:?}")
+        };
+        assert!(
+            title.starts_with("H2S detector HD-3 sensor W offline at Jiahe Chemical:"),
+            "{title}"
+        );
+        assert_eq!(out[0].subject["hazard_grade"], 1);
     }
 
     #[test]

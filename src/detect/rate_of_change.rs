@@ -25,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    fmt_duration, kind_label, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence,
-    KeyedState, Signal, SignalKind,
+    fmt_duration, score, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
+    SignalKind,
 };
 use crate::decode::{Event, Stream};
 
@@ -208,9 +208,9 @@ impl Detector for RateOfChange {
                 level: None,
                 title: format!(
                     "{} {dir} {:.1}{unit}/min at {}",
-                    kind_label(&r.kind),
+                    super::point_label(r),
                     rate.abs(),
-                    r.site_id
+                    super::site_label(r)
                 ),
                 evidence: Evidence {
                     observed: (rate * 1000.0).round() / 1000.0,

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::sensor_signal;
 use super::transition;
 use super::{
-    kind_label, score,
+    score,
     season::Season,
     tail,
     tail::{EpisodeClock, Motion, Tail},
@@ -410,8 +410,8 @@ impl Detector for RobustZ {
                 level: None,
                 title: format!(
                     "{} far {dir} its recent median at {}",
-                    kind_label(&r.kind),
-                    r.site_id
+                    super::point_label(r),
+                    super::site_label(r)
                 ),
                 evidence: Evidence {
                     observed: r.value,

@@ -16,9 +16,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::{
-    kind_label, sensor_signal, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, SignalKind,
-};
+use super::{sensor_signal, BuildCtx, Detector, DetectorSpec, Evidence, KeyedState, SignalKind};
 use crate::decode::{Event, Ranges, SensorStatus, Stream};
 use crate::signal::Level;
 
@@ -77,18 +75,25 @@ pub struct SensorFault {
 
 impl SensorFault {
     fn anomalous(&self, r: &crate::decode::SensorReading) -> SignalKind {
-        let label = kind_label(&r.kind);
-        let (title, expected, threshold) = match (r.status, self.ranges.get(&r.kind)) {
+        let label = super::point_label(r);
+        let site = super::site_label(r);
+        // The decoder judged with the point's range when it has one, else the kind's.
+        let range = r
+            .point
+            .as_ref()
+            .and_then(|p| p.range)
+            .or_else(|| self.ranges.get(&r.kind));
+        let (title, expected, threshold) = match (r.status, range) {
             (SensorStatus::OutOfRange, Some([lo, hi])) => (
                 format!(
-                    "{label} sensor fault at {}: reading {} outside its range [{lo}, {hi}]",
-                    r.site_id, r.value
+                    "{label} sensor fault at {site}: reading {} outside its range [{lo}, {hi}]",
+                    r.value
                 ),
                 (lo + hi) / 2.0,
                 if r.value > hi { hi } else { lo },
             ),
             _ => (
-                format!("{label} sensor reports a fault at {}", r.site_id),
+                format!("{label} sensor reports a fault at {site}"),
                 0.0,
                 0.0,
             ),

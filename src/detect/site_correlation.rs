@@ -328,7 +328,7 @@ impl Detector for SiteCorrelation {
             SignalKind::Anomalous {
                 score: score::from_ratio(f64::from(n), f64::from(min)),
                 level: Some(level),
-                title: format!("{n} sensors anomalous together at {}", r.site_id),
+                title: format!("{n} sensors anomalous together at {}", super::site_label(r)),
                 evidence: Evidence {
                     observed: f64::from(n),
                     expected: 0.0,

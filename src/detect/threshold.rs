@@ -1,22 +1,25 @@
-//! `threshold` (sensors): a value crosses the configured warning / alarm limits of its kind.
+//! `threshold` (sensors): a value crosses its point's alarm limits, or its kind's.
 //!
-//! Per kind: `warning` and `alarm` limits, a `direction` (`up`: above is bad; `down`:
-//! below is bad) and a `hysteresis` band: a sensor leaves a state only when its value is
-//! back past the limit by more than the band, so a reading jittering on a limit does not
-//! flap. No warm-up: a limit is a limit. State per key: 1 byte (the current band) inside
-//! the keyed map.
+//! Per kind (config): `warning` and `alarm` limits, a `direction` (`up`: above is bad;
+//! `down`: below is bad) and a `hysteresis` band: a sensor leaves a state only when its
+//! value is back past the limit by more than the band, so a reading jittering on a limit
+//! does not flap. A registered point (src/registry) with limits of its own is judged on
+//! both sides instead: `h`/`hh` above, `l`/`ll` below, its `levels`, its `deadband` as
+//! the band; the reading carries its point, so a limit changed in the registry applies
+//! to the next reading. No warm-up: a limit is a limit. State per key: 1 byte (the
+//! current band) inside the keyed map.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::sensor_signal;
+use super::{point_label, sensor_signal, site_label};
 use super::{
-    kind_label, BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal,
-    SignalKind,
+    BuildCtx, Detector, DetectorSpec, Direction, Evidence, KeyedState, Signal, SignalKind,
 };
 use crate::decode::{Event, Stream};
+use crate::registry::Point;
 use crate::signal::Level;
 
 pub const NAME: &str = "threshold";
@@ -148,32 +151,166 @@ impl DetectorSpec for ThresholdConfig {
 
     fn build(&self, _stream: Stream, _ctx: &BuildCtx) -> Threshold {
         Threshold {
-            limits: self.limits.clone(),
+            kinds: self
+                .limits
+                .iter()
+                .map(|(k, l)| (k.clone(), Judge::of_kind(l)))
+                .collect(),
             state: KeyedState::new(self.ttl),
         }
     }
 }
 
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+/// A key's state. `Warning`/`Alarm` are the high side (`h`/`hh`, or a kind's limits);
+/// the low side came later and sits after them, so state saved before it still decodes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum Band {
     #[default]
     Normal,
     Warning,
     Alarm,
+    LowWarning,
+    LowAlarm,
+}
+
+/// The limits one reading is judged with, a kind's or a point's, in one shape: the high
+/// side (`h`, `hh`) and the low side (`l`, `ll`), each limit with its level, and the
+/// band a value must recede past a limit before its state drops. `Copy`, built per
+/// reading from the point the reading carries: no allocation, no lookup.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Judge {
+    hh: Option<(f64, Level)>,
+    h: Option<(f64, Level)>,
+    l: Option<(f64, Level)>,
+    ll: Option<(f64, Level)>,
+    band: f64,
+    /// A point's limits: titles say `high`/`high-high`/`low`/`low-low`, not
+    /// `warning`/`alarm`.
+    point: bool,
+}
+
+impl Judge {
+    fn of_kind(l: &Limit) -> Self {
+        let first = Some((l.warning, l.warning_level));
+        let second = Some((l.alarm, l.alarm_level));
+        let (h, hh, lo, ll) = match l.direction {
+            Direction::Down => (None, None, first, second),
+            _ => (first, second, None, None),
+        };
+        Self {
+            hh,
+            h,
+            l: lo,
+            ll,
+            band: l.hysteresis,
+            point: false,
+        }
+    }
+
+    /// A registered point: its own limits when it has any (they replace the kind's,
+    /// both sides), else the kind's; its deadband either way.
+    fn of_point(p: &Point, kind: Option<&Judge>) -> Option<Self> {
+        if p.limits.is_empty() {
+            return kind.map(|k| Judge {
+                band: p.deadband.unwrap_or(k.band),
+                ..*k
+            });
+        }
+        let (lim, lv) = (&p.limits, &p.levels);
+        let with = |v: Option<f64>, level: Option<Level>, default: Level| {
+            v.map(|v| (v, level.unwrap_or(default)))
+        };
+        Some(Self {
+            hh: with(lim.hh, lv.hh, Level::Orange),
+            h: with(lim.h, lv.h, Level::Yellow),
+            l: with(lim.l, lv.l, Level::Yellow),
+            ll: with(lim.ll, lv.ll, Level::Orange),
+            band: p.deadband.or(kind.map(|k| k.band)).unwrap_or(0.0),
+            point: true,
+        })
+    }
+
+    /// Where `v` lies, given the key's band before it. Staying in a band needs only the
+    /// limit less the deadband; entering one needs the limit itself.
+    fn band_of(&self, v: f64, prev: Band) -> Band {
+        let slack = |holds: bool| if holds { self.band } else { 0.0 };
+        let above =
+            |lim: Option<(f64, Level)>, holds| lim.is_some_and(|(x, _)| v >= x - slack(holds));
+        let below =
+            |lim: Option<(f64, Level)>, holds| lim.is_some_and(|(x, _)| v <= x + slack(holds));
+        if above(self.hh, prev == Band::Alarm) {
+            Band::Alarm
+        } else if above(self.h, matches!(prev, Band::Warning | Band::Alarm)) {
+            Band::Warning
+        } else if below(self.ll, prev == Band::LowAlarm) {
+            Band::LowAlarm
+        } else if below(self.l, matches!(prev, Band::LowWarning | Band::LowAlarm)) {
+            Band::LowWarning
+        } else {
+            Band::Normal
+        }
+    }
+
+    /// The limit of `band`, its level and the word a title uses for it.
+    fn limit_of(&self, band: Band) -> Option<(f64, Level, &'static str)> {
+        let (lim, word) = match (band, self.point) {
+            (Band::Normal, _) => return None,
+            (Band::Warning, false) | (Band::LowWarning, false) => (
+                if band == Band::Warning {
+                    self.h
+                } else {
+                    self.l
+                },
+                "warning",
+            ),
+            (Band::Alarm, false) | (Band::LowAlarm, false) => (
+                if band == Band::Alarm {
+                    self.hh
+                } else {
+                    self.ll
+                },
+                "alarm",
+            ),
+            (Band::Warning, true) => (self.h, "high"),
+            (Band::Alarm, true) => (self.hh, "high-high"),
+            (Band::LowWarning, true) => (self.l, "low"),
+            (Band::LowAlarm, true) => (self.ll, "low-low"),
+        };
+        lim.map(|(x, level)| (x, level, word))
+    }
+
+    /// The normalized score of `v`: the worse of the two sides.
+    fn score(&self, v: f64) -> f64 {
+        let neg = |l: Option<(f64, Level)>| l.map(|(x, _)| -x);
+        side_score(v, self.h.map(|x| x.0), self.hh.map(|x| x.0)).max(side_score(
+            -v,
+            neg(self.l),
+            neg(self.ll),
+        ))
+    }
+}
+
+/// One side's score, in "badness" units where larger is worse: 0.5 at its first limit,
+/// 0.75 at its second. A side with one limit scores as if the other were a quarter of
+/// the limit's size (at least 1) away.
+fn side_score(x: f64, first: Option<f64>, second: Option<f64>) -> f64 {
+    let span = |m: f64| m.abs().max(1.0) * 0.25;
+    match (first, second) {
+        (Some(w), Some(a)) => normalized(w, a, x),
+        (Some(w), None) => normalized(w, w + span(w), x),
+        (None, Some(a)) => normalized(a - span(a), a, x),
+        (None, None) => 0.0,
+    }
 }
 
 pub struct Threshold {
-    limits: BTreeMap<String, Limit>,
+    kinds: BTreeMap<String, Judge>,
     state: KeyedState<Band>,
 }
 
-/// Maps a value to [0,1]: 0.5 at the warning limit, 0.75 at the alarm, -> 1 beyond.
-fn normalized(l: &Limit, v: f64) -> f64 {
-    // Work in "badness" units where larger is worse.
-    let (x, w, a) = match l.direction {
-        Direction::Down => (-v, -l.warning, -l.alarm),
-        _ => (v, l.warning, l.alarm),
-    };
+/// Maps a value to [0,1]: 0.5 at the warning limit `w`, 0.75 at the alarm `a`, -> 1
+/// beyond (larger `x` is worse).
+fn normalized(w: f64, a: f64, x: f64) -> f64 {
     if x < w {
         // Below warning: a gentle ramp relative to the warning limit's scale.
         let scale = (a - w).max(f64::EPSILON) * 4.0;
@@ -193,53 +330,36 @@ impl Detector for Threshold {
 
     fn observe(&mut self, ev: &Event, _late: bool, out: &mut Vec<Signal>) -> f64 {
         let Event::Sensor(r) = ev else { return 0.0 };
-        let Some(l) = self.limits.get(&r.kind) else {
+        let kind = self.kinds.get(&r.kind);
+        let judge = match &r.point {
+            Some(p) => Judge::of_point(p, kind),
+            None => kind.copied(),
+        };
+        let Some(j) = judge else {
             return 0.0;
         };
         if r.status.is_fault() {
             return 0.0;
         }
-        let bad = |limit: f64, slack: f64| match l.direction {
-            Direction::Down => r.value <= limit + slack,
-            _ => r.value >= limit - slack,
-        };
         let prev = *self.state.touch(&r.sensor_id, r.ts);
-        // Hysteresis: staying in a band needs only limit -/+ hysteresis; entering needs the limit.
-        let h = l.hysteresis;
-        let next = if bad(l.alarm, if prev == Band::Alarm { h } else { 0.0 }) {
-            Band::Alarm
-        } else if bad(l.warning, if prev >= Band::Warning { h } else { 0.0 }) {
-            Band::Warning
-        } else {
-            Band::Normal
-        };
+        let next = j.band_of(r.value, prev);
         *self.state.touch(&r.sensor_id, r.ts) = next;
-        let s = normalized(l, r.value);
-        let kind = match next {
-            Band::Normal if prev == Band::Normal => return s,
-            Band::Normal => SignalKind::Clear,
-            band => {
-                let (limit, level, word) = if band == Band::Alarm {
-                    (l.alarm, l.alarm_level, "alarm")
-                } else {
-                    (l.warning, l.warning_level, "warning")
-                };
-                let rel = if l.direction == Direction::Down {
-                    "below"
-                } else {
-                    "above"
+        let s = j.score(r.value);
+        let kind = match j.limit_of(next) {
+            None if prev == Band::Normal => return s,
+            None => SignalKind::Clear,
+            Some((limit, level, word)) => {
+                let (rel, expected) = match next {
+                    Band::LowWarning | Band::LowAlarm => ("below", j.l.map_or(limit, |x| x.0)),
+                    _ => ("above", j.h.map_or(limit, |x| x.0)),
                 };
                 SignalKind::Anomalous {
                     score: s.max(0.5),
                     level: Some(level),
-                    title: format!(
-                        "{} {rel} {word} limit at {}",
-                        kind_label(&r.kind),
-                        r.site_id
-                    ),
+                    title: format!("{} {rel} {word} limit at {}", point_label(r), site_label(r)),
                     evidence: Evidence {
                         observed: r.value,
-                        expected: l.warning,
+                        expected,
                         score: r.value,
                         threshold: limit,
                         window: "instant".into(),
@@ -270,9 +390,12 @@ impl Detector for Threshold {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
     use crate::decode::SensorStatus;
     use crate::detect::testutil::reading;
+    use crate::registry::Registry;
 
     fn run(values: &[f64]) -> Vec<Option<Level>> {
         let mut d = ThresholdConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx());
@@ -322,12 +445,12 @@ mod tests {
 
     #[test]
     fn normalized_score_anchors_and_monotone() {
-        let l = &default_limits()["gas_lel"];
-        assert!((normalized(l, 10.0) - 0.5).abs() < 1e-12);
-        assert!((normalized(l, 25.0) - 0.75).abs() < 1e-12);
+        let l = Judge::of_kind(&default_limits()["gas_lel"]);
+        assert!((l.score(10.0) - 0.5).abs() < 1e-12);
+        assert!((l.score(25.0) - 0.75).abs() < 1e-12);
         let mut prev = -1.0;
         for i in 0..200 {
-            let s = normalized(l, i as f64 * 0.5 - 20.0);
+            let s = l.score(i as f64 * 0.5 - 20.0);
             assert!((0.0..=1.0).contains(&s) && s >= prev, "{i} {s}");
             prev = s;
         }
@@ -357,5 +480,223 @@ mod tests {
             p[0].starts_with("detectors.sensors[0].limits.gas_lel.alarm"),
             "{p:?}"
         );
+    }
+
+    /// Readings of registered points, decoded through a decoder that shares `reg`.
+    fn point_reading(reg: &Arc<Registry>, id: &str, kind: &str, secs: i64, v: f64) -> Event {
+        let t = crate::detect::testutil::ts("2026-11-26T00:00:00+08:00")
+            + chrono::Duration::seconds(secs);
+        let j = serde_json::json!({"sensor_id":id,"site_id":"SITE-330503-0042","region":"330503101",
+            "kind":kind,"ts":t.to_rfc3339(),"value":v});
+        crate::decode::test_decoder()
+            .with_points(reg.clone())
+            .decode(Stream::Sensors, j.to_string().as_bytes())
+            .unwrap()
+            .event
+    }
+
+    /// The level each reading raises (`None`: no signal or a clear), and the titles.
+    fn levels(
+        d: &mut Threshold,
+        reg: &Arc<Registry>,
+        id: &str,
+        kind: &str,
+        values: &[f64],
+    ) -> (Vec<Option<Level>>, Vec<String>) {
+        let mut titles = Vec::new();
+        let mut out = Vec::new();
+        let lv = values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                out.clear();
+                d.observe(
+                    &point_reading(reg, id, kind, i as i64 * 10, *v),
+                    false,
+                    &mut out,
+                );
+                match out.first().map(|s| &s.kind) {
+                    Some(SignalKind::Anomalous { level, title, .. }) => {
+                        titles.push(title.clone());
+                        *level
+                    }
+                    _ => None,
+                }
+            })
+            .collect();
+        (lv, titles)
+    }
+
+    fn point(json: serde_json::Value) -> Point {
+        Point::parse(json.to_string().as_bytes()).unwrap()
+    }
+
+    fn fresh() -> Threshold {
+        ThresholdConfig::default().build(Stream::Sensors, &crate::pipeline::test_ctx())
+    }
+
+    /// Issue #25's target: a 120 degC point with h 150 / hh 160 (the kind's alarm limit
+    /// is 120) raises nothing at 120, yellow at 155, orange at 165, named in the title.
+    #[test]
+    fn a_point_with_its_own_high_limits() {
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-T1","name":"R-2 reactor outlet temperature","kind":"temperature",
+            "limits":{"h":150.0,"hh":160.0},"deadband":2.0,"site_name":"Huzhou Jiahe Chemical",
+            "hazard_grade":2}))]));
+        let (lv, titles) = levels(
+            &mut fresh(),
+            &reg,
+            "S-T1",
+            "temperature",
+            &[120.0, 155.0, 165.0],
+        );
+        assert_eq!(lv, vec![None, Some(Level::Yellow), Some(Level::Orange)]);
+        assert_eq!(
+            titles[1],
+            "R-2 reactor outlet temperature above high-high limit at Huzhou Jiahe Chemical"
+        );
+        // The same reading of an unregistered sensor: the kind's alarm limit (120) holds.
+        let (lv, _) = levels(&mut fresh(), &reg, "S-T2", "temperature", &[120.0]);
+        assert_eq!(lv, vec![Some(Level::Orange)]);
+    }
+
+    /// Issue #25's target: a pressure point with l 0.2 / ll 0.1 raises yellow at 0.15 and
+    /// orange at 0.05; back at 1.0 it clears.
+    #[test]
+    fn a_point_with_low_limits() {
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-P1","kind":"pressure","limits":{"l":0.2,"ll":0.1},"deadband":0.01}))]));
+        let mut d = fresh();
+        let (lv, titles) = levels(&mut d, &reg, "S-P1", "pressure", &[1.0, 0.15, 0.05]);
+        assert_eq!(lv, vec![None, Some(Level::Yellow), Some(Level::Orange)]);
+        assert_eq!(
+            titles[1],
+            "Pressure below low-low limit at SITE-330503-0042"
+        );
+        let mut out = Vec::new();
+        d.observe(
+            &point_reading(&reg, "S-P1", "pressure", 40, 1.0),
+            false,
+            &mut out,
+        );
+        assert_eq!(out[0].kind, SignalKind::Clear);
+        // Its own limits replace the kind's: 1.8 is past the kind's 1.6 warning limit.
+        out.clear();
+        d.observe(
+            &point_reading(&reg, "S-P1", "pressure", 50, 1.8),
+            false,
+            &mut out,
+        );
+        assert!(out.is_empty(), "{out:?}");
+    }
+
+    #[test]
+    fn the_points_deadband_holds_and_levels_override() {
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-G1","limits":{"h":10.0,"hh":20.0},"levels":{"h":"yellow","hh":"red"},
+            "deadband":3.0}))]));
+        // 8 is inside the 3.0 band below h: held; 6.5 is past it: clear.
+        let (lv, _) = levels(
+            &mut fresh(),
+            &reg,
+            "S-G1",
+            "gas_lel",
+            &[11.0, 8.0, 21.0, 18.0, 6.5],
+        );
+        assert_eq!(
+            lv,
+            vec![
+                Some(Level::Yellow),
+                Some(Level::Yellow),
+                Some(Level::Red),
+                Some(Level::Red),
+                None
+            ]
+        );
+        // A point without limits keeps its kind's limits, with its own deadband.
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-G2","deadband":3.0}))]));
+        let (lv, _) = levels(
+            &mut fresh(),
+            &reg,
+            "S-G2",
+            "gas_lel",
+            &[12.0, 7.5, 6.9, 26.0],
+        );
+        assert_eq!(
+            lv,
+            vec![
+                Some(Level::Yellow),
+                Some(Level::Yellow),
+                None,
+                Some(Level::Red)
+            ]
+        );
+    }
+
+    /// The registry is shared: a limit changed between two readings judges the second.
+    #[test]
+    fn a_limit_change_applies_to_the_next_reading() {
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-T1","limits":{"h":150.0,"hh":160.0}}))]));
+        let mut d = fresh();
+        let (lv, _) = levels(&mut d, &reg, "S-T1", "temperature", &[140.0]);
+        assert_eq!(lv, vec![None]);
+        reg.upsert(point(
+            serde_json::json!({"sensor_id":"S-T1","limits":{"h":130.0,"hh":160.0}}),
+        ));
+        let mut out = Vec::new();
+        d.observe(
+            &point_reading(&reg, "S-T1", "temperature", 10, 140.0),
+            false,
+            &mut out,
+        );
+        assert!(
+            matches!(
+                &out[0].kind,
+                SignalKind::Anomalous {
+                    level: Some(Level::Yellow),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+        assert!(!out[0].subject.contains_key("hazard_grade"));
+        reg.remove("S-T1");
+        out.clear();
+        // Removed: the kind's limits (alarm 120) judge it again.
+        d.observe(
+            &point_reading(&reg, "S-T1", "temperature", 20, 140.0),
+            false,
+            &mut out,
+        );
+        assert!(
+            matches!(
+                &out[0].kind,
+                SignalKind::Anomalous {
+                    level: Some(Level::Orange),
+                    ..
+                }
+            ),
+            "{out:?}"
+        );
+    }
+
+    #[test]
+    fn the_subject_names_the_point_and_its_hazard_grade() {
+        let reg = Arc::new(Registry::with_points([point(serde_json::json!({
+            "sensor_id":"S-T1","name":"R-2 outlet","site_name":"Jiahe Chemical","hazard_grade":1,
+            "limits":{"h":150.0}}))]));
+        let mut out = Vec::new();
+        fresh().observe(
+            &point_reading(&reg, "S-T1", "temperature", 0, 151.0),
+            false,
+            &mut out,
+        );
+        let s = &out[0].subject;
+        assert_eq!(s["name"], "R-2 outlet");
+        assert_eq!(s["site_name"], "Jiahe Chemical");
+        assert_eq!(s["hazard_grade"], 1);
+        assert_eq!(s["sensor_id"], "S-T1");
     }
 }

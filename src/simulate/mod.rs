@@ -179,6 +179,8 @@ const CHUNK_SECS: i64 = 3600;
 /// The run as a stream of events in arrival order, one hour generated at a time.
 pub struct Simulation {
     labels: Vec<Label>,
+    /// The city's monitoring points (`points.ndjson`, the registry topic).
+    points: Vec<crate::registry::Point>,
     generators: Vec<Box<dyn Generator + Send>>,
     start: i64,
     end: i64,
@@ -206,6 +208,7 @@ impl Simulation {
             counties: &counties,
             city: regions.city_code(),
         };
+        let points = fleet.points(cfg.seed);
         let mut plan = plan::plan(&ctx, &mut fleet);
         plan.labels.extend(realism::apply(&ctx, &mut fleet));
         let generators: Vec<Box<dyn Generator + Send>> = vec![
@@ -223,6 +226,7 @@ impl Simulation {
         ];
         Self {
             labels: plan.labels,
+            points,
             generators,
             start,
             end,
@@ -238,6 +242,10 @@ impl Simulation {
     }
 
     /// Share of event time generated so far, in [0, 1].
+    pub fn points(&self) -> &[crate::registry::Point] {
+        &self.points
+    }
+
     pub fn progress(&self) -> f64 {
         ((self.next_chunk - self.start) as f64 / (self.end - self.start).max(1) as f64).min(1.0)
     }
@@ -294,11 +302,23 @@ pub fn generate(cfg: &SimConfig, regions: &Regions) -> City {
 
 /// Streams a run to `incidents.ndjson`, `sensor-readings.ndjson`, `fraud-reports.ndjson`
 /// (each in arrival order) and `labels.jsonl`; returns the number of events written.
+/// The registry file `write_files` adds to a run's directory; `backtest` loads it.
+pub const POINTS_FILE: &str = "points.ndjson";
+
 pub fn write_files(sim: Simulation, dir: &Path) -> std::io::Result<u64> {
     std::fs::create_dir_all(dir)?;
     let open = |n: &str| {
         std::fs::File::create(dir.join(n)).map(|f| std::io::BufWriter::with_capacity(1 << 16, f))
     };
+    let mut pts = open(POINTS_FILE)?;
+    for p in sim.points() {
+        writeln!(
+            pts,
+            "{}",
+            serde_json::to_string(p).expect("points serialize")
+        )?;
+    }
+    pts.flush()?;
     let mut l = open("labels.jsonl")?;
     for x in sim.labels() {
         writeln!(l, "{}", serde_json::to_string(x).expect("labels serialize"))?;
@@ -362,6 +382,45 @@ mod tests {
             .events
             .windows(2)
             .all(|w| w[0].arrival_ms <= w[1].arrival_ms));
+    }
+
+    /// Every sensor of the city is a registered point with a name, its site's name and
+    /// hazard grade, a range and valid limits; some pressure points are judged low-side
+    /// too; the points are the same for a seed.
+    #[test]
+    fn every_sensor_is_a_valid_point() {
+        let r = crate::regions::demo();
+        let sim = Simulation::new(&cfg(3, 2.0), &r);
+        let ids: std::collections::BTreeSet<String> = generate(&cfg(3, 2.0), &r)
+            .events
+            .iter()
+            .filter(|e| e.stream == Stream::Sensors)
+            .map(|e| e.key.clone())
+            .collect();
+        let points = sim.points();
+        let registered: std::collections::BTreeSet<String> =
+            points.iter().map(|p| p.sensor_id.clone()).collect();
+        assert_eq!(registered, ids);
+        for p in points {
+            assert!(p.problems().is_empty(), "{p:?}: {:?}", p.problems());
+            assert!(p.name.is_some() && p.site_name.is_some(), "{p:?}");
+            let ranged = matches!(p.kind.as_deref(), Some("temperature" | "pressure"));
+            assert_eq!(p.range.is_some(), ranged, "{p:?}");
+            assert!(
+                p.hazard_grade.is_some_and(|g| (1..=4).contains(&g)),
+                "{p:?}"
+            );
+            assert!(p.limits.h.is_some() && p.limits.hh.is_some(), "{p:?}");
+        }
+        let low = |kind: &str| {
+            points
+                .iter()
+                .filter(|p| p.kind.as_deref() == Some(kind) && p.limits.l.is_some())
+                .count()
+        };
+        assert!(low("pressure") > 0, "some pressure points have low limits");
+        assert_eq!(low("gas_lel"), 0);
+        assert_eq!(Simulation::new(&cfg(3, 2.0), &r).points(), points);
     }
 
     #[test]

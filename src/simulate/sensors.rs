@@ -391,3 +391,151 @@ impl Generator for Fleet {
         }
     }
 }
+
+/// Enterprise names for the demo city's sites: a trade name and a line of business.
+const TRADE_NAMES: [&str; 16] = [
+    "Jiahe",
+    "Hengyuan",
+    "Xinhua",
+    "Dongfang",
+    "Tianneng",
+    "Lianyi",
+    "Ruifeng",
+    "Zhongcheng",
+    "Huasheng",
+    "Yongxing",
+    "Taihu",
+    "Anji",
+    "Changxing",
+    "Deqing",
+    "Nanxun",
+    "Wuxing",
+];
+const TRADES: [&str; 4] = [
+    "Chemical Co., Ltd.",
+    "New Materials Co., Ltd.",
+    "Petrochemical Co., Ltd.",
+    "Fine Chemicals Co., Ltd.",
+];
+
+impl Fleet {
+    /// The city's monitoring points (SPEC "Monitoring points"): a name per sensor, its
+    /// site's enterprise name and hazard grade, limits of its own and, for temperature
+    /// and pressure, its instrument's measuring range. Gas, H2S and tank points have no
+    /// range: a head pegged past its span (a leak above 100 %LEL, an overfilled tank) is
+    /// a hazard, and outside a point's range a reading is only a `sensor_fault`; their
+    /// kinds' wide built-in ranges still catch glitches. Gas and H2S keep the regulatory
+    /// limits of their kind (hh red); temperature, pressure and tank limits sit above
+    /// the sensor's own operating level, far enough that nothing but a hazard reaches
+    /// them (the background, realism and the injected anomalies below the kind's
+    /// limits stay below these too); about a third of the pressure points and half of
+    /// the tanks also have low-side limits. From an RNG of its own: the readings are
+    /// the same with or without it.
+    pub(super) fn points(&self, seed: u64) -> Vec<crate::registry::Point> {
+        use crate::alert::Level;
+        use crate::registry::{LimitLevels, Limits, Point};
+        let mut rng = super::sub_rng(seed, "registry");
+        let sites: Vec<(String, u8)> = self
+            .sites
+            .iter()
+            .map(|_| {
+                let name = format!(
+                    "Huzhou {} {}",
+                    TRADE_NAMES[rng.random_range(0..TRADE_NAMES.len())],
+                    TRADES[rng.random_range(0..TRADES.len())]
+                );
+                (name, rng.random_range(1..=4))
+            })
+            .collect();
+        let round = |v: f64, k: f64| (v * k).round() / k;
+        self.sensors
+            .iter()
+            .map(|s| {
+                let site = &self.sites[s.site];
+                let n = s.id.rsplit('-').next().unwrap_or("1");
+                let mut p = Point::new(s.id.clone());
+                p.site_id = Some(site.id.clone());
+                p.kind = Some(s.kind.name().into());
+                p.unit = Some(s.kind.unit().into());
+                let (name, range, limits, deadband) = match s.kind {
+                    Kind::Gas => (
+                        format!("Combustible gas detector {n}"),
+                        None,
+                        Limits {
+                            h: Some(10.0),
+                            hh: Some(25.0),
+                            ..Limits::default()
+                        },
+                        1.0,
+                    ),
+                    Kind::H2s => (
+                        format!("H2S detector {n}"),
+                        None,
+                        Limits {
+                            h: Some(10.0),
+                            hh: Some(20.0),
+                            ..Limits::default()
+                        },
+                        1.0,
+                    ),
+                    Kind::Temperature => {
+                        let h = (s.base + 30.0).round();
+                        (
+                            format!("Reactor R-{} outlet temperature", s.site + 1),
+                            Some([-50.0, 300.0]),
+                            Limits {
+                                h: Some(h),
+                                hh: Some(h + 10.0),
+                                ..Limits::default()
+                            },
+                            2.0,
+                        )
+                    }
+                    Kind::Pressure => {
+                        let h = round(s.base + 0.4, 100.0);
+                        let low = rng.random_bool(0.35);
+                        let l = round(s.base - 0.35, 100.0);
+                        (
+                            format!("Header pressure PT-{}", s.site + 1),
+                            Some([-0.1, 4.0]),
+                            Limits {
+                                h: Some(h),
+                                hh: Some(round(h + 0.2, 100.0)),
+                                l: low.then_some(l),
+                                ll: low.then_some(round(l - 0.15, 100.0)),
+                            },
+                            0.02,
+                        )
+                    }
+                    Kind::Tank => {
+                        let low = rng.random_bool(0.5);
+                        (
+                            format!("Storage tank T-{} level", s.site + 1),
+                            None,
+                            Limits {
+                                h: Some(85.0),
+                                hh: Some(95.0),
+                                l: low.then_some(10.0),
+                                ll: low.then_some(5.0),
+                            },
+                            1.0,
+                        )
+                    }
+                };
+                p.name = Some(name);
+                p.range = range;
+                p.limits = limits;
+                p.deadband = Some(deadband);
+                if matches!(s.kind, Kind::Gas | Kind::H2s) {
+                    p.levels = LimitLevels {
+                        hh: Some(Level::Red),
+                        ..LimitLevels::default()
+                    };
+                }
+                p.site_name = Some(sites[s.site].0.clone());
+                p.hazard_grade = Some(sites[s.site].1);
+                p
+            })
+            .collect()
+    }
+}

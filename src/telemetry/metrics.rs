@@ -73,6 +73,10 @@ pub struct Metrics {
     pub state_restore_seconds: Gauge,
     pub state_restored_records: IntGauge,
     pub transactions: IntCounterVec,
+    /// Monitoring points in the registry (src/registry).
+    pub registry_points: IntGauge,
+    /// Registry topic records by result: `upserted`, `removed`, `rejected`.
+    pub registry_records: IntCounterVec,
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -292,12 +296,30 @@ impl Metrics {
         for o in ["committed", "aborted"] {
             transactions.with_label_values(&[o]);
         }
+        let registry_points = IntGauge::new(
+            "riskstream_registry_points",
+            "Monitoring points in the sensor registry (file and topic).",
+        )
+        .expect("valid");
+        r.register(Box::new(registry_points.clone()))
+            .expect("unique");
+        let registry_records = counter(
+            &r,
+            "riskstream_registry_records_total",
+            "Registry topic records applied, by result (upserted, removed, rejected: not a valid point, the previous version stays).",
+            &["result"],
+        );
+        for o in ["upserted", "removed", "rejected"] {
+            registry_records.with_label_values(&[o]);
+        }
         let by_stream = |v: &IntCounterVec| Stream::ALL.map(|s| v.with_label_values(&[s.as_str()]));
         let m = Self {
             state_writes,
             state_restore_seconds,
             state_restored_records,
             transactions,
+            registry_points,
+            registry_records,
             consumed_by_stream: by_stream(&events_consumed),
             late_by_stream: by_stream(&events_late),
             duplicate_by_stream: by_stream(&events_duplicate),

@@ -57,6 +57,9 @@ pub struct TestEnv {
     pub fraud: String,
     pub alerts: String,
     pub dlq: String,
+    /// The registry topic (riskstream creates it): each test its own, so points one
+    /// test (or a demo on the same broker) registers never judge another's readings.
+    pub registry: String,
     pub group: String,
     pub dir: tempfile::TempDir,
     pub metrics_addr: String,
@@ -70,6 +73,7 @@ impl TestEnv {
             fraud: unique(&format!("{name}-fr")),
             alerts: unique(&format!("{name}-alerts")),
             dlq: unique(&format!("{name}-dlq")),
+            registry: unique(&format!("{name}-registry")),
             group: unique(&format!("{name}-group")),
             dir: tempfile::tempdir().unwrap(),
             metrics_addr: free_addr(),
@@ -107,6 +111,8 @@ drain_timeout = "5s"
 addr = "{m}"
 [regions]
 file = "{r}"
+[registry]
+topic = "{reg}"
 [sinks.alerts]
 type = "kafka"
 topic = "{a}"
@@ -122,6 +128,7 @@ incidents_topic = "{a}.incidents"
             m = self.metrics_addr,
             r = regions.display(),
             a = self.alerts,
+            reg = self.registry,
         );
         let p = self.dir.path().join("riskstream.toml");
         std::fs::write(&p, text).unwrap();

@@ -60,6 +60,9 @@ pub(super) fn group_of(a: &Alert, regions: &Regions) -> Group {
         if let Some(site) = text(a, "site_id") {
             copy("site_id");
             copy("region");
+            // A registered site's name and hazard grade (src/registry) travel with it.
+            copy("site_name");
+            copy("hazard_grade");
             return Group {
                 key: format!("sensors:site:{site}"),
                 subject,

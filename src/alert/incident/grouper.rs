@@ -353,7 +353,10 @@ impl IncidentGrouper {
             }
             None => {}
         }
-        let site = r.view.subject.get("site_id").and_then(|v| v.as_str());
+        let subject = &r.view.subject;
+        let site = ["site_name", "site_id"]
+            .into_iter()
+            .find_map(|k| subject.get(k).and_then(|v| v.as_str()));
         r.view.title = title(&r.view.stream, site, &r.view.members);
         if r.view.seq == 0 || r.view.level != r.published {
             r.published = r.view.level;

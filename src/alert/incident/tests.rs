@@ -158,6 +158,34 @@ fn opens_with_its_first_member_and_names_it() {
     assert_eq!(i.first_event_ts, rfc(0));
 }
 
+/// A registered site's incident is named after it and carries its hazard grade.
+#[test]
+fn a_registered_site_is_named_and_graded() {
+    let mut g = grouper();
+    let a = alert(
+        "sensors",
+        "sensors:threshold:S-G:1",
+        "threshold",
+        serde_json::json!({"sensor_id":"S-G","site_id":"SITE-1","region":"330503101","kind":"gas_lel",
+            "name":"GD-1","site_name":"Jiahe Chemical","hazard_grade":1}),
+        0,
+        Level::Yellow,
+        Status::Firing,
+    );
+    let (_, msgs) = step(&mut g, 0, &[a]);
+    let i = &msgs[0];
+    assert_eq!(
+        i.title,
+        "Gas LEL rising at Jiahe Chemical (1 sensor, 1 detector)"
+    );
+    assert_eq!(i.subject["site_id"], "SITE-1");
+    assert_eq!(i.subject["hazard_grade"], 1);
+    assert!(
+        i.subject.get("name").is_none(),
+        "the point's name is a member's, not the site's"
+    );
+}
+
 #[test]
 fn members_at_the_same_level_ride_along_and_a_higher_one_raises_it() {
     let mut g = grouper();
