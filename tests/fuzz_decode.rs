@@ -319,7 +319,11 @@ fn check_event(
             // Outside its kind's measuring range (or beyond 1e30 for a kind with none),
             // a reading the device calls ok is a fault.
             let plausible = match riskstream::decode::default_ranges().get(&r.kind) {
-                Some([lo, hi]) => *lo <= r.value && r.value <= *hi,
+                // NAMUR NE 43's saturation band: 3.125 % of the span either side.
+                Some([lo, hi]) => {
+                    let slack = (hi - lo) / 32.0;
+                    *lo - slack <= r.value && r.value <= *hi + slack
+                }
                 None => r.value.abs() <= 1e30,
             };
             let status = match r.status {

@@ -60,10 +60,23 @@ impl Ranges {
     /// within [`MAX_MAGNITUDE`]).
     pub fn admits(&self, kind: &str, value: f64) -> bool {
         match self.get(kind) {
-            Some([lo, hi]) => (lo..=hi).contains(&value),
+            Some(range) => within(range, value),
             None => value.abs() <= MAX_MAGNITUDE,
         }
     }
+}
+
+/// How far past its range a transmitter still measures, as a share of the span: NAMUR
+/// NE 43 puts a saturated measurement at 3.8-20.5 mA on a 4-20 mA loop (-1.25 % to
+/// +3.125 %) and a failure beyond 3.6 / 21 mA. A gas head pegged by a real leak reads
+/// just past its top: that is a measurement `threshold` must judge, not a fault.
+pub const SATURATION: f64 = 0.03125;
+
+/// Whether `value` is a measurement of an instrument spanning `[lo, hi]` (its
+/// saturation band included).
+pub fn within([lo, hi]: [f64; 2], value: f64) -> bool {
+    let slack = (hi - lo) * SATURATION;
+    (lo - slack..=hi + slack).contains(&value)
 }
 
 /// Config check: each range a finite `[low, high]` with low < high.
@@ -97,6 +110,11 @@ mod tests {
         assert!(!r.admits("generic", 1e308));
         assert!(!r.admits("pressure", 1.5));
         assert!(r.admits("pressure", 1.0), "the bounds are inside");
+        assert!(
+            r.admits("pressure", 1.03),
+            "NE 43: a saturated transmitter reads up to 3.125 % of the span past its top"
+        );
+        assert!(!r.admits("pressure", 1.04));
         assert!(!r.admits("gas_lel", -1e308));
     }
 

@@ -67,7 +67,7 @@ pub(super) fn decode(
     let value = f.f64("value")?;
     let point = points.get(&sensor_id);
     let admitted = match point.as_ref().and_then(|p| p.range) {
-        Some([lo, hi]) => (lo..=hi).contains(&value),
+        Some(range) => super::ranges::within(range, value),
         None => ranges.admits(&kind, value),
     };
     if status == SensorStatus::Ok && !admitted {

@@ -143,7 +143,9 @@ fn the_decoder_judges_with_the_points_range() {
     let id = "S-330503-0042-TEMP1";
     assert_eq!(status(id, 299.0), (SensorStatus::Ok, true));
     assert_eq!(status(id, 400.0), (SensorStatus::OutOfRange, true));
-    assert_eq!(status(id, -60.0), (SensorStatus::OutOfRange, true));
+    assert_eq!(status(id, -70.0), (SensorStatus::OutOfRange, true));
+    // [-50, 300]: NAMUR NE 43's saturation band (3.125 % of the span) is still a reading.
+    assert_eq!(status(id, 305.0), (SensorStatus::Ok, true));
     assert_eq!(status("S-UNREGISTERED", 400.0), (SensorStatus::Ok, false));
     reg.remove(id);
     assert_eq!(status(id, 400.0), (SensorStatus::Ok, false));
