@@ -353,20 +353,11 @@ async fn act(
     let target = match app.state.check(&alert_id, &ev) {
         Ok(Some(t)) => t,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such episode on this console"),
-        Err(c @ (super::Conflict::MissingNote | super::Conflict::MissingOutcome)) => {
-            return error(StatusCode::BAD_REQUEST, c.to_string())
-        }
-        Err(c) => return error(StatusCode::CONFLICT, c.to_string()),
+        Err(c) => return conflict(c),
     };
-    if let Err(e) = app.log.append(&ev).await {
-        tracing::error!(alert_id, action = action.as_str(), error = %e, "action not written to the actions topic");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the action could not be stored; try again",
-        );
+    if let Err(r) = store(&app, &ev, &alert_id).await {
+        return r;
     }
-    // Durable now. The actions consumer will see it too; whichever applies first wins.
-    let _ = app.state.apply(&ev);
     record(&app, &ev, &target);
     tracing::info!(alert_id, action = action.as_str(), center = %by_center, "console action");
     let view = app.state.get(&alert_id);
@@ -375,6 +366,33 @@ async fn act(
         Json(serde_json::json!({ "event": ev, "episode": view })),
     )
         .into_response()
+}
+
+/// An action the state refuses: 400 when the request lacks what the action needs (a
+/// note, an outcome), 409 when the episode or incident is not in a state to take it.
+fn conflict(c: super::Conflict) -> Response {
+    match c {
+        super::Conflict::MissingNote | super::Conflict::MissingOutcome => {
+            error(StatusCode::BAD_REQUEST, c.to_string())
+        }
+        c => error(StatusCode::CONFLICT, c.to_string()),
+    }
+}
+
+/// Writes `ev` to the actions topic and, once it is durable, applies it here (the
+/// actions consumer will see it too; whichever applies first wins). `id` names the
+/// episode or incident in the log.
+#[allow(clippy::result_large_err)]
+async fn store(app: &ConsoleApp, ev: &ActionEvent, id: &str) -> Result<(), Response> {
+    if let Err(e) = app.log.append(ev).await {
+        tracing::error!(id, action = ?ev.action, error = %e, "action not written to the actions topic");
+        return Err(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the action could not be stored; try again",
+        ));
+    }
+    let _ = app.state.apply(ev);
+    Ok(())
 }
 
 /// Metrics are counted by the instance that took the action, once (not on replay).
@@ -451,22 +469,14 @@ async fn act_incident(
     let target = match app.state.check_incident(&incident_id, &ev) {
         Ok(Some(t)) => t,
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such incident on this console"),
-        Err(c @ (super::Conflict::MissingNote | super::Conflict::MissingOutcome)) => {
-            return error(StatusCode::BAD_REQUEST, c.to_string())
-        }
-        Err(c) => return error(StatusCode::CONFLICT, c.to_string()),
+        Err(c) => return conflict(c),
     };
     if kind == ActionKind::Close {
         ev.members = target.members.clone();
     }
-    if let Err(e) = app.log.append(&ev).await {
-        tracing::error!(incident_id, action = action.as_str(), error = %e, "action not written to the actions topic");
-        return error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the action could not be stored; try again",
-        );
+    if let Err(r) = store(&app, &ev, &incident_id).await {
+        return r;
     }
-    let _ = app.state.apply(&ev);
     record_incident(&app, &ev, &target);
     tracing::info!(incident_id, action = action.as_str(), center = %by_center, members = target.members.len(), "console action on an incident");
     let view = app.state.get_incident(&incident_id);
