@@ -128,7 +128,16 @@ pub fn start(
         tpl.add_partition_offset(&topic, *p, Offset::Beginning)?;
     }
     consumer.assign(&tpl)?;
-    let mut pending: HashSet<i32> = partitions.into_iter().collect();
+    // An empty partition is read already: one offsets query instead of waiting for a
+    // fetch to report its end (every start of a deployment without points paid that).
+    let mut pending: HashSet<i32> = partitions
+        .into_iter()
+        .filter(|p| {
+            consumer
+                .fetch_watermarks(&topic, *p, timeout)
+                .map_or(true, |(low, high)| high > low)
+        })
+        .collect();
     let mut loaded = Loaded::default();
     while !pending.is_empty() {
         if Instant::now() > deadline {
