@@ -10,6 +10,7 @@ mod entity_burst;
 mod ewma;
 mod flatline;
 mod keyed;
+mod level_shift;
 mod offline;
 mod rate_of_change;
 mod rate_spike;
@@ -249,6 +250,7 @@ detectors! {
     RateOfChange => rate_of_change::RateOfChangeConfig,
     Cusum => cusum::CusumConfig,
     RobustZ => robust_z::RobustZConfig,
+    LevelShift => level_shift::LevelShiftConfig,
     Flatline => flatline::FlatlineConfig,
     SensorFault => sensor_fault::SensorFaultConfig,
 }
