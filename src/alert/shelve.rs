@@ -287,7 +287,11 @@ mod tests {
         s.put(shelf(ShelfScope::Point, "S-1", false), t(DURING));
         let (out, held) = s.screen(sig("ewma_z", "S-1", "temperature", DURING));
         assert_eq!(held, Some(ShelfKind::Shelved));
-        assert_eq!(out.kind, SignalKind::Clear, "the policy sees the condition clear");
+        assert_eq!(
+            out.kind,
+            SignalKind::Clear,
+            "the policy sees the condition clear"
+        );
         let (out, held) = s.screen(sig("ewma_z", "S-1", "temperature", AFTER));
         assert_eq!(held, None, "alarms again from `until` on");
         assert!(matches!(out.kind, SignalKind::Anomalous { .. }));
@@ -322,9 +326,13 @@ mod tests {
             // Their statistical detectors are not physical limits.
             assert!(s.holds(&sig("ewma_z", "S-1", kind, DURING)).is_some());
         }
-        assert!(s.holds(&sig("threshold", "S-1", "pressure", DURING)).is_some());
+        assert!(s
+            .holds(&sig("threshold", "S-1", "pressure", DURING))
+            .is_some());
         s.put(shelf(ShelfScope::Site, "SITE-1", true), t(DURING));
-        assert!(s.holds(&sig("threshold", "S-1", "gas_lel", DURING)).is_some());
+        assert!(s
+            .holds(&sig("threshold", "S-1", "gas_lel", DURING))
+            .is_some());
     }
 
     #[test]
@@ -336,7 +344,10 @@ mod tests {
         assert_eq!(s.screen(c).1, None);
         assert_eq!(s.active(t(DURING)).len(), 1);
         assert!(s.active(t(AFTER)).is_empty(), "not shown once expired");
-        s.put(shelf(ShelfScope::Point, "S-2", true), t("2026-11-27T08:00:01Z"));
+        s.put(
+            shelf(ShelfScope::Point, "S-2", true),
+            t("2026-11-27T08:00:01Z"),
+        );
         assert!(s.get("point:S-1").is_none());
         assert!(s.get("point:S-2").is_some());
     }
