@@ -173,7 +173,10 @@ impl Shelves {
     pub fn put(&self, s: Shelf, now: DateTime<Utc>) {
         let mut m = self.write();
         m.retain(|_, o| o.until + KEEP_AFTER > now);
-        m.insert(s.id(), s);
+        // A long-expired shelf replayed from the actions topic has nothing left to judge.
+        if s.until + KEEP_AFTER > now {
+            m.insert(s.id(), s);
+        }
         self.len.store(m.len(), Ordering::Release);
     }
 

@@ -253,7 +253,7 @@ impl Metrics {
         let console_denied = counter(
             &r,
             "riskstream_console_denied_total",
-            "Console requests refused: missing_token, unknown_token (401), outside_center (403).",
+            "Console requests refused: missing_token, unknown_token (401), outside_center, shelve_refused (403: gas/H2S limits or a point outside the center).",
             &["reason"],
         );
         let console_clients = IntGauge::new(
