@@ -347,11 +347,18 @@ mod tests {
         assert_eq!(s.screen(c).1, None);
         assert_eq!(s.active(t(DURING)).len(), 1);
         assert!(s.active(t(AFTER)).is_empty(), "not shown once expired");
-        s.put(
-            shelf(ShelfScope::Point, "S-2", true),
-            t("2026-11-27T08:00:01Z"),
-        );
+        let mut later = shelf(ShelfScope::Point, "S-2", true);
+        later.until = t("2026-11-27T09:00:00Z");
+        s.put(later, t("2026-11-27T08:00:01Z"));
         assert!(s.get("point:S-1").is_none());
         assert!(s.get("point:S-2").is_some());
+        s.put(
+            shelf(ShelfScope::Point, "S-3", true),
+            t("2026-11-27T08:00:01Z"),
+        );
+        assert!(
+            s.get("point:S-3").is_none(),
+            "replayed long after its expiry"
+        );
     }
 }
