@@ -471,7 +471,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     tokio::spawn(shutdown::on_signals(trigger.clone()));
     let mut pipeline = Pipeline::new(&cfg, sinks, dlq, metrics.clone(), clock).live();
     if let Some((state, _)) = &console {
-        pipeline = pipeline.with_console(state.clone());
+        // Every instance reads the whole actions topic, so every one silences alike.
+        pipeline = pipeline
+            .with_shelves(state.shelves())
+            .with_console(state.clone());
     }
     tracing::info!(
         brokers = %cfg.kafka.brokers,
@@ -640,6 +643,8 @@ async fn start_console(
         read_requires_token: c.read_requires_token,
         ack_limits: c.ack_limits,
         shutdown: trigger.subscribe(),
+        points: cfg.points.clone(),
+        max_shelve: c.max_shelve,
     };
     let addr = c.addr.parse().context("console.addr")?;
     let (bound, server) = console_server::serve(addr, app)

@@ -12,6 +12,7 @@ pub mod incident;
 mod level;
 mod policy;
 mod route;
+pub mod shelve;
 
 use serde::{Deserialize, Serialize};
 

@@ -3,6 +3,7 @@
 //!
 //! Writes: [`ActionLog::append`] resolves only once the broker acknowledged the event
 //! (`acks=all` on the shared idempotent producer); the HTTP handler answers 202 after it.
+//! Shelving events (`shelve.rs`, key = shelf id) share the topic.
 //! Reads: [`follow`] assigns every partition from the beginning (no consumer group, no
 //! commits: the whole topic is the state), replays it into [`ConsoleState`] before the
 //! pipeline starts, then keeps following it so several instances agree.
@@ -18,6 +19,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
+use super::shelve::ShelveEvent;
 use super::{ActionEvent, ConsoleState};
 use crate::shutdown::Shutdown;
 
@@ -30,11 +32,16 @@ impl ActionLog {
     /// Appends one event and waits for the broker's acknowledgement.
     pub async fn append(&self, ev: &ActionEvent) -> Result<(), String> {
         let json = serde_json::to_vec(ev).expect("action events serialize");
+        self.append_raw(ev.key(), &json).await
+    }
+
+    /// Appends one serialized event under `key` and waits for the acknowledgement.
+    pub async fn append_raw(&self, key: &str, json: &[u8]) -> Result<(), String> {
         self.producer
             .send(
                 FutureRecord::to(&self.topic)
-                    .key(ev.key().as_bytes())
-                    .payload(&json),
+                    .key(key.as_bytes())
+                    .payload(json),
                 Duration::from_secs(5),
             )
             .await
@@ -151,9 +158,18 @@ pub async fn follow(
     Ok(h)
 }
 
+/// What the actions topic carries: shelving events beside operators' actions.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Record {
+    Shelve(ShelveEvent),
+    Action(ActionEvent),
+}
+
 fn apply_message(state: &ConsoleState, m: &rdkafka::message::BorrowedMessage<'_>) {
-    match m.payload().map(serde_json::from_slice::<ActionEvent>) {
-        Some(Ok(ev)) => {
+    match m.payload().map(serde_json::from_slice::<Record>) {
+        Some(Ok(Record::Shelve(ev))) => state.apply_shelve(&ev),
+        Some(Ok(Record::Action(ev))) => {
             if let Err(c) = state.apply(&ev) {
                 // Seen already (this instance applied it after producing) or superseded.
                 tracing::debug!(key = ev.key(), conflict = %c, "action not applied");

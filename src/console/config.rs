@@ -27,6 +27,9 @@ pub struct ConsoleConfig {
     pub closed_retention: Duration,
     /// At most this many open episodes are held; past it the least recently updated go.
     pub max_open: usize,
+    /// The longest a point or site may be shelved or out of service in one request.
+    #[serde(with = "humantime_serde")]
+    pub max_shelve: Duration,
 }
 
 impl Default for ConsoleConfig {
@@ -40,6 +43,7 @@ impl Default for ConsoleConfig {
             tokens: Vec::new(),
             closed_retention: Duration::from_secs(24 * 3600),
             max_open: 10_000,
+            max_shelve: Duration::from_secs(24 * 3600),
         }
     }
 }
@@ -107,6 +111,11 @@ impl ConsoleConfig {
         }
         if self.actions_topic.trim().is_empty() {
             problems.push(format!("{path}.actions_topic: must not be empty"));
+        }
+        // Shelves live on the actions topic, whose default retention is 7 days: a longer
+        // shelf would be lost by a restart after its record was deleted.
+        if self.max_shelve.is_zero() || self.max_shelve > Duration::from_secs(7 * 86_400) {
+            problems.push(format!("{path}.max_shelve: must be > 0 and <= 7d"));
         }
         if self.max_open == 0 {
             problems.push(format!("{path}.max_open: must be >= 1"));

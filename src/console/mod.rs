@@ -21,6 +21,7 @@ pub mod config;
 pub mod escalate;
 mod incidents;
 pub mod server;
+pub mod shelve;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -328,6 +329,8 @@ pub struct ConsoleState {
     max_open: usize,
     inner: Mutex<Inner>,
     updates: broadcast::Sender<Arc<Change>>,
+    /// Shelved and out-of-service points and sites, shared with the pipeline.
+    shelves: Arc<crate::alert::shelve::Shelves>,
 }
 
 /// What [`ConsoleState::check`] found: the facts the HTTP handler needs before producing.
@@ -352,11 +355,17 @@ impl ConsoleState {
             max_open: cfg.max_open,
             inner: Mutex::new(Inner::default()),
             updates,
+            shelves: Arc::default(),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The shelves table: the pipeline screens signals through it (`with_shelves`).
+    pub fn shelves(&self) -> Arc<crate::alert::shelve::Shelves> {
+        self.shelves.clone()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Change>> {

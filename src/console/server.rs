@@ -9,6 +9,7 @@
 //! | `POST /api/incidents/{incident_id}/{ack,dispatch,close}` | an action on an incident and all its members; 202 once on the actions topic |
 //! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action on one episode alone |
 //! | `GET /api/noise` | the detectors and keys with the most false alarms, last 7 days |
+//! | `POST /api/shelve`, `DELETE /api/shelve/{id}`, `GET /api/shelves` | shelving and out-of-service (`shelve.rs`) |
 //!
 //! Writes need `Authorization: Bearer TOKEN` (401 missing/unknown, 403 outside the token's
 //! center). With `read_requires_token`, GET /api/* need a token too, given as the header
@@ -23,7 +24,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{Html, IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use futures::StreamExt;
 use serde::Deserialize;
@@ -48,13 +49,17 @@ pub struct ConsoleApp {
     pub read_requires_token: bool,
     pub ack_limits: AckLimits,
     pub shutdown: Shutdown,
+    /// The monitoring points: which kinds a shelved point or site has.
+    pub points: Arc<crate::registry::Registry>,
+    /// The longest shelf one request may ask for (`console.max_shelve`).
+    pub max_shelve: Duration,
 }
 
-fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, msg: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": msg.into() }))).into_response()
 }
 
-fn bearer(h: &HeaderMap) -> Option<&str> {
+pub(super) fn bearer(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
@@ -63,7 +68,7 @@ fn bearer(h: &HeaderMap) -> Option<&str> {
 }
 
 impl ConsoleApp {
-    fn deny(
+    pub(super) fn deny(
         &self,
         d: Denied,
         what: &str,
@@ -101,7 +106,12 @@ impl ConsoleApp {
     // The Err is the HTTP response itself, handed straight back to axum: boxing it buys nothing.
     #[allow(clippy::result_large_err)]
     /// Read access: open, or (with read_requires_token) a token whose center covers `center`.
-    fn may_read(&self, h: &HeaderMap, q: &ReadQuery, center: Option<&str>) -> Result<(), Response> {
+    pub(super) fn may_read(
+        &self,
+        h: &HeaderMap,
+        q: &ReadQuery,
+        center: Option<&str>,
+    ) -> Result<(), Response> {
         if !self.read_requires_token {
             return Ok(());
         }
@@ -127,7 +137,7 @@ impl ConsoleApp {
 }
 
 #[derive(Debug, Deserialize, Default)]
-struct ReadQuery {
+pub(super) struct ReadQuery {
     center: Option<String>,
     token: Option<String>,
 }
@@ -552,6 +562,9 @@ pub fn router(app: ConsoleApp) -> Router {
         .route("/api/episodes/{alert_id}/{action}", post(act))
         .route("/api/incidents/{incident_id}/{action}", post(act_incident))
         .route("/api/noise", get(noise))
+        .route("/api/shelve", post(super::shelve::shelve))
+        .route("/api/shelve/{shelf_id}", delete(super::shelve::unshelve))
+        .route("/api/shelves", get(super::shelve::shelves))
         .with_state(app)
 }
 

@@ -123,6 +123,9 @@ pub struct Pipeline {
     incident_msgs: Vec<Incident>,
     /// The web console, when on: sees every alert and fills in its operators' actions.
     console: Option<Arc<ConsoleState>>,
+    /// Shelved and out-of-service points and sites (the console's table, rebuilt from
+    /// the actions topic): their anomalous signals reach the policy as clear ones.
+    shelves: Option<Arc<crate::alert::shelve::Shelves>>,
     /// Per sink, the episodes its filter has admitted: once admitted, an episode's later
     /// messages (a level drop, its resolve) reach that sink too, so a `min_level` sink
     /// never keeps an episode open for ever.
@@ -181,6 +184,7 @@ impl Pipeline {
             alerts: Vec::new(),
             incident_msgs: Vec::new(),
             console: None,
+            shelves: None,
             admitted: Vec::new(),
             admitted_incidents: Vec::new(),
             changelog: None,
@@ -348,6 +352,12 @@ impl Pipeline {
     /// Shows every alert on the console and stamps it with the operators' actions.
     pub fn with_console(mut self, console: Arc<ConsoleState>) -> Self {
         self.console = Some(console);
+        self
+    }
+
+    /// Screens every signal through the shelves before the alert policy sees it.
+    pub fn with_shelves(mut self, shelves: Arc<crate::alert::shelve::Shelves>) -> Self {
+        self.shelves = Some(shelves);
         self
     }
 
@@ -742,6 +752,10 @@ impl Pipeline {
         let mut touched = !self.signals.is_empty() || !watermarks.is_empty();
         let first = self.alerts.len();
         for s in self.signals.drain(..) {
+            let s = match &self.shelves {
+                Some(shelves) => shelved(shelves, &self.metrics, s),
+                None => s,
+            };
             if let Some(a) = self.policy.on_signal(s) {
                 self.alerts.push(a);
             }
@@ -841,6 +855,19 @@ impl Pipeline {
             }
         }
     }
+}
+
+/// `sig` as the policy should see it: silenced (anomalous made clear, and counted) when
+/// its point or site is shelved at its event time.
+fn shelved(shelves: &crate::alert::shelve::Shelves, metrics: &Metrics, sig: Signal) -> Signal {
+    let (sig, held) = shelves.screen(sig);
+    if let Some(kind) = held {
+        metrics
+            .alerts_shelved
+            .with_label_values(&[sig.stream.as_str(), sig.detector, kind.as_str()])
+            .inc();
+    }
+    sig
 }
 
 /// Restored records go to the detectors (`k:`, `w`), the alert policy (`e:`) or the
@@ -1160,6 +1187,8 @@ mod tests {
 mod incident_tests;
 #[cfg(test)]
 mod late_tests;
+#[cfg(test)]
+mod shelve_tests;
 
 #[cfg(test)]
 mod hostile_tests;

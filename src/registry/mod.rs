@@ -76,6 +76,20 @@ impl Registry {
         self.write().remove(sensor_id).is_some()
     }
 
+    /// The kinds of the points registered at `site_id` (a scan: for the console's rare
+    /// shelving requests, never per reading).
+    pub fn kinds_at_site(&self, site_id: &str) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .read()
+            .values()
+            .filter(|p| p.site_id.as_deref() == Some(site_id))
+            .filter_map(|p| p.kind.clone())
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    }
+
     pub fn len(&self) -> usize {
         self.read().len()
     }

@@ -69,6 +69,8 @@ pub struct Metrics {
     pub console_denied: IntCounterVec,
     pub console_clients: IntGauge,
     pub incidents_escalated: IntCounterVec,
+    /// Anomalous signals a shelf silenced (src/alert/shelve.rs).
+    pub alerts_shelved: IntCounterVec,
     pub state_writes: IntCounterVec,
     pub state_restore_seconds: Gauge,
     pub state_restored_records: IntGauge,
@@ -251,7 +253,7 @@ impl Metrics {
         let console_denied = counter(
             &r,
             "riskstream_console_denied_total",
-            "Console requests refused: missing_token, unknown_token (401), outside_center (403).",
+            "Console requests refused: missing_token, unknown_token (401), outside_center, shelve_refused (403: gas/H2S limits or a point outside the center).",
             &["reason"],
         );
         let console_clients = IntGauge::new(
@@ -266,6 +268,12 @@ impl Metrics {
             "riskstream_incidents_escalated_total",
             "Incidents escalated one tier up because nobody acknowledged them within the level's limit (console.ack_limits); `to` is the tier that joined (county, city).",
             &["level", "to"],
+        );
+        let alerts_shelved = counter(
+            &r,
+            "riskstream_alerts_shelved_total",
+            "Anomalous detector signals silenced because their point or site is shelved or out of service (console shelving); `kind` is shelved or out_of_service.",
+            &["stream", "detector", "kind"],
         );
         let state_writes = counter(
             &r,
@@ -331,6 +339,7 @@ impl Metrics {
             console_denied,
             console_clients,
             incidents_escalated,
+            alerts_shelved,
             events_consumed,
             events_invalid,
             events_late,

@@ -13,6 +13,7 @@
     episodes: new Map(), incidents: new Map(), nodes: new Map(), expanded: new Set(),
     es: null, audio: null, soundOn: false,
     dlg: null, // { id, kind, act }
+    shelves: [], // GET /api/shelves
   };
   const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) =>
     ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
@@ -214,8 +215,10 @@
   }
 
   function signature(c) {
-    if (c.kind === "episode") return c.ep.updated_at + "|" + c.open + "|" + JSON.stringify(c.ep.alert.actions || {});
-    return c.inc.updated_at + "|" + c.open + "|" + JSON.stringify(c.inc.actions || {}) + "|" +
+    // Shelving changes a card's badges without any message about its episodes.
+    const shelves = st.shelves.map((x) => x.shelf_id + "@" + x.until).join(",") + "|";
+    if (c.kind === "episode") return shelves + c.ep.updated_at + "|" + c.open + "|" + JSON.stringify(c.ep.alert.actions || {});
+    return shelves + c.inc.updated_at + "|" + c.open + "|" + JSON.stringify(c.inc.actions || {}) + "|" +
       (c.inc.incident.escalations || []).length + "|" + st.expanded.has(c.key) + "|" +
       c.members.map((m) => m.alert_id + "@" + m.updated_at).join(",");
   }
@@ -278,7 +281,7 @@
       const a = m.alert, e = a.evidence || {};
       return `<li class="member lvl-${esc(a.level)}" data-alert="${esc(a.alert_id)}">
         <span class="badge">${esc(a.level.toUpperCase())}</span> ${esc(a.title)}
-        <span class="where">· ${esc(a.detector)} · ${esc(a.subject.sensor_id || "")} · ${a.status === "firing" ? "open" : "resolved"}</span>
+        <span class="where">· ${esc(a.detector)} · ${esc(a.subject.sensor_id || "")} · ${a.status === "firing" ? "open" : "resolved"}</span>${shelfBadge(a.subject)}
         <span class="evidence">observed ${fmtNum(e.observed)} vs expected ${fmtNum(e.expected)}, score ${fmtNum(e.score)} (threshold ${fmtNum(e.threshold)})</span></li>`;
     }).join("");
     return `<article aria-labelledby="${id}">
@@ -286,7 +289,7 @@
         <h3 id="${id}">${esc(i.title)}</h3>
         <span class="age" data-since="${esc(v.opened_at)}" title="opened ${esc(v.opened_at)}"></span></div>
       <p class="where">${esc(i.region_name)} · ${esc(i.stream)} incident · ${esc(detectors)}</p>
-      <p class="subject">${subject}</p>${escalations}
+      <p class="subject">${subject}${shelfBadge(i.subject)}</p>${escalations}
       <p class="state">${state.join(" · ")}</p>${buttons(c.open, x)}
       <details class="members"${st.expanded.has(c.key) ? " open" : ""}>
         <summary>${c.members.length} related alerts (${openMembers} open)</summary>
@@ -305,7 +308,7 @@
       <p class="where">${esc(a.region_name)} · ${esc(a.stream)} / ${esc(a.detector)}</p>
       <p class="evidence">observed <strong>${fmtNum(e.observed)}</strong> vs expected ${fmtNum(e.expected)}
         · score ${fmtNum(e.score)} (threshold ${fmtNum(e.threshold)}) · window ${esc(e.window)}</p>
-      <p class="subject">${subject}</p>
+      <p class="subject">${subject}${shelfBadge(a.subject)}</p>
       <p class="state">${state.join(" · ")}</p>${buttons(v.open, x)}</article>`;
   }
 
@@ -374,6 +377,48 @@
     $("noise-keys").innerHTML = rows(j.keys, true);
   }
 
+  // Shelving (issue #25): the shelves in force, polled (they change rarely, on any instance).
+  async function loadShelves() {
+    const r = await fetch("/api/shelves", { headers: token() ? { Authorization: "Bearer " + token() } : {} });
+    if (!r.ok) return;
+    st.shelves = (await r.json()).shelves || [];
+    $("shelves-count").textContent = st.shelves.length ? "(" + st.shelves.length + ")" : "";
+    $("shelves").innerHTML = st.shelves.length ? st.shelves.map((x) =>
+      `<tr data-shelf="${esc(x.shelf_id)}"><td>${esc(x.scope)} ${esc(x.target)}</td>
+        <td><span class="shelved">${x.kind === "out_of_service" ? "out of service" : "shelved"}</span></td>
+        <td>${esc(x.reason)}</td><td>${esc(st.names[x.by_center] || x.by_center)}</td>
+        <td title="${esc(x.until)}">${fmtTime(x.until)} (in ${fmtAge(Date.parse(x.until) - Date.now())})</td>
+        <td><button type="button" data-unshelve="${esc(x.shelf_id)}">Unshelve</button></td></tr>`).join("")
+      : `<tr><td colspan="6" class="empty">none</td></tr>`;
+    schedule();
+  }
+
+  // The shelf that silences a subject now, if any: its point's, else its site's.
+  function shelfOf(subject) {
+    const s = subject || {};
+    return st.shelves.find((x) => x.scope === "point" && x.target === s.sensor_id)
+      || st.shelves.find((x) => x.scope === "site" && x.target === s.site_id);
+  }
+
+  function shelfBadge(subject) {
+    const x = shelfOf(subject);
+    return x ? ` <span class="shelved">${x.kind === "out_of_service" ? "out of service" : "shelved"} until ${fmtTime(x.until)}</span>` : "";
+  }
+
+  async function shelveRequest(method, path, body) {
+    if (!token()) { showError("Type your command center's operator token first."); $("token").focus(); return; }
+    const r = await fetch(path, {
+      method, headers: { "Authorization": "Bearer " + token(), "Content-Type": "application/json" },
+      body: body ? JSON.stringify(body) : undefined,
+    });
+    let j = {};
+    try { j = await r.json(); } catch (_) { /* empty body */ }
+    if (r.status !== 202) { showError("Refused (" + r.status + "): " + (j.error || r.statusText)); return; }
+    showError("");
+    announce(method === "DELETE" ? "Unshelved." : "Shelved.");
+    await loadShelves();
+  }
+
   function init() {
     $("token").value = sessionStorage.getItem("rs.token") || "";
     $("token").addEventListener("change", () => {
@@ -398,6 +443,16 @@
     $("closed").addEventListener("toggle", onToggle, true);
     $("noise-refresh").addEventListener("click", loadNoise);
     setInterval(loadNoise, 60000);
+    $("shelve-form").addEventListener("submit", () => {
+      const body = { [$("sh-scope").value]: $("sh-target").value.trim(), kind: $("sh-kind").value,
+        reason: $("sh-reason").value, until: $("sh-until").value.trim() };
+      shelveRequest("POST", "/api/shelve", body);
+    });
+    $("shelves").addEventListener("click", (ev) => {
+      const b = ev.target.closest("button[data-unshelve]");
+      if (b) shelveRequest("DELETE", "/api/shelve/" + encodeURIComponent(b.dataset.unshelve));
+    });
+    setInterval(loadShelves, 10000);
     $("dlg-cancel").addEventListener("click", () => $("dlg").close());
     $("dlg").addEventListener("close", () => { if (st.dlg && st.dlg.opener) st.dlg.opener.focus(); });
     $("dlg-form").addEventListener("submit", async (ev) => {
@@ -410,7 +465,7 @@
     setInterval(ages, 5000);
     // Closed episodes age out of the 24 h list without any message.
     setInterval(schedule, 60000);
-    loadCenters().then(connect).then(loadNoise).catch((e) => { setConn("cannot load: " + e.message, "down"); });
+    loadCenters().then(connect).then(loadNoise).then(loadShelves).catch((e) => { setConn("cannot load: " + e.message, "down"); });
   }
 
   function toggleLarge(on) {
