@@ -9,6 +9,7 @@
 //! operators see and are notified of; every alert names its incident.
 
 pub mod incident;
+pub mod kpi;
 mod level;
 mod policy;
 mod route;
@@ -16,6 +17,7 @@ mod route;
 use serde::{Deserialize, Serialize};
 
 pub use incident::{Escalation, Incident, IncidentConfig, IncidentGrouper, Member};
+pub use kpi::KpiTracker;
 pub use level::{Level, LevelBands};
 pub use policy::{AlertPolicy, AlertPolicyConfig};
 pub use route::{RoutePolicy, Scope};
