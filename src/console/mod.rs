@@ -20,6 +20,7 @@ pub mod actions;
 pub mod config;
 pub mod escalate;
 mod incidents;
+mod kpi;
 pub mod server;
 
 use std::collections::HashMap;
@@ -328,6 +329,8 @@ pub struct ConsoleState {
     max_open: usize,
     inner: Mutex<Inner>,
     updates: broadcast::Sender<Arc<Change>>,
+    /// The pipeline's alarm KPIs, once a pipeline is attached (`/api/kpi`, kpi.rs).
+    kpi: std::sync::OnceLock<kpi::SharedKpi>,
 }
 
 /// What [`ConsoleState::check`] found: the facts the HTTP handler needs before producing.
@@ -352,6 +355,7 @@ impl ConsoleState {
             max_open: cfg.max_open,
             inner: Mutex::new(Inner::default()),
             updates,
+            kpi: Default::default(),
         }
     }
 

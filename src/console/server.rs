@@ -9,6 +9,7 @@
 //! | `POST /api/incidents/{incident_id}/{ack,dispatch,close}` | an action on an incident and all its members; 202 once on the actions topic |
 //! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action on one episode alone |
 //! | `GET /api/noise` | the detectors and keys with the most false alarms, last 7 days |
+//! | `GET /api/kpi?center=CODE` | ISA-18.2 alarm KPIs of CODE: alarms per 10 min, floods, chattering and stale alarms, top-10 bad actors |
 //!
 //! Writes need `Authorization: Bearer TOKEN` (401 missing/unknown, 403 outside the token's
 //! center). With `read_requires_token`, GET /api/* need a token too, given as the header
@@ -195,6 +196,17 @@ async fn noise(
         return r;
     }
     Json(app.state.noise(20)).into_response()
+}
+
+async fn kpi(State(app): State<ConsoleApp>, h: HeaderMap, Query(q): Query<ReadQuery>) -> Response {
+    let center = match app.center(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(r) = app.may_read(&h, &q, Some(&center)) {
+        return r;
+    }
+    Json(app.state.kpi_view(&center, &app.regions)).into_response()
 }
 
 /// Decrements the client gauge when an SSE stream is dropped (the page went away).
@@ -552,6 +564,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .route("/api/episodes/{alert_id}/{action}", post(act))
         .route("/api/incidents/{incident_id}/{action}", post(act_incident))
         .route("/api/noise", get(noise))
+        .route("/api/kpi", get(kpi))
         .with_state(app)
 }
 
