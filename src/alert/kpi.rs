@@ -529,7 +529,7 @@ fn within(home: &str, center: &str, regions: &Regions) -> bool {
 }
 
 /// One center's figures over a whole replay ([`summarize`]).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct KpiSummary {
     pub center: String,
     pub activations: u64,
