@@ -64,6 +64,18 @@ fn default_config_catches_the_simulated_day() {
     // The table, for whoever reads the CI log.
     println!("{}", run(false));
 
+    // The ISA-18.2 alarm KPIs, the city first. The generated day is a manageable load:
+    // no center floods (measured: the city's worst 10 minutes held 5 alarms).
+    let kpis = report["alarm_kpis"].as_array().unwrap();
+    assert_eq!(kpis[0]["center"], "330500", "{kpis:?}");
+    for k in kpis {
+        assert!(k["activations"].as_u64().unwrap() > 0, "{k}");
+        assert!(
+            k["per_10m_max"].as_u64() >= k["per_10m_p50"].as_u64(),
+            "{k}"
+        );
+        assert_eq!(k["floods"], 0, "a flood on the generated day: {k}");
+    }
     // Every red-level hazard a configured detector should catch is caught (measured 2/2).
     for l in report["levels"].as_array().unwrap() {
         if l["level"] == "red" {

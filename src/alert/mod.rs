@@ -9,6 +9,7 @@
 //! operators see and are notified of; every alert names its incident.
 
 pub mod incident;
+pub mod kpi;
 mod level;
 mod policy;
 mod route;
@@ -17,6 +18,7 @@ pub mod shelve;
 use serde::{Deserialize, Serialize};
 
 pub use incident::{Escalation, Incident, IncidentConfig, IncidentGrouper, Member};
+pub use kpi::KpiTracker;
 pub use level::{Level, LevelBands};
 pub use policy::{AlertPolicy, AlertPolicyConfig};
 pub use route::{RoutePolicy, Scope};

@@ -535,6 +535,29 @@ impl AlertPolicy {
         self.open
     }
 
+    /// The open episodes open longer than `age` seconds by their own clock (the KPIs'
+    /// stale alarms, [`super::kpi`]), appended to `out`. Walks every episode: called once
+    /// per event-time minute, not per event. A stream with no watermark yet has none.
+    pub fn open_longer_than(&self, age: i64, out: &mut Vec<super::kpi::StaleAlarm>) {
+        for ep in self.episodes.values() {
+            let (Phase::Open { .. }, Some(w)) = (&ep.phase, self.watermarks[ep.stream.index()])
+            else {
+                continue;
+            };
+            let open_s = ep.clock(w) - ep.opened;
+            if open_s > age {
+                out.push(super::kpi::StaleAlarm {
+                    alert_id: ep.last.alert_id.clone(),
+                    title: ep.last.title.clone(),
+                    level: ep.last.level,
+                    route: ep.last.route.clone(),
+                    first_event_ts: ep.last.first_event_ts.clone(),
+                    open_s,
+                });
+            }
+        }
+    }
+
     /// Takes one detector signal; returns the message to publish, if any.
     pub fn on_signal(&mut self, sig: Signal) -> Option<Alert> {
         let ekey = format!("{}:{}:{}", sig.stream.as_str(), sig.detector, sig.key);
@@ -1268,5 +1291,29 @@ mod tests {
         c.set(ts("2030-01-01T00:00:00Z").with_timezone(&chrono::Utc));
         let a = p.on_signal(sig(0, bad(Level::Blue))).unwrap();
         assert_eq!(a.detected_at, "2030-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn an_episode_is_stale_one_second_past_24_hours() {
+        let (mut p, _c) = policy();
+        let mut out = Vec::new();
+        // Signals every 5 h keep it open (stale_after is 6 h without any signal).
+        for h in [0, 5, 10, 15, 20] {
+            out.extend(p.on_signal(sig(h * 3600, bad(Level::Yellow))));
+            p.on_watermark(Stream::Sensors, wm(h * 3600), &mut out);
+        }
+        let day = super::super::kpi::STALE_AFTER_S;
+        let mut stale = Vec::new();
+        p.on_watermark(Stream::Sensors, wm(day), &mut out);
+        p.open_longer_than(day, &mut stale);
+        assert!(stale.is_empty(), "open exactly 24 h is not stale yet");
+        p.on_watermark(Stream::Sensors, wm(day + 1), &mut out);
+        p.open_longer_than(day, &mut stale);
+        assert_eq!(stale.len(), 1);
+        assert_eq!(stale[0].open_s, day + 1);
+        assert_eq!(
+            stale[0].alert_id,
+            format!("sensors:threshold:S1:{}", wm(0).timestamp())
+        );
     }
 }

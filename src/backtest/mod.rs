@@ -285,7 +285,14 @@ pub struct Report {
     /// The hazards as incidents (filled by [`run`]; absent from reports before them).
     #[serde(default)]
     pub incidents: Option<incidents::IncidentStats>,
+    /// ISA-18.2 alarm KPIs of the replay (filled by [`run`]): the city's first, then the
+    /// busiest other centers ([`ALARM_KPI_CENTERS`] in all).
+    #[serde(default)]
+    pub alarm_kpis: Vec<crate::alert::kpi::KpiSummary>,
 }
+
+/// How many command centers a report's alarm KPIs list.
+pub const ALARM_KPI_CENTERS: usize = 6;
 
 /// Linear-interpolation quantile of unsorted values.
 pub fn quantile(values: &[f64], q: f64) -> Option<f64> {
@@ -583,6 +590,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
         not_a_hazard: not_a_hazard.into_values().collect(),
         false_in_not_a_hazard,
         incidents: None,
+        alarm_kpis: Vec::new(),
     }
 }
 
@@ -604,6 +612,32 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 
 impl Report {
     /// The readable table `riskstream backtest` prints.
+    /// The alarm KPIs' lines of [`Self::table`] (nothing when none were computed).
+    fn alarm_kpi_table(&self, o: &mut String) {
+        use std::fmt::Write;
+        if self.alarm_kpis.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            o,
+            "\nalarm KPIs (ISA-18.2: ~1 per 10 min manageable, >10 a flood):\n{:<10} {:>11} {:>8} {:>8} {:>7} {:>9} {:>8}",
+            "center", "activations", "p50/10m", "max/10m", "floods", "flood_s", "chatter"
+        );
+        for k in &self.alarm_kpis {
+            let _ = writeln!(
+                o,
+                "{:<10} {:>11} {:>8} {:>8} {:>7} {:>9} {:>8}",
+                k.center,
+                k.activations,
+                k.per_10m_p50,
+                k.per_10m_max,
+                k.floods,
+                k.flood_seconds,
+                k.chatter
+            );
+        }
+    }
+
     pub fn table(&self) -> String {
         use std::fmt::Write;
         let mut o = String::new();
@@ -735,6 +769,7 @@ impl Report {
         if let Some(i) = &self.incidents {
             o.push_str(&i.table());
         }
+        self.alarm_kpi_table(&mut o);
         let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
         for a in &self.false_alerts {
             // The realism an above-blue false alert started in, if any.
@@ -875,6 +910,14 @@ impl<S: Source> Source for Tap<S> {
     }
 }
 
+/// The city's alarm KPIs, then the busiest other centers'.
+fn alarm_kpis(alerts: &[crate::alert::Alert], city: &str) -> Vec<crate::alert::kpi::KpiSummary> {
+    let all = crate::alert::kpi::summarize(alerts);
+    let (mut out, rest): (Vec<_>, Vec<_>) = all.into_iter().partition(|k| k.center == city);
+    out.extend(rest.into_iter().take(ALARM_KPI_CENTERS - out.len()));
+    out
+}
+
 /// Replays `inputs` through the real pipeline with `cfg` and scores against `labels`.
 pub async fn run(
     cfg: &Config,
@@ -933,6 +976,7 @@ pub async fn run(
         },
     );
     let incident_msgs = std::mem::take(&mut *collected_incidents.lock().expect("collect lock"));
+    report.alarm_kpis = alarm_kpis(&alerts, cfg.regions.city_code());
     report.incidents = Some(incidents::evaluate(
         &alerts,
         &incident_msgs,

@@ -20,6 +20,7 @@ pub mod actions;
 pub mod config;
 pub mod escalate;
 mod incidents;
+mod kpi;
 pub mod server;
 pub mod shelve;
 
@@ -331,6 +332,8 @@ pub struct ConsoleState {
     updates: broadcast::Sender<Arc<Change>>,
     /// Shelved and out-of-service points and sites, shared with the pipeline.
     shelves: Arc<crate::alert::shelve::Shelves>,
+    /// The pipeline's alarm KPIs, once a pipeline is attached (`/api/kpi`, kpi.rs).
+    kpi: std::sync::OnceLock<kpi::SharedKpi>,
 }
 
 /// What [`ConsoleState::check`] found: the facts the HTTP handler needs before producing.
@@ -356,6 +359,7 @@ impl ConsoleState {
             inner: Mutex::new(Inner::default()),
             updates,
             shelves: Arc::default(),
+            kpi: Default::default(),
         }
     }
 

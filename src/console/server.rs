@@ -10,6 +10,7 @@
 //! | `POST /api/episodes/{alert_id}/{ack,dispatch,close}` | an action on one episode alone |
 //! | `GET /api/noise` | the detectors and keys with the most false alarms, last 7 days |
 //! | `POST /api/shelve`, `DELETE /api/shelve/{id}`, `GET /api/shelves` | shelving and out-of-service (`shelve.rs`) |
+//! | `GET /api/kpi?center=CODE` | ISA-18.2 alarm KPIs of CODE: alarms per 10 min, floods, chattering and stale alarms, top-10 bad actors |
 //!
 //! Writes need `Authorization: Bearer TOKEN` (401 missing/unknown, 403 outside the token's
 //! center). With `read_requires_token`, GET /api/* need a token too, given as the header
@@ -205,6 +206,17 @@ async fn noise(
         return r;
     }
     Json(app.state.noise(20)).into_response()
+}
+
+async fn kpi(State(app): State<ConsoleApp>, h: HeaderMap, Query(q): Query<ReadQuery>) -> Response {
+    let center = match app.center(&q) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    if let Err(r) = app.may_read(&h, &q, Some(&center)) {
+        return r;
+    }
+    Json(app.state.kpi_view(&center, &app.regions)).into_response()
 }
 
 /// Decrements the client gauge when an SSE stream is dropped (the page went away).
@@ -565,6 +577,7 @@ pub fn router(app: ConsoleApp) -> Router {
         .route("/api/shelve", post(super::shelve::shelve))
         .route("/api/shelve/{shelf_id}", delete(super::shelve::unshelve))
         .route("/api/shelves", get(super::shelve::shelves))
+        .route("/api/kpi", get(kpi))
         .with_state(app)
 }
 

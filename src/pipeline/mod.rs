@@ -37,7 +37,7 @@ use futures::future::try_join_all;
 use futures::FutureExt;
 use tokio::sync::mpsc;
 
-use crate::alert::{Alert, AlertPolicy, Incident, IncidentGrouper};
+use crate::alert::{kpi, Alert, AlertPolicy, Incident, IncidentGrouper, KpiTracker};
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::console::ConsoleState;
@@ -150,6 +150,8 @@ pub struct Pipeline {
     inflight: Option<backlog::InFlight>,
     /// Live input (`run`): event times are checked against the wall clock.
     live: bool,
+    /// The alarm KPIs (alert/kpi.rs), fed by [`Self::kpi_step`]; shared with the console.
+    kpi: Arc<std::sync::Mutex<KpiTracker>>,
 }
 
 /// Builds every configured sink; `ctx.producer` is `None` when there is no broker.
@@ -170,6 +172,12 @@ impl Pipeline {
     ) -> Self {
         let (detectors, policy, incidents) =
             fresh_state(cfg, &clock, crate::detect::Owner::All, false);
+        // The city's and every county's KPI series exist from start; a township's from
+        // its first alarm (77 centers x 7 series would be mostly zeros).
+        metrics.kpi.center(cfg.regions.city_code());
+        for c in cfg.regions.county_codes() {
+            metrics.kpi.center(c);
+        }
         Self {
             decoder: cfg.decoder(),
             detectors,
@@ -197,6 +205,7 @@ impl Pipeline {
             behind: false,
             inflight: None,
             live: false,
+            kpi: Default::default(),
         }
     }
 
@@ -351,6 +360,7 @@ impl Pipeline {
 
     /// Shows every alert on the console and stamps it with the operators' actions.
     pub fn with_console(mut self, console: Arc<ConsoleState>) -> Self {
+        console.attach_kpi(self.kpi.clone());
         self.console = Some(console);
         self
     }
@@ -770,6 +780,7 @@ impl Pipeline {
             self.policy.on_watermark(*stream, *w, &mut self.alerts);
         }
         self.group(first, watermarks);
+        self.kpi_step(first, watermarks);
         // Scale-out: the policy at hand is one task's; the gauge is set per transaction.
         if touched && self.tasks.is_none() {
             self.metrics
@@ -778,6 +789,38 @@ impl Pipeline {
             self.metrics
                 .open_incidents
                 .set(self.incidents.open_count() as i64);
+        }
+    }
+
+    /// The alarm KPIs: the activations among the alerts from `first` on, the new
+    /// watermarks, and once per event-time minute the stale alarms from every open episode.
+    /// Nothing at all (no lock) for a step with neither, so the per-event cost stays O(1).
+    fn kpi_step(
+        &mut self,
+        first: usize,
+        watermarks: &[(crate::decode::Stream, chrono::DateTime<chrono::FixedOffset>)],
+    ) {
+        let new = &self.alerts[first..];
+        if watermarks.is_empty() && !new.iter().any(kpi::is_activation) {
+            return;
+        }
+        let mut k = self.kpi.lock().unwrap_or_else(|p| p.into_inner());
+        for a in new {
+            k.observe(a);
+        }
+        if let Some(w) = watermarks.iter().map(|(_, w)| w.timestamp()).max() {
+            k.advance(w);
+        }
+        if k.stale_due().is_some() {
+            let mut stale = Vec::new();
+            self.policy.open_longer_than(kpi::STALE_AFTER_S, &mut stale);
+            if let Some(t) = &self.tasks {
+                t.open_longer_than(kpi::STALE_AFTER_S, &mut stale);
+            }
+            k.set_stale(stale);
+        }
+        for (center, f) in k.take_changed() {
+            self.metrics.kpi.set(&center, &f);
         }
     }
 
@@ -1192,3 +1235,6 @@ mod shelve_tests;
 
 #[cfg(test)]
 mod hostile_tests;
+
+#[cfg(test)]
+mod kpi_tests;

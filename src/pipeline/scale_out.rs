@@ -60,6 +60,15 @@ pub struct Tasks {
     parts: Vec<u32>,
 }
 
+impl Tasks {
+    /// The held tasks' open episodes older than `age` (the alarm KPIs' stale alarms).
+    pub(super) fn open_longer_than(&self, age: i64, out: &mut Vec<crate::alert::kpi::StaleAlarm>) {
+        for t in self.held.values() {
+            t.policy.open_longer_than(age, out);
+        }
+    }
+}
+
 /// One repartition partition's state.
 struct Task {
     detectors: DetectorSet,

@@ -1,7 +1,7 @@
 //! Every metric riskstream exports, in one place. Labels stay low-cardinality: stream,
 //! detector, level, status, reason, sink, and topic/partition for lag (bounded by the
 //! partition count); never a sensor id, phone number or region code of unbounded count.
-//! The console's metrics carry `center`, a command-center code: bounded by the region
+//! The console's and the alarm KPIs' metrics carry `center`, a command-center code: bounded by the region
 //! hierarchy (one city, its counties and townships: 77 in the demo city), so acceptable.
 //!
 //! Console rates are left to PromQL rather than exported as gauges: a ratio over a
@@ -79,6 +79,93 @@ pub struct Metrics {
     pub registry_points: IntGauge,
     /// Registry topic records by result: `upserted`, `removed`, `rejected`.
     pub registry_records: IntCounterVec,
+    /// The alarm KPIs per command center (src/alert/kpi.rs), all labelled `center`.
+    pub kpi: KpiMetrics,
+}
+
+/// ISA-18.2 alarm KPIs per command center, mirrored from [`crate::alert::KpiTracker`]:
+/// the counters are set to its cumulative figures, the gauges to its current ones.
+pub struct KpiMetrics {
+    pub activations: IntCounterVec,
+    pub rate_10m: IntGaugeVec,
+    pub in_flood: IntGaugeVec,
+    pub floods: IntCounterVec,
+    pub flood_seconds: IntCounterVec,
+    pub chattering: IntCounterVec,
+    pub stale: IntGaugeVec,
+}
+
+impl KpiMetrics {
+    fn new(r: &Registry) -> Self {
+        let gauge = |name: &str, help: &str| {
+            let g = IntGaugeVec::new(Opts::new(name, help), &["center"]).expect("valid metric");
+            r.register(Box::new(g.clone())).expect("unique metric");
+            g
+        };
+        Self {
+            activations: counter(
+                r,
+                "riskstream_alarm_activations_total",
+                "Alarm activations (episodes opened or re-opened) routed to each command center.",
+                &["center"],
+            ),
+            rate_10m: gauge(
+                "riskstream_alarm_rate_10m",
+                "Alarm activations routed to each command center in the last 10 event-time minutes (ISA-18.2: about 1 is manageable, more than 10 is a flood).",
+            ),
+            in_flood: gauge(
+                "riskstream_alarm_in_flood",
+                "1 while a command center is in an alarm flood (more than 10 activations within 600 s of event time), else 0.",
+            ),
+            floods: counter(
+                r,
+                "riskstream_alarm_floods_total",
+                "Alarm floods begun per command center (more than 10 activations within 600 s).",
+                &["center"],
+            ),
+            flood_seconds: counter(
+                r,
+                "riskstream_alarm_flood_seconds_total",
+                "Event-time seconds each command center spent in an alarm flood.",
+                &["center"],
+            ),
+            chattering: counter(
+                r,
+                "riskstream_alarm_chattering_total",
+                "Activations that were one point's third (or later) within 60 s: chattering alarms, per command center.",
+                &["center"],
+            ),
+            stale: gauge(
+                "riskstream_alarms_stale",
+                "Open alarms routed to each command center that have been open more than 24 h of event time.",
+            ),
+        }
+    }
+
+    /// Creates every series of `center` at zero, so dashboards and rules see it from start.
+    pub fn center(&self, center: &str) {
+        self.set(center, &crate::alert::kpi::CenterFigures::default());
+    }
+
+    /// Mirrors `center`'s figures. A counter only ever rises to the tracker's total.
+    pub fn set(&self, center: &str, f: &crate::alert::kpi::CenterFigures) {
+        let l = [center];
+        let rise = |c: &IntCounterVec, to: u64| {
+            let c = c.with_label_values(&l);
+            c.inc_by(to.saturating_sub(c.get()));
+        };
+        rise(&self.activations, f.activations);
+        rise(&self.floods, f.floods);
+        rise(&self.flood_seconds, f.flood_seconds);
+        rise(&self.chattering, f.chatter);
+        self.rate_10m
+            .with_label_values(&l)
+            .set(i64::from(f.rate_10m));
+        self.in_flood
+            .with_label_values(&l)
+            .set(i64::from(f.in_flood));
+        self.stale.with_label_values(&l).set(i64::from(f.stale));
+    }
 }
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -320,6 +407,7 @@ impl Metrics {
         for o in ["upserted", "removed", "rejected"] {
             registry_records.with_label_values(&[o]);
         }
+        let kpi = KpiMetrics::new(&r);
         let by_stream = |v: &IntCounterVec| Stream::ALL.map(|s| v.with_label_values(&[s.as_str()]));
         let m = Self {
             state_writes,
@@ -328,6 +416,7 @@ impl Metrics {
             transactions,
             registry_points,
             registry_records,
+            kpi,
             consumed_by_stream: by_stream(&events_consumed),
             late_by_stream: by_stream(&events_late),
             duplicate_by_stream: by_stream(&events_duplicate),
@@ -444,8 +533,16 @@ mod tests {
         sink_dropped()
             .with_label_values(&["metrics_test_hook"])
             .inc();
+        m.kpi.center("330500");
         let text = m.render();
         for name in [
+            "riskstream_alarm_activations_total{center=\"330500\"} 0",
+            "riskstream_alarm_rate_10m{center=\"330500\"} 0",
+            "riskstream_alarm_in_flood{center=\"330500\"} 0",
+            "riskstream_alarm_floods_total{center=\"330500\"} 0",
+            "riskstream_alarm_flood_seconds_total{center=\"330500\"} 0",
+            "riskstream_alarm_chattering_total{center=\"330500\"} 0",
+            "riskstream_alarms_stale{center=\"330500\"} 0",
             "riskstream_events_consumed_total{stream=\"sensors\"} 0",
             "riskstream_events_invalid_total{reason=\"not_json\",stream=\"sensors\"} 1",
             "riskstream_alerts_total{detector=\"threshold\",level=\"red\",status=\"firing\",stream=\"sensors\"} 1",
@@ -454,6 +551,29 @@ mod tests {
             "riskstream_sink_dropped_total{sink=\"metrics_test_hook\"} 1",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn kpi_counters_rise_to_the_tracker_s_totals() {
+        let m = Metrics::new();
+        let mut f = crate::alert::kpi::CenterFigures {
+            activations: 5,
+            rate_10m: 5,
+            ..Default::default()
+        };
+        m.kpi.set("330503", &f);
+        f.activations = 7;
+        f.rate_10m = 2;
+        f.in_flood = true;
+        m.kpi.set("330503", &f);
+        let text = m.render();
+        for s in [
+            "riskstream_alarm_activations_total{center=\"330503\"} 7",
+            "riskstream_alarm_rate_10m{center=\"330503\"} 2",
+            "riskstream_alarm_in_flood{center=\"330503\"} 1",
+        ] {
+            assert!(text.contains(s), "missing {s}");
         }
     }
 }

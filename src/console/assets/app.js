@@ -420,6 +420,7 @@
   }
 
   function init() {
+    initKpi();
     $("token").value = sessionStorage.getItem("rs.token") || "";
     $("token").addEventListener("change", () => {
       sessionStorage.setItem("rs.token", token());
@@ -466,6 +467,43 @@
     // Closed episodes age out of the 24 h list without any message.
     setInterval(schedule, 60000);
     loadCenters().then(connect).then(loadNoise).then(loadShelves).catch((e) => { setConn("cannot load: " + e.message, "down"); });
+  }
+
+  // The alarm KPIs of the chosen center (/api/kpi): ISA-18.2's reference values mark
+  // what is over them (about 1 alarm per 10 minutes is manageable, more than 10 a flood).
+  async function loadKpi() {
+    const c = $("center").value;
+    if (!c) return;
+    const r = await fetch("/api/kpi?center=" + encodeURIComponent(c), { headers: token() ? { Authorization: "Bearer " + token() } : {} });
+    if (!r.ok) return;
+    const j = await r.json();
+    const ref = j.reference;
+    const fig = (label, value, over) => `<div${over ? ' class="over"' : ""}><dt>${esc(label)}</dt><dd>${esc(value)}</dd></div>`;
+    $("kpi-asof").textContent = j.as_of ? "event time " + fmtTime(j.as_of) : "";
+    $("kpi-figures").innerHTML = [
+      fig("alarms, last 10 min", j.rate_10m, j.rate_10m > ref.manageable_per_10m),
+      fig("in flood now", j.in_flood ? "yes" : "no", j.in_flood),
+      fig("floods", j.floods, j.floods > 0),
+      fig("time in flood", fmtAge(j.flood_seconds * 1000), j.flood_seconds > 0),
+      fig("chattering alarms", j.chatter, j.chatter > 0),
+      fig("stale alarms", j.stale, j.stale > 0),
+      fig("alarms since start", j.activations, false),
+    ].join("");
+    const none = (n) => `<tr><td colspan="${n}" class="empty">none</td></tr>`;
+    $("kpi-bad").innerHTML = j.bad_actors.length ? j.bad_actors.map((x) =>
+      `<tr><td>${esc(x.point)}</td><td>${esc(x.detector)}</td><td class="num">${x.activations}</td><td class="num">${x.chatter}</td></tr>`).join("") : none(4);
+    $("kpi-chatter").innerHTML = j.chattering.length ? j.chattering.map((x) =>
+      `<tr><td>${esc(x.point)}</td><td>${esc(x.detector)}</td><td class="num">${x.chatter}</td></tr>`).join("") : none(3);
+    $("kpi-stale").innerHTML = j.stale_alarms.length ? j.stale_alarms.map((x) =>
+      `<tr><td>${esc(x.title)}</td><td>${esc(x.level)}</td><td class="num">${fmtAge(x.open_s * 1000)}</td></tr>`).join("") : none(3);
+  }
+
+  function initKpi() {
+    $("kpi-refresh").addEventListener("click", loadKpi);
+    $("center").addEventListener("change", loadKpi);
+    // The centers arrive asynchronously: load once the select has its options.
+    new MutationObserver(loadKpi).observe($("center"), { childList: true });
+    setInterval(loadKpi, 60000);
   }
 
   function toggleLarge(on) {
