@@ -288,7 +288,7 @@ impl Detector for Cusum {
         let fit = st.tail.fit();
         let q = tail::risk_per_reading(self.budget, st.motion.interval());
         let k = cfg.k;
-        let h = fit.threshold(q).clamp(cfg.h, self.max_h);
+        let h = st.tail.budgeted(&fit, q, cfg.h, self.max_h, t);
         st.step(z, k, h);
         // The counted side: the larger one for `both`.
         let up = match cfg.direction {
@@ -383,6 +383,13 @@ impl Detector for Cusum {
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn verdict(&mut self, v: &tail::Verdict) -> bool {
+        let period = tail::budget_period_secs(self.budget);
+        self.state
+            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
+            .unwrap_or(false)
     }
 
     super::keyed_persistence!(state);

@@ -25,6 +25,19 @@
 //! it. Counts are capped at `HORIZON` (older evidence is scaled down), so the model
 //! follows a sensor whose behaviour changes over weeks. Scores of readings that fired are
 //! kept out (as SPOT does): an anomaly must not teach the model that anomalies are normal.
+//!
+//! Operators' verdicts (issue #23): an episode an operator closed as `false_alarm` spends
+//! its key's budget. The score that fired was normal for that key after all, so for one
+//! budget period (`1 / false_alarms_per_day` days from the episode's start, at most
+//! [`MAX_HOLD_SECS`]) the key's threshold is held at least [`VERDICT_MARGIN`] times that
+//! score (never above the detector's ceiling): the key cannot spend its budget again on
+//! the same magnitude, a clearly larger score still fires, and scores under the hold that
+//! no longer fire are learned as quiet peaks, so the tail itself learns what the operators
+//! called normal. Folding the one score into the tail instead would barely move it: a
+//! fresh key's threshold at one false alarm per ten days and a 5-minute interval is 3.6,
+//! and a peak of 8 raises it only to 5.2 (below a z floor of 7, so 8 fires again), less
+//! for a key with hundreds of peaks. The hold is a maximum, so applying a verdict twice
+//! is applying it once: verdicts can be replayed after every restore (see [`Verdict`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -42,9 +55,14 @@ const GAUSS_M2: f32 = 0.1507;
 const HORIZON: f32 = 200_000.0;
 /// Largest shape the moment fit may report (its moments exist only below 1/2).
 const MAX_SHAPE: f64 = 0.49;
+/// A verdict holds the threshold at this multiple of the score judged false: a repeat of
+/// the same event (a pump start, a door opened) rarely scores exactly the same.
+pub const VERDICT_MARGIN: f64 = 1.2;
+/// The longest a verdict holds (a budget of 0.01 per day would otherwise hold 100 days).
+pub const MAX_HOLD_SECS: i64 = 30 * 86_400;
 
-/// One key's tail model: 16 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One key's tail model and the hold of its operators' verdicts: 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tail {
     /// Scores seen (weighted; the prior counts).
     n: f32,
@@ -53,6 +71,10 @@ pub struct Tail {
     /// Mean and mean square of the excesses over [`PEAK_LEVEL`].
     m1: f32,
     m2: f32,
+    /// The threshold's floor set by false-alarm verdicts (0: none) ...
+    held: f32,
+    /// ... until this minute of event time (minutes since the epoch; 0: none).
+    held_until: u32,
 }
 
 impl Default for Tail {
@@ -62,7 +84,70 @@ impl Default for Tail {
             peaks: PRIOR_N * GAUSS_TAIL,
             m1: GAUSS_M1,
             m2: GAUSS_M2,
+            held: 0.0,
+            held_until: 0,
         }
+    }
+}
+
+/// The changelog layout: the four moments as before verdicts existed (so every record
+/// written before them restores, and a key without a verdict is written byte for byte
+/// as before), or, once a key has a hold, `-n` (a count is never negative, so the sign
+/// tells the layouts apart) followed by the moments and the hold.
+impl Serialize for Tail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let held = self.held_until != 0;
+        let mut t = s.serialize_tuple(if held { 6 } else { 4 })?;
+        t.serialize_element(&if held { -self.n } else { self.n })?;
+        t.serialize_element(&self.peaks)?;
+        t.serialize_element(&self.m1)?;
+        t.serialize_element(&self.m2)?;
+        if held {
+            t.serialize_element(&self.held)?;
+            t.serialize_element(&self.held_until)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tail {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Tail;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tail: 4 moments, or -n, 3 moments and a hold")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Tail, A::Error> {
+                let mut next = |i: usize| -> Result<f32, A::Error> {
+                    a.next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))
+                };
+                let n: f32 = next(0)?;
+                let (peaks, m1, m2) = (next(1)?, next(2)?, next(3)?);
+                let mut t = Tail {
+                    n: n.abs(),
+                    peaks,
+                    m1,
+                    m2,
+                    held: 0.0,
+                    held_until: 0,
+                };
+                if n.is_sign_negative() {
+                    t.held = a
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(4, &self))?;
+                    t.held_until = a
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(5, &self))?;
+                }
+                Ok(t)
+            }
+        }
+        // Postcard reads a tuple's elements one by one without a length, so a visitor
+        // that stops after four leaves the next field's bytes where they belong.
+        d.deserialize_tuple(6, V)
     }
 }
 
@@ -153,6 +238,92 @@ impl Tail {
     pub fn count(&self) -> f64 {
         f64::from(self.n)
     }
+
+    /// The key's threshold at `t` (event time, seconds): the fitted tail's score at risk
+    /// `q` per reading, clamped to the detector's floor `lo` and ceiling `hi`, raised to
+    /// a standing verdict's hold (never above `hi`).
+    pub fn budgeted(&self, fit: &Fit, q: f64, lo: f64, hi: f64, t: i64) -> f64 {
+        fit.threshold(q).clamp(lo, hi).max(self.held(t).min(hi))
+    }
+
+    /// The floor a verdict holds at `t` (0 when none holds).
+    pub fn held(&self, t: i64) -> f64 {
+        if t < i64::from(self.held_until) * 60 {
+            f64::from(self.held)
+        } else {
+            0.0
+        }
+    }
+
+    /// Applies an operator's false-alarm verdict: the threshold is held at
+    /// [`VERDICT_MARGIN`] × its score until `period_s` after the episode opened. `now` is
+    /// the key's latest event time: a verdict whose hold has already lapsed changes
+    /// nothing, and a lapsed hold is replaced, not raised. Holds that overlap keep the
+    /// higher floor and the later end, so the result does not depend on how often a
+    /// verdict is applied. Returns whether the state changed.
+    pub fn hold(&mut self, v: &Verdict, period_s: i64, now: i64) -> bool {
+        if !v.score.is_finite() {
+            return false;
+        }
+        let level = (v.score.abs() * VERDICT_MARGIN).min(f64::from(f32::MAX)) as f32;
+        let end = v.opened.saturating_add(period_s.clamp(0, MAX_HOLD_SECS));
+        // Whole minutes, rounded up, so a hold never ends before its period.
+        let until = u32::try_from(end.max(0).div_euclid(60) + 1).unwrap_or(u32::MAX);
+        if level <= 0.0 || i64::from(until) * 60 <= now {
+            return false;
+        }
+        let before = (self.held, self.held_until);
+        if self.held(now) == 0.0 {
+            (self.held, self.held_until) = (level, until);
+        } else {
+            self.held = self.held.max(level);
+            self.held_until = self.held_until.max(until);
+        }
+        before != (self.held, self.held_until)
+    }
+}
+
+/// An operator's verdict that an episode was a false alarm, as the detectors take it: the
+/// console learns it from the actions topic and the pipeline hands it to every detector
+/// set, which applies it to the keys it holds (src/pipeline, "verdicts").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub stream: crate::decode::Stream,
+    pub detector: String,
+    /// The detector's state key (a sensor id).
+    pub key: String,
+    /// When the episode opened (event time, seconds): its budget period starts there.
+    pub opened: i64,
+    /// The highest score of the episode the console saw, in the detector's own unit (its
+    /// evidence's `score`, compared with `threshold`).
+    pub score: f64,
+}
+
+impl Verdict {
+    /// The verdict on episode `alert_id` (`stream:detector:key:opened`, as the alert
+    /// policy names episodes) whose highest score was `score`.
+    pub fn of_episode(alert_id: &str, score: f64) -> Option<Self> {
+        let (stream, rest) = alert_id.split_once(':')?;
+        let (detector, rest) = rest.split_once(':')?;
+        let (key, opened) = rest.rsplit_once(':')?;
+        Some(Self {
+            stream: crate::decode::Stream::parse(stream)?,
+            detector: detector.to_string(),
+            key: key.to_string(),
+            opened: opened.parse().ok()?,
+            score: Some(score).filter(|s| s.is_finite())?,
+        })
+    }
+}
+
+/// One budget period: the time in which a key may raise one false alarm under a budget of
+/// `per_day` false episodes per day (capped at [`MAX_HOLD_SECS`]).
+pub fn budget_period_secs(per_day: f64) -> i64 {
+    if per_day > 0.0 {
+        (86_400.0 / per_day).min(MAX_HOLD_SECS as f64) as i64
+    } else {
+        MAX_HOLD_SECS
+    }
 }
 
 /// What a budgeted detector learns of a series' motion, besides its scores: the
@@ -216,6 +387,11 @@ impl Motion {
             self.last_ts = t;
             self.last_value = x;
         }
+    }
+
+    /// The latest in-order reading's time (`i64::MIN` before the first).
+    pub fn last_ts(&self) -> i64 {
+        self.last_ts
     }
 
     /// Seconds between readings (60 until two have been seen).
@@ -383,7 +559,7 @@ mod tests {
     }
 
     #[test]
-    fn state_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Tail>(), 16);
+    fn state_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Tail>(), 24);
     }
 }
