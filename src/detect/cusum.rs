@@ -198,7 +198,7 @@ impl DetectorSpec for CusumConfig {
     }
 }
 
-/// The sums and the target of one series, and what the budget learns of it. 120 bytes.
+/// The sums and the target of one series, and what the budget learns of it. 128 bytes (the tail with a verdict's hold).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Welford mean during warm-up, then μ0.
@@ -665,8 +665,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_120_bytes() {
-        assert_eq!(std::mem::size_of::<CusumState>(), 120);
+    fn state_is_128_bytes() {
+        assert_eq!(std::mem::size_of::<CusumState>(), 128);
     }
 
     proptest! {

@@ -429,8 +429,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_80_bytes() {
-        assert_eq!(std::mem::size_of::<EwmaState>(), 80);
+    fn state_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<EwmaState>(), 88);
     }
 
     #[test]

@@ -184,7 +184,7 @@ impl DetectorSpec for RobustZConfig {
 
 /// The last readings of one series (a ring buffer) and what the detector has learned
 /// about the series: its tail, its resolution, its reporting interval, and the regime it
-/// left at its last re-learn, and its daily rhythm. 432 bytes.
+/// left at its last re-learn, and its daily rhythm. 440 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
     #[serde(with = "crate::state::codec::array")]
@@ -710,8 +710,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_432_bytes() {
-        assert_eq!(std::mem::size_of::<RobustState>(), 432);
+    fn state_is_440_bytes() {
+        assert_eq!(std::mem::size_of::<RobustState>(), 440);
     }
 
     proptest! {
