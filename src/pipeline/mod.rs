@@ -1197,6 +1197,8 @@ mod tests {
 mod incident_tests;
 #[cfg(test)]
 mod late_tests;
+#[cfg(test)]
+mod verdict_tests;
 
 #[cfg(test)]
 mod hostile_tests;
