@@ -93,6 +93,47 @@ mod tests {
         }
     }
 
+    /// An incident closed as `false_alarm`, as the actions topic carries it (JSON).
+    fn close(outcome: &str, members: &str) -> crate::console::ActionEvent {
+        serde_json::from_str(&format!(
+            r#"{{"incident_id":"sensors:site:SITE-1:1764116100","action":"close",
+            "by_center":"330503","outcome":"{outcome}","at":"2026-11-27T00:00:00Z",
+            "members":{members}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_replayed_false_alarm_close_is_a_verdict_per_member_with_a_score() {
+        let t: DateTime<Utc> = "2026-11-27T00:00:00Z".parse().unwrap();
+        let clock = crate::clock::ManualClock::new(t);
+        let cfg = crate::console::ConsoleConfig::default();
+        let s = crate::console::ConsoleState::new(std::sync::Arc::new(clock), &cfg);
+        let members = r#"[
+            {"alert_id":"sensors:robust_z:S-1:1764116100","detector":"robust_z","key":"S-1","score":9.5},
+            {"alert_id":"sensors:threshold:S-2:1764116100","detector":"threshold","key":"S-2","score":0.8},
+            {"alert_id":"sensors:ewma_z:S-3:1764116100","detector":"ewma_z","key":"S-3"}]"#;
+        // Handled is no verdict; the episodes are not on this console (a replay at start).
+        s.apply(&close("handled", members)).unwrap();
+        assert_eq!(s.verdicts().last(), 0);
+        let s = crate::console::ConsoleState::new(
+            std::sync::Arc::new(crate::clock::ManualClock::new(t)),
+            &cfg,
+        );
+        let ev = close("false_alarm", members);
+        s.apply(&ev).unwrap();
+        // The same event again (the handler applied it, then the topic follower) is
+        // refused by the action state machine: no second verdict.
+        assert!(s.apply(&ev).is_err());
+        let mut out = Vec::new();
+        assert_eq!(s.verdicts().after(0, &mut out), 2);
+        // The member without a score (written before scores were kept) is left out;
+        // threshold's verdict is kept, and no detector with fixed limits takes it.
+        assert_eq!(out[0].detector, "robust_z");
+        assert_eq!((out[0].key.as_str(), out[0].score), ("S-1", 9.5));
+        assert_eq!(out[1].detector, "threshold");
+    }
+
     #[test]
     fn a_reader_takes_each_verdict_once_and_a_fresh_one_takes_all_kept() {
         let log = VerdictLog::default();

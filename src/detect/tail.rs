@@ -775,7 +775,10 @@ mod tests {
             assert!(!e3.is_empty(), "{name}: a much larger one still fires");
             let held = (1.2 * s.abs()).min(max);
             assert!(held > t, "{name}: {held} > {t}");
-            assert!((e3[0].threshold - held).abs() < 0.01, "{name}: {e3:?} vs {held}");
+            assert!(
+                (e3[0].threshold - held).abs() < 0.01,
+                "{name}: {e3:?} vs {held}"
+            );
         }
 
         #[test]

@@ -189,7 +189,12 @@ fn at(fired: &[Alert], i: usize) -> Option<&Alert> {
 #[tokio::test]
 async fn a_false_alarm_verdict_keeps_the_same_magnitude_from_firing_again() {
     let without = run(false, None).await;
-    assert_eq!(without.fired.len(), 3, "every spike fires: {:?}", without.fired);
+    assert_eq!(
+        without.fired.len(),
+        3,
+        "every spike fires: {:?}",
+        without.fired
+    );
     let first = at(&without.fired, SPIKES[0].0).expect("the first spike fires");
     let (s, t) = (first.evidence.score, first.evidence.threshold);
     assert!(s > t && 1.2 * s < 30.0, "score {s}, threshold {t}");
@@ -197,7 +202,11 @@ async fn a_false_alarm_verdict_keeps_the_same_magnitude_from_firing_again() {
 
     let with = run(true, None).await;
     assert_eq!(with.applied, vec![1], "one key's threshold raised");
-    assert_eq!(at(&with.fired, SPIKES[0].0), Some(first), "same until the verdict");
+    assert_eq!(
+        at(&with.fired, SPIKES[0].0),
+        Some(first),
+        "same until the verdict"
+    );
     assert!(
         at(&with.fired, SPIKES[1].0).is_none(),
         "the repeat is held: {:?}",
