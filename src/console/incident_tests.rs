@@ -277,6 +277,7 @@ fn false_alarm_verdicts_rank_the_noisiest_detectors_and_keys_for_seven_days() {
         alert_id: "x".into(),
         detector: "ewma_z".into(),
         key: "S-330503-0042-GAS1".into(),
+        score: None,
     }];
     s.apply(&other).unwrap();
     let n = s.noise(3);

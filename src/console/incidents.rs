@@ -52,12 +52,17 @@ pub(super) struct Verdict {
 }
 
 /// A member as an action recorded it: enough to count the verdict per detector and key.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MemberRef {
     pub alert_id: String,
     pub detector: String,
     /// The sensor, suspect (`phone:...`), site or region the episode is about.
     pub key: String,
+    /// The highest score the console saw in the episode (|evidence.score|): what a
+    /// false-alarm verdict charges to the key's budget. Absent in actions written
+    /// before verdicts reached the budgets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
 }
 
 /// One incident as the console shows it.
@@ -372,11 +377,7 @@ impl ConsoleState {
             .members
             .iter()
             .filter_map(|m| g.episodes.get(m))
-            .map(|ep| MemberRef {
-                alert_id: ep.alert.alert_id.clone(),
-                detector: ep.alert.detector.clone(),
-                key: member_key(&ep.alert),
-            })
+            .map(|ep| ep.member())
             .collect();
         Ok(Some(IncidentTarget {
             route: view(&g, id).route,
@@ -423,6 +424,7 @@ impl ConsoleState {
             }
             self.carry_to_members(&mut g, &id, ev, now)
         };
+        self.keep_verdicts(ev, now);
         for c in changed {
             match c {
                 super::Change::Episode(v) => self.publish(v),

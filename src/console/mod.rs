@@ -23,6 +23,7 @@ mod incidents;
 mod kpi;
 pub mod server;
 pub mod shelve;
+pub mod verdicts;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -272,11 +273,24 @@ struct Entry {
     opened_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     closed_at: Option<DateTime<Utc>>,
+    /// The highest |evidence.score| of the episode's messages: what a false-alarm verdict
+    /// charges to the key's budget.
+    peak: f64,
 }
 
 impl Entry {
     fn open(&self) -> bool {
         self.closed_at.is_none()
+    }
+
+    /// The episode as a verdict on it records it.
+    fn member(&self) -> MemberRef {
+        MemberRef {
+            alert_id: self.alert.alert_id.clone(),
+            detector: self.alert.detector.clone(),
+            key: member_key(&self.alert),
+            score: Some(self.peak),
+        }
     }
 
     fn view(&self) -> EpisodeView {
@@ -334,6 +348,8 @@ pub struct ConsoleState {
     shelves: Arc<crate::alert::shelve::Shelves>,
     /// The pipeline's alarm KPIs, once a pipeline is attached (`/api/kpi`, kpi.rs).
     kpi: std::sync::OnceLock<kpi::SharedKpi>,
+    /// False-alarm verdicts for the detectors' budgets (`verdicts.rs`).
+    verdicts: verdicts::VerdictLog,
 }
 
 /// What [`ConsoleState::check`] found: the facts the HTTP handler needs before producing.
@@ -345,6 +361,8 @@ pub struct Target {
     pub opened_at: DateTime<Utc>,
     /// Whether the action will be the episode's first acknowledgement.
     pub first_ack: bool,
+    /// The episode as a close records it (`ActionEvent::members`).
+    pub member: MemberRef,
 }
 
 impl ConsoleState {
@@ -360,6 +378,29 @@ impl ConsoleState {
             updates,
             shelves: Arc::default(),
             kpi: Default::default(),
+            verdicts: verdicts::VerdictLog::default(),
+        }
+    }
+
+    /// The false-alarm verdicts the pipeline charges to the detectors' budgets.
+    pub fn verdicts(&self) -> &verdicts::VerdictLog {
+        &self.verdicts
+    }
+
+    /// A close as `false_alarm` is a verdict on each member episode (with its peak
+    /// score) for the budget of its detector and key. Called once per applied action.
+    fn keep_verdicts(&self, ev: &ActionEvent, now: DateTime<Utc>) {
+        if ev.action != ActionKind::Close || ev.outcome != Some(Outcome::FalseAlarm) {
+            return;
+        }
+        let at = parse_ts(&ev.at).unwrap_or(now);
+        for m in &ev.members {
+            let v = m
+                .score
+                .and_then(|s| crate::detect::tail::Verdict::of_episode(&m.alert_id, s));
+            if let Some(v) = v {
+                self.verdicts.push(v, at, now);
+            }
         }
     }
 
@@ -410,9 +451,11 @@ impl ConsoleState {
                     opened_at: now,
                     updated_at: now,
                     closed_at: None,
+                    peak: 0.0,
                 });
             e.alert = alert.clone();
             e.updated_at = now;
+            e.peak = e.peak.max(alert.evidence.score.abs());
             let operator_closed = alert
                 .actions
                 .as_ref()
@@ -453,6 +496,7 @@ impl ConsoleState {
             detector: e.alert.detector.clone(),
             opened_at: e.opened_at,
             first_ack: cur.acknowledged_at.is_none(),
+            member: e.member(),
         }))
     }
 
@@ -485,6 +529,7 @@ impl ConsoleState {
             self.prune_locked(&mut g, now, false);
             v
         };
+        self.keep_verdicts(ev, now);
         if let Some(v) = view {
             self.publish(v);
         }

@@ -351,7 +351,7 @@ async fn act(
             return app.deny(d, action.as_str(), Some(&alert_id), c.as_deref());
         }
     };
-    let ev = ActionEvent {
+    let mut ev = ActionEvent {
         alert_id: alert_id.clone(),
         incident_id: None,
         action: kind,
@@ -377,6 +377,11 @@ async fn act(
         Ok(None) => return error(StatusCode::NOT_FOUND, "no such episode on this console"),
         Err(c) => return conflict(c),
     };
+    if kind == ActionKind::Close {
+        // The verdict travels with the action, so a console that replays the actions
+        // topic before the episode comes back still has it (src/console/verdicts.rs).
+        ev.members = vec![target.member.clone()];
+    }
     if let Err(r) = store(&app, &ev, &alert_id).await {
         return r;
     }

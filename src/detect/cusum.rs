@@ -198,7 +198,7 @@ impl DetectorSpec for CusumConfig {
     }
 }
 
-/// The sums and the target of one series, and what the budget learns of it. 120 bytes.
+/// The sums and the target of one series, and what the budget learns of it. 128 bytes (the tail with a verdict's hold).
 #[derive(Debug, Default, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct CusumState {
     /// Welford mean during warm-up, then μ0.
@@ -288,7 +288,7 @@ impl Detector for Cusum {
         let fit = st.tail.fit();
         let q = tail::risk_per_reading(self.budget, st.motion.interval());
         let k = cfg.k;
-        let h = fit.threshold(q).clamp(cfg.h, self.max_h);
+        let h = st.tail.budgeted(&fit, q, cfg.h, self.max_h, t);
         st.step(z, k, h);
         // The counted side: the larger one for `both`.
         let up = match cfg.direction {
@@ -383,6 +383,13 @@ impl Detector for Cusum {
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn verdict(&mut self, v: &tail::Verdict) -> bool {
+        let period = tail::budget_period_secs(self.budget);
+        self.state
+            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
+            .unwrap_or(false)
     }
 
     super::keyed_persistence!(state);
@@ -658,8 +665,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_120_bytes() {
-        assert_eq!(std::mem::size_of::<CusumState>(), 120);
+    fn state_is_128_bytes() {
+        assert_eq!(std::mem::size_of::<CusumState>(), 128);
     }
 
     proptest! {

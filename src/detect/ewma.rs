@@ -247,7 +247,9 @@ impl Detector for EwmaZ {
             .max(tail::STEP_FLOOR * st.motion.step());
         let fit = st.tail.fit();
         let q = tail::risk_per_reading(self.budget, st.motion.interval());
-        let k = fit.threshold(q).clamp(self.cfg.z_threshold, self.max_z);
+        let k = st
+            .tail
+            .budgeted(&fit, q, self.cfg.z_threshold, self.max_z, t);
         let lambda = self.cfg.smoothing;
         st.level = if st.n == 0 {
             value
@@ -321,6 +323,13 @@ impl Detector for EwmaZ {
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn verdict(&mut self, v: &tail::Verdict) -> bool {
+        let period = tail::budget_period_secs(self.budget);
+        self.state
+            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
+            .unwrap_or(false)
     }
 
     super::keyed_persistence!(state);
@@ -420,8 +429,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_80_bytes() {
-        assert_eq!(std::mem::size_of::<EwmaState>(), 80);
+    fn state_is_88_bytes() {
+        assert_eq!(std::mem::size_of::<EwmaState>(), 88);
     }
 
     #[test]

@@ -157,6 +157,14 @@ pub trait Detector: Send {
     /// holds nothing of this detector (a changelog is only compacted eventually, so a
     /// replay can meet an older value of a key before its tombstone).
     fn forget(&mut self, key: &str);
+
+    /// An operator judged an episode of this detector a false alarm ([`tail::Verdict`]):
+    /// a detector with a false-alarm budget charges it to the key, if it holds the key.
+    /// Must be idempotent (verdicts are applied again after every restore). True when the
+    /// key's state changed.
+    fn verdict(&mut self, _v: &tail::Verdict) -> bool {
+        false
+    }
 }
 
 /// The reserved state key of detector-level state (not per key: `offline`'s scan clock,
@@ -271,6 +279,9 @@ pub struct DetectorSet {
     to_reserve: [usize; 3],
     /// Each detector's time on the last parallel batch, in `observe_batch`'s job order.
     job_costs: Vec<u64>,
+    /// Operators' verdicts applied so far: the sequence number of the last one taken
+    /// (0 for a fresh or restored set, which then takes every verdict still kept).
+    pub verdicts_seen: u64,
 }
 
 /// One changelog value of detector state: each detector holding the key, by its
@@ -360,7 +371,18 @@ impl DetectorSet {
             routes: Vec::new(),
             to_reserve: [0; 3],
             job_costs: Vec::new(),
+            verdicts_seen: 0,
         }
+    }
+
+    /// Hands an operator's false-alarm verdict to the detectors it names; returns how
+    /// many changed a key's state (each is dirty for the changelog).
+    pub fn verdict(&mut self, v: &tail::Verdict) -> usize {
+        self.by_stream[v.stream.index()]
+            .iter_mut()
+            .filter(|d| d.name() == v.detector)
+            .map(|d| usize::from(d.verdict(v)))
+            .sum()
     }
 
     /// Scale-out: the repartition partitions (of `of`) that `ev` must be copied to, one

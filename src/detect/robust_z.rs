@@ -184,7 +184,7 @@ impl DetectorSpec for RobustZConfig {
 
 /// The last readings of one series (a ring buffer) and what the detector has learned
 /// about the series: its tail, its resolution, its reporting interval, and the regime it
-/// left at its last re-learn, and its daily rhythm. 432 bytes.
+/// left at its last re-learn, and its daily rhythm. 440 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct RobustState {
     #[serde(with = "crate::state::codec::array")]
@@ -335,7 +335,9 @@ fn judge(cfg: &RobustZConfig, budget: f64, st: &RobustState, x: f64, hour: (u32,
     }
     let fit = st.tail.fit();
     let q = tail::risk_per_reading(budget, st.motion.interval());
-    let threshold = fit.threshold(q).clamp(cfg.z_threshold, cfg.max_z_threshold);
+    let threshold = st
+        .tail
+        .budgeted(&fit, q, cfg.z_threshold, cfg.max_z_threshold, hour.1);
     Judged {
         z,
         expected,
@@ -436,6 +438,13 @@ impl Detector for RobustZ {
 
     fn keys(&self) -> usize {
         self.state.len()
+    }
+
+    fn verdict(&mut self, v: &tail::Verdict) -> bool {
+        let period = tail::budget_period_secs(self.budget);
+        self.state
+            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
+            .unwrap_or(false)
     }
 
     super::keyed_persistence!(state);
@@ -701,8 +710,8 @@ mod tests {
     }
 
     #[test]
-    fn state_is_432_bytes() {
-        assert_eq!(std::mem::size_of::<RobustState>(), 432);
+    fn state_is_440_bytes() {
+        assert_eq!(std::mem::size_of::<RobustState>(), 440);
     }
 
     proptest! {

@@ -14,7 +14,7 @@
 //! anomalous reading while the site fires; one `Clear` when the count falls below
 //! `min_sensors` (by a reading, or by the watermark in `advance()`).
 //!
-//! State: per sensor 80 bytes ([`EwmaState`]) under the sensor id; per site 152 bytes
+//! State: per sensor 88 bytes ([`EwmaState`]) under the sensor id; per site 152 bytes
 //! ([`SiteRing`]) under the site id. Both evicted after `ttl` idle. Durable state: one
 //! changelog entry per key holding either or both (see [`Saved`]).
 
@@ -574,7 +574,7 @@ mod tests {
     fn state_sizes() {
         assert_eq!(std::mem::size_of::<SiteRing>(), 152);
         // The per-sensor baseline is ewma_z's state, budget fields included (unused here).
-        assert_eq!(std::mem::size_of::<EwmaState>(), 80);
+        assert_eq!(std::mem::size_of::<EwmaState>(), 88);
     }
 
     proptest! {

@@ -25,6 +25,19 @@
 //! it. Counts are capped at `HORIZON` (older evidence is scaled down), so the model
 //! follows a sensor whose behaviour changes over weeks. Scores of readings that fired are
 //! kept out (as SPOT does): an anomaly must not teach the model that anomalies are normal.
+//!
+//! Operators' verdicts (issue #23): an episode an operator closed as `false_alarm` spends
+//! its key's budget. The score that fired was normal for that key after all, so for one
+//! budget period (`1 / false_alarms_per_day` days from the episode's start, at most
+//! [`MAX_HOLD_SECS`]) the key's threshold is held at least [`VERDICT_MARGIN`] times that
+//! score (never above the detector's ceiling): the key cannot spend its budget again on
+//! the same magnitude, a clearly larger score still fires, and scores under the hold that
+//! no longer fire are learned as quiet peaks, so the tail itself learns what the operators
+//! called normal. Folding the one score into the tail instead would barely move it: a
+//! fresh key's threshold at one false alarm per ten days and a 5-minute interval is 3.6,
+//! and a peak of 8 raises it only to 5.2 (below a z floor of 7, so 8 fires again), less
+//! for a key with hundreds of peaks. The hold is a maximum, so applying a verdict twice
+//! is applying it once: verdicts can be replayed after every restore (see [`Verdict`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -42,9 +55,14 @@ const GAUSS_M2: f32 = 0.1507;
 const HORIZON: f32 = 200_000.0;
 /// Largest shape the moment fit may report (its moments exist only below 1/2).
 const MAX_SHAPE: f64 = 0.49;
+/// A verdict holds the threshold at this multiple of the score judged false: a repeat of
+/// the same event (a pump start, a door opened) rarely scores exactly the same.
+pub const VERDICT_MARGIN: f64 = 1.2;
+/// The longest a verdict holds (a budget of 0.01 per day would otherwise hold 100 days).
+pub const MAX_HOLD_SECS: i64 = 30 * 86_400;
 
-/// One key's tail model: 16 bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+/// One key's tail model and the hold of its operators' verdicts: 24 bytes.
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Tail {
     /// Scores seen (weighted; the prior counts).
     n: f32,
@@ -53,6 +71,10 @@ pub struct Tail {
     /// Mean and mean square of the excesses over [`PEAK_LEVEL`].
     m1: f32,
     m2: f32,
+    /// The threshold's floor set by false-alarm verdicts (0: none) ...
+    held: f32,
+    /// ... until this minute of event time (minutes since the epoch; 0: none).
+    held_until: u32,
 }
 
 impl Default for Tail {
@@ -62,7 +84,70 @@ impl Default for Tail {
             peaks: PRIOR_N * GAUSS_TAIL,
             m1: GAUSS_M1,
             m2: GAUSS_M2,
+            held: 0.0,
+            held_until: 0,
         }
+    }
+}
+
+/// The changelog layout: the four moments as before verdicts existed (so every record
+/// written before them restores, and a key without a verdict is written byte for byte
+/// as before), or, once a key has a hold, `-n` (a count is never negative, so the sign
+/// tells the layouts apart) followed by the moments and the hold.
+impl Serialize for Tail {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let held = self.held_until != 0;
+        let mut t = s.serialize_tuple(if held { 6 } else { 4 })?;
+        t.serialize_element(&if held { -self.n } else { self.n })?;
+        t.serialize_element(&self.peaks)?;
+        t.serialize_element(&self.m1)?;
+        t.serialize_element(&self.m2)?;
+        if held {
+            t.serialize_element(&self.held)?;
+            t.serialize_element(&self.held_until)?;
+        }
+        t.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Tail {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Tail;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a tail: 4 moments, or -n, 3 moments and a hold")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Tail, A::Error> {
+                let mut next = |i: usize| -> Result<f32, A::Error> {
+                    a.next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(i, &self))
+                };
+                let n: f32 = next(0)?;
+                let (peaks, m1, m2) = (next(1)?, next(2)?, next(3)?);
+                let mut t = Tail {
+                    n: n.abs(),
+                    peaks,
+                    m1,
+                    m2,
+                    held: 0.0,
+                    held_until: 0,
+                };
+                if n.is_sign_negative() {
+                    t.held = a
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(4, &self))?;
+                    t.held_until = a
+                        .next_element()?
+                        .ok_or_else(|| serde::de::Error::invalid_length(5, &self))?;
+                }
+                Ok(t)
+            }
+        }
+        // Postcard reads a tuple's elements one by one without a length, so a visitor
+        // that stops after four leaves the next field's bytes where they belong.
+        d.deserialize_tuple(6, V)
     }
 }
 
@@ -153,6 +238,92 @@ impl Tail {
     pub fn count(&self) -> f64 {
         f64::from(self.n)
     }
+
+    /// The key's threshold at `t` (event time, seconds): the fitted tail's score at risk
+    /// `q` per reading, clamped to the detector's floor `lo` and ceiling `hi`, raised to
+    /// a standing verdict's hold (never above `hi`).
+    pub fn budgeted(&self, fit: &Fit, q: f64, lo: f64, hi: f64, t: i64) -> f64 {
+        fit.threshold(q).clamp(lo, hi).max(self.held(t).min(hi))
+    }
+
+    /// The floor a verdict holds at `t` (0 when none holds).
+    pub fn held(&self, t: i64) -> f64 {
+        if t < i64::from(self.held_until) * 60 {
+            f64::from(self.held)
+        } else {
+            0.0
+        }
+    }
+
+    /// Applies an operator's false-alarm verdict: the threshold is held at
+    /// [`VERDICT_MARGIN`] × its score until `period_s` after the episode opened. `now` is
+    /// the key's latest event time: a verdict whose hold has already lapsed changes
+    /// nothing, and a lapsed hold is replaced, not raised. Holds that overlap keep the
+    /// higher floor and the later end, so the result does not depend on how often a
+    /// verdict is applied. Returns whether the state changed.
+    pub fn hold(&mut self, v: &Verdict, period_s: i64, now: i64) -> bool {
+        if !v.score.is_finite() {
+            return false;
+        }
+        let level = (v.score.abs() * VERDICT_MARGIN).min(f64::from(f32::MAX)) as f32;
+        let end = v.opened.saturating_add(period_s.clamp(0, MAX_HOLD_SECS));
+        // Whole minutes, rounded up, so a hold never ends before its period.
+        let until = u32::try_from(end.max(0).div_euclid(60) + 1).unwrap_or(u32::MAX);
+        if level <= 0.0 || i64::from(until) * 60 <= now {
+            return false;
+        }
+        let before = (self.held, self.held_until);
+        if self.held(now) == 0.0 {
+            (self.held, self.held_until) = (level, until);
+        } else {
+            self.held = self.held.max(level);
+            self.held_until = self.held_until.max(until);
+        }
+        before != (self.held, self.held_until)
+    }
+}
+
+/// An operator's verdict that an episode was a false alarm, as the detectors take it: the
+/// console learns it from the actions topic and the pipeline hands it to every detector
+/// set, which applies it to the keys it holds (src/pipeline, "verdicts").
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub stream: crate::decode::Stream,
+    pub detector: String,
+    /// The detector's state key (a sensor id).
+    pub key: String,
+    /// When the episode opened (event time, seconds): its budget period starts there.
+    pub opened: i64,
+    /// The highest score of the episode the console saw, in the detector's own unit (its
+    /// evidence's `score`, compared with `threshold`).
+    pub score: f64,
+}
+
+impl Verdict {
+    /// The verdict on episode `alert_id` (`stream:detector:key:opened`, as the alert
+    /// policy names episodes) whose highest score was `score`.
+    pub fn of_episode(alert_id: &str, score: f64) -> Option<Self> {
+        let (stream, rest) = alert_id.split_once(':')?;
+        let (detector, rest) = rest.split_once(':')?;
+        let (key, opened) = rest.rsplit_once(':')?;
+        Some(Self {
+            stream: crate::decode::Stream::parse(stream)?,
+            detector: detector.to_string(),
+            key: key.to_string(),
+            opened: opened.parse().ok()?,
+            score: Some(score).filter(|s| s.is_finite())?,
+        })
+    }
+}
+
+/// One budget period: the time in which a key may raise one false alarm under a budget of
+/// `per_day` false episodes per day (capped at [`MAX_HOLD_SECS`]).
+pub fn budget_period_secs(per_day: f64) -> i64 {
+    if per_day > 0.0 {
+        (86_400.0 / per_day).min(MAX_HOLD_SECS as f64) as i64
+    } else {
+        MAX_HOLD_SECS
+    }
 }
 
 /// What a budgeted detector learns of a series' motion, besides its scores: the
@@ -216,6 +387,11 @@ impl Motion {
             self.last_ts = t;
             self.last_value = x;
         }
+    }
+
+    /// The latest in-order reading's time (`i64::MIN` before the first).
+    pub fn last_ts(&self) -> i64 {
+        self.last_ts
     }
 
     /// Seconds between readings (60 until two have been seen).
@@ -382,8 +558,241 @@ mod tests {
         assert!((risk_per_reading(0.1, 1.0) - 0.1 / 86_400.0).abs() < 1e-15);
     }
 
+    const T0: i64 = 1_764_115_200; // 2026-11-26T00:00:00Z
+    const DAY: i64 = 86_400;
+
+    fn verdict(score: f64, opened: i64) -> Verdict {
+        Verdict {
+            stream: crate::decode::Stream::Sensors,
+            detector: "robust_z".into(),
+            key: "S1".into(),
+            opened,
+            score,
+        }
+    }
+
     #[test]
-    fn state_is_16_bytes() {
-        assert_eq!(std::mem::size_of::<Tail>(), 16);
+    fn a_verdict_holds_the_threshold_above_the_false_score_for_one_budget_period() {
+        // A fresh key reporting every 5 minutes under 0.1 false alarms a day: its tail's
+        // threshold (~3.6) is under robust_z's floor of 7, so T = 7.
+        let mut t = Tail::default();
+        let q = risk_per_reading(0.1, 300.0);
+        let f = t.fit();
+        assert_eq!(t.budgeted(&f, q, 7.0, 30.0, T0), 7.0);
+        // Operators judge an episode that opened at T0 with score 10 a false alarm: the
+        // threshold becomes 1.2 x 10 = 12 for 1 / 0.1 = 10 days.
+        let period = budget_period_secs(0.1);
+        assert_eq!(period, 10 * DAY);
+        assert!(t.hold(&verdict(10.0, T0), period, T0 + 600));
+        assert_eq!(t.budgeted(&f, q, 7.0, 30.0, T0 + 3600), 12.0);
+        assert_eq!(t.budgeted(&f, q, 7.0, 30.0, T0 + 10 * DAY - 1), 12.0);
+        // The hold ends on the minute after its period: the key has its budget back.
+        assert_eq!(t.budgeted(&f, q, 7.0, 30.0, T0 + 10 * DAY + 60), 7.0);
+        // The same verdict again (a replay after a restore) changes nothing.
+        let held = t;
+        assert!(!t.hold(&verdict(10.0, T0), period, T0 + 7200));
+        assert_eq!(t, held);
+        // Never above the detector's ceiling: 1.2 x 28 = 33.6 is held as 30.
+        let mut c = Tail::default();
+        c.hold(&verdict(28.0, T0), period, T0);
+        assert_eq!(c.budgeted(&f, q, 7.0, 30.0, T0 + 60), 30.0);
+        // A physical-limit-like budget of 100 a day holds 864 s (14.4 minutes), rounded
+        // up to the minute.
+        let mut m = Tail::default();
+        m.hold(&verdict(10.0, T0), budget_period_secs(100.0), T0);
+        assert_eq!(m.held(T0 + 864), 12.0);
+        assert_eq!(m.held(T0 + 900), 0.0);
+    }
+
+    #[test]
+    fn overlapping_verdicts_keep_the_higher_floor_and_the_later_end_in_any_order() {
+        let period = budget_period_secs(0.1);
+        let (a, b) = (verdict(10.0, T0), verdict(8.0, T0 + DAY));
+        let mut ab = Tail::default();
+        assert!(ab.hold(&a, period, T0));
+        assert!(ab.hold(&b, period, T0 + DAY), "the end moves to day 11");
+        let mut ba = Tail::default();
+        ba.hold(&b, period, T0 + DAY);
+        ba.hold(&a, period, T0 + DAY);
+        assert_eq!(ab, ba);
+        assert_eq!(ab.held(T0 + 10 * DAY + 3600), 12.0, "12 held to day 11");
+        assert_eq!(ab.held(T0 + 11 * DAY + 60), 0.0);
+        // A verdict whose period has passed at the key's time does nothing; one after a
+        // lapsed hold replaces it (9.6, not the old 12).
+        let mut late = ab;
+        assert!(!late.hold(&a, period, T0 + 12 * DAY));
+        assert!(late.hold(&verdict(8.0, T0 + 12 * DAY), period, T0 + 12 * DAY));
+        assert!((late.held(T0 + 12 * DAY + 60) - 9.6).abs() < 1e-5);
+        // A score that is not finite is no verdict.
+        assert!(!Tail::default().hold(&verdict(f64::NAN, T0), period, T0));
+    }
+
+    /// A detector state's shape: the tail between two other fields.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct Holder {
+        before: u8,
+        tail: Tail,
+        after: u16,
+    }
+
+    #[test]
+    fn a_tail_without_a_hold_keeps_the_layout_of_before_verdicts() {
+        // What a record written before verdicts holds: the four moments in field order.
+        #[derive(Serialize)]
+        struct Before {
+            before: u8,
+            tail: (f32, f32, f32, f32),
+            after: u16,
+        }
+        let t = learned(&Exp::new(1.0).unwrap(), 5_000, 4);
+        let old = postcard::to_stdvec(&Before {
+            before: 7,
+            tail: (t.n, t.peaks, t.m1, t.m2),
+            after: 513,
+        })
+        .unwrap();
+        let h = Holder {
+            before: 7,
+            tail: t,
+            after: 513,
+        };
+        assert_eq!(postcard::to_stdvec(&h).unwrap(), old, "written as before");
+        assert_eq!(postcard::from_bytes::<Holder>(&old).unwrap(), h);
+        // With a hold: 4 + 4 + 1..5 bytes more, and the field after it still in place.
+        let mut held = h;
+        held.tail.hold(&verdict(10.0, T0), 10 * DAY, T0);
+        let bytes = postcard::to_stdvec(&held).unwrap();
+        assert!(bytes.len() > old.len() + 4);
+        assert_eq!(postcard::from_bytes::<Holder>(&bytes).unwrap(), held);
+    }
+
+    #[test]
+    fn a_verdict_names_its_episode() {
+        let v = Verdict::of_episode("sensors:cusum:S-330503-0042-PRES1:1764116100", 11.5);
+        assert_eq!(
+            v,
+            Some(Verdict {
+                stream: crate::decode::Stream::Sensors,
+                detector: "cusum".into(),
+                key: "S-330503-0042-PRES1".into(),
+                opened: 1_764_116_100,
+                score: 11.5,
+            })
+        );
+        assert_eq!(Verdict::of_episode("sensors:cusum:1764116100", 1.0), None);
+        assert_eq!(Verdict::of_episode("x:cusum:S1:1764116100", 1.0), None);
+        assert_eq!(Verdict::of_episode("sensors:cusum:S1:1", f64::NAN), None);
+    }
+
+    /// One budgeted detector fed a noisy series with spikes, and a twin fed the same
+    /// without the verdict: what the verdict changes is the only difference.
+    mod in_detectors {
+        use crate::decode::{Event, Stream};
+        use crate::detect::tail::Verdict;
+        use crate::detect::testutil::raw_reading;
+        use crate::detect::{Detector, DetectorConfig, Evidence, SignalKind};
+
+        const EVERY: i64 = 60;
+
+        fn build(toml: &str) -> Box<dyn Detector> {
+            let c: DetectorConfig = toml::from_str(toml).unwrap();
+            c.build(Stream::Sensors, &crate::pipeline::test_ctx())
+        }
+
+        /// Readings `from..to` (in steps) around 50 with uniform noise of ±1, and a
+        /// spike of `spike` at step `at`.
+        fn series(from: i64, to: i64, at: i64, spike: f64) -> Vec<Event> {
+            (from..to)
+                .map(|i| {
+                    // A small LCG keyed by the step: the same noise in every run.
+                    let u = (i as u64)
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let noise = ((u >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0;
+                    let v = 50.0 + noise + if i == at { spike } else { 0.0 };
+                    raw_reading("S1", "pressure", i * EVERY, v)
+                })
+                .collect()
+        }
+
+        /// The evidence of each episode `d` opens over `evs`: its first anomalous signal
+        /// (a detector signals every anomalous reading, and `Clear` once after them).
+        fn opened(d: &mut dyn Detector, evs: &[Event]) -> Vec<Evidence> {
+            let mut out = Vec::new();
+            for ev in evs {
+                d.observe(ev, false, &mut out);
+            }
+            let mut open = false;
+            let mut firsts = Vec::new();
+            for s in out {
+                match s.kind {
+                    SignalKind::Anomalous { evidence, .. } => {
+                        if !open {
+                            firsts.push(evidence);
+                        }
+                        open = true;
+                    }
+                    SignalKind::Clear => open = false,
+                }
+            }
+            firsts
+        }
+
+        /// Fires on a spike of `spike`, takes a verdict on its score s, then: the same
+        /// spike fires only in the twin (unless 1.2 s passes the ceiling `max`: then in
+        /// both), and one of 4 x `spike` fires against the held threshold, min(1.2 s, max).
+        fn check(toml: &str, spike: f64, max: f64) {
+            let (mut d, mut twin) = (build(toml), build(toml));
+            let first = series(0, 200, 150, spike);
+            let e = opened(d.as_mut(), &first);
+            assert_eq!(e, opened(twin.as_mut(), &first), "{toml}");
+            // One run, or for cusum a few: its sum lingers around h after a spike.
+            assert!(!e.is_empty(), "{toml}: the spike fires");
+            let (s, t) = (e[0].score, e[0].threshold);
+            let name = d.name();
+            let at = first[150].ts().timestamp();
+            let v = Verdict::of_episode(&format!("sensors:{name}:S1:{at}"), s).unwrap();
+            assert!(d.verdict(&v), "{name}: the key is held");
+            assert!(!d.verdict(&v), "{name}: a second time changes nothing");
+            let other = Verdict {
+                key: "S2".into(),
+                ..v.clone()
+            };
+            assert!(!d.verdict(&other), "{name}: a key not held is ignored");
+            let again = series(200, 400, 350, spike);
+            let e2 = opened(twin.as_mut(), &again);
+            assert!(!e2.is_empty(), "{name}: without the verdict it fires again");
+            let e2d = opened(d.as_mut(), &again);
+            if 1.2 * s.abs() < max {
+                assert!(e2d.is_empty(), "{name}: held above it: {e2d:?}");
+            } else {
+                // Held at the ceiling, which the spike passes: it still fires.
+                assert!(!e2d.is_empty(), "{name}: {s} is above the ceiling {max}");
+                assert_eq!(e2d[0].threshold, max, "{name}");
+            }
+            let larger = series(400, 600, 550, 4.0 * spike);
+            let e3 = opened(d.as_mut(), &larger);
+            assert!(!e3.is_empty(), "{name}: a much larger one still fires");
+            let held = (1.2 * s.abs()).min(max);
+            assert!(held > t, "{name}: {held} > {t}");
+            assert!(
+                (e3[0].threshold - held).abs() < 0.01,
+                "{name}: {e3:?} vs {held}"
+            );
+        }
+
+        #[test]
+        fn a_verdict_raises_the_threshold_of_robust_z_ewma_z_and_cusum() {
+            check("type = \"robust_z\"\nz_threshold = 7.0", 7.0, 30.0);
+            check("type = \"ewma_z\"\nz_threshold = 5.0", 6.0, 15.0);
+            // A score of 17 is held at the ceiling of 15 (3 x z_threshold).
+            check("type = \"ewma_z\"\nz_threshold = 5.0", 9.0, 15.0);
+            check("type = \"cusum\"\nh = 5.0", 5.0, 40.0);
+        }
+    }
+
+    #[test]
+    fn state_is_24_bytes() {
+        assert_eq!(std::mem::size_of::<Tail>(), 24);
     }
 }

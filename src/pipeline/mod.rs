@@ -559,6 +559,7 @@ impl Pipeline {
     /// `input`: an event from an input topic (false for a scale-out task's copy, which
     /// its input topic already counted).
     async fn handle(&mut self, env: Envelope, summary: &mut RunSummary, input: bool) -> Handled {
+        self.take_verdicts();
         if input {
             summary.consumed += 1;
             self.metrics.consumed(env.stream);
@@ -595,8 +596,44 @@ impl Pipeline {
             summary.consumed += 1;
             self.metrics.consumed(env.stream);
         }
+        self.take_verdicts();
         let detectors = std::mem::replace(&mut self.detectors, DetectorSet::stand_in());
         self.inflight = Some(backlog::start(self.decoder.clone(), detectors, envs));
+    }
+
+    /// Operators' false-alarm verdicts the detector set at hand has not taken yet go to
+    /// its detectors' budgets ([`crate::console::verdicts`] says why they come from the
+    /// console). A fresh or restored set (a restart, an exactly-once rewind, a scale-out
+    /// task opened after a rebalance) takes every verdict still kept; applying one twice
+    /// changes nothing. Each set applies a verdict to the keys it holds: under scale-out
+    /// only the task that owns the key changes, the others ignore it. Before the set's
+    /// next input, so the key's next reading is judged against the raised threshold; the
+    /// changed keys reach the changelog with that input's state.
+    fn take_verdicts(&mut self) {
+        let Some(c) = &self.console else { return };
+        let log = c.verdicts();
+        if log.last() == self.detectors.verdicts_seen {
+            return;
+        }
+        let mut new = Vec::new();
+        self.detectors.verdicts_seen = log.after(self.detectors.verdicts_seen, &mut new);
+        for v in &new {
+            let changed = self.detectors.verdict(v);
+            if changed == 0 {
+                continue;
+            }
+            self.metrics
+                .budget_verdicts_applied
+                .with_label_values(&[v.detector.as_str()])
+                .inc_by(changed as u64);
+            tracing::info!(
+                detector = %v.detector,
+                key = %v.key,
+                score = v.score,
+                opened = v.opened,
+                "false-alarm verdict charged to the key's budget: threshold held above the score"
+            );
+        }
     }
 
     /// Takes the detector set back from the batch in flight, if any, with its results.
@@ -1232,6 +1269,8 @@ mod incident_tests;
 mod late_tests;
 #[cfg(test)]
 mod shelve_tests;
+#[cfg(test)]
+mod verdict_tests;
 
 #[cfg(test)]
 mod hostile_tests;

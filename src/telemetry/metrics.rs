@@ -66,6 +66,7 @@ pub struct Metrics {
     pub console_acks: IntCounterVec,
     pub console_closed: IntCounterVec,
     pub console_false_alarms: IntCounterVec,
+    pub budget_verdicts_applied: IntCounterVec,
     pub console_denied: IntCounterVec,
     pub console_clients: IntGauge,
     pub incidents_escalated: IntCounterVec,
@@ -337,6 +338,12 @@ impl Metrics {
             "Episodes operators closed as false alarms (alone or as members of an incident closed so), per detector: feedback for tuning.",
             &["detector"],
         );
+        let budget_verdicts_applied = counter(
+            &r,
+            "riskstream_budget_verdicts_applied_total",
+            "False-alarm verdicts that raised a key's threshold in a detector with a false-alarm budget (held for one budget period), per detector.",
+            &["detector"],
+        );
         let console_denied = counter(
             &r,
             "riskstream_console_denied_total",
@@ -425,6 +432,7 @@ impl Metrics {
             console_acks,
             console_closed,
             console_false_alarms,
+            budget_verdicts_applied,
             console_denied,
             console_clients,
             incidents_escalated,
