@@ -679,7 +679,6 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 }
 
 impl Report {
-    /// The readable table `riskstream backtest` prints.
     /// The alarm KPIs' lines of [`Self::table`] (nothing when none were computed).
     fn alarm_kpi_table(&self, o: &mut String) {
         use std::fmt::Write;
@@ -706,9 +705,24 @@ impl Report {
         }
     }
 
+    /// The readable table `riskstream backtest` prints.
     pub fn table(&self) -> String {
-        use std::fmt::Write;
         let mut o = String::new();
+        self.stats_table(&mut o);
+        self.level_table(&mut o);
+        self.label_table(&mut o);
+        self.not_a_hazard_table(&mut o);
+        if let Some(i) = &self.incidents {
+            o.push_str(&i.table());
+        }
+        self.alarm_kpi_table(&mut o);
+        self.false_alert_table(&mut o);
+        o
+    }
+
+    /// The statistics: per stream, its detectors under it, then everything.
+    fn stats_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
@@ -727,46 +741,26 @@ impl Report {
             "rd p50",
             "rd p90"
         );
-        let row = |o: &mut String, s: &Stats| {
-            let name = if s.configured {
-                s.name.clone()
-            } else {
-                format!("{} (not run)", s.name)
-            };
-            let _ = writeln!(
-                o,
-                "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
-                name,
-                s.events,
-                s.episodes,
-                s.true_episodes,
-                s.false_episodes,
-                s.not_a_hazard_episodes,
-                fmt_opt(s.precision, 2),
-                format!("{}/{}", s.caught, s.labels),
-                fmt_opt(s.recall, 2),
-                fmt_opt(s.false_per_10k_events, 3),
-                fmt_secs(s.delay_median_s),
-                fmt_secs(s.delay_p90_s),
-                fmt_opt(s.delay_median_readings, 1),
-                fmt_opt(s.delay_p90_readings, 1),
-            );
-        };
         for s in &self.streams {
-            row(&mut o, s);
+            stats_row(o, s);
             for d in self
                 .detectors
                 .iter()
                 .filter(|d| d.name.split('/').next() == Some(s.name.as_str()))
             {
-                row(&mut o, d);
+                stats_row(o, d);
             }
         }
-        row(&mut o, &self.overall);
+        stats_row(o, &self.overall);
         let _ = writeln!(
             o,
             "(NH: false episodes above blue that start in a not-a-hazard stretch; part of FP)"
         );
+    }
+
+    /// Recall per expected level.
+    fn level_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "\nrecall by expected level (coverable = a configured detector is expected to catch it):"
@@ -778,6 +772,11 @@ impl Report {
                 l.level, l.caught, l.labels, l.coverable_caught, l.coverable
             );
         }
+    }
+
+    /// How each hazard label fared: its highest level and who caught it how fast.
+    fn label_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "\nper label (grace {}):",
@@ -808,6 +807,11 @@ impl Report {
                 by
             );
         }
+    }
+
+    /// The not-a-hazard realism per kind (nothing when the labels have none).
+    fn not_a_hazard_table(&self, o: &mut String) {
+        use std::fmt::Write;
         if !self.not_a_hazard.is_empty() {
             let _ = writeln!(
                 o,
@@ -834,10 +838,11 @@ impl Report {
                 );
             }
         }
-        if let Some(i) = &self.incidents {
-            o.push_str(&i.table());
-        }
-        self.alarm_kpi_table(&mut o);
+    }
+
+    /// The false alerts, each with the realism it started in, if any.
+    fn false_alert_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
         for a in &self.false_alerts {
             // The realism an above-blue false alert started in, if any.
@@ -854,8 +859,35 @@ impl Report {
                 }
             }
         }
-        o
     }
+}
+
+/// One row of [`Report::table`]'s statistics.
+fn stats_row(o: &mut String, s: &Stats) {
+    use std::fmt::Write;
+    let name = if s.configured {
+        s.name.clone()
+    } else {
+        format!("{} (not run)", s.name)
+    };
+    let _ = writeln!(
+        o,
+        "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        name,
+        s.events,
+        s.episodes,
+        s.true_episodes,
+        s.false_episodes,
+        s.not_a_hazard_episodes,
+        fmt_opt(s.precision, 2),
+        format!("{}/{}", s.caught, s.labels),
+        fmt_opt(s.recall, 2),
+        fmt_opt(s.false_per_10k_events, 3),
+        fmt_secs(s.delay_median_s),
+        fmt_secs(s.delay_p90_s),
+        fmt_opt(s.delay_median_readings, 1),
+        fmt_opt(s.delay_p90_readings, 1),
+    );
 }
 
 /// Reads `labels.jsonl` (blank lines skipped).
