@@ -277,84 +277,18 @@ pub fn read_skab_file(path: &Path, folder: &str) -> Result<Series, BacktestError
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let site = format!("SKAB-{folder}-{stem}");
-    // SKAB states no zone; the rig is in Moscow, which keeps UTC+03:00 all year.
-    let moscow = FixedOffset::east_opt(3 * 3600).expect("valid offset");
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(bad(path, 1, "empty file"));
     };
     let header: Vec<&str> = header.split(';').collect();
-    if header[0] != "datetime" {
-        return Err(bad(path, 1, "the first column must be `datetime`"));
-    }
-    let mut sensors = Vec::new();
-    let mut columns = Vec::new();
-    let (mut anomaly_col, mut changepoint_col) = (None, None);
-    for (i, h) in header.iter().enumerate().skip(1) {
-        if let Some((_, kind, unit)) = SKAB_COLUMNS.iter().find(|(c, _, _)| c == h) {
-            sensors.push(Sensor {
-                id: format!("{site}-{kind}"),
-                kind: kind.to_string(),
-                unit: Some(unit.to_string()),
-            });
-            columns.push(i);
-        } else if *h == "anomaly" {
-            anomaly_col = Some(i);
-        } else if *h == "changepoint" {
-            changepoint_col = Some(i);
-        } else {
-            return Err(bad(path, 1, format!("unexpected column `{h}`")));
-        }
-    }
-    if anomaly_col.is_some() != changepoint_col.is_some() {
-        return Err(bad(path, 1, "has only one of `anomaly` and `changepoint`"));
-    }
+    let (sensors, cols) = skab_header(path, &header, &site)?;
     let mut rows = Vec::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
-        let row = (|| {
-            let f: Vec<&str> = line.split(';').collect();
-            if f.len() != header.len() {
-                return Err(format!(
-                    "{} fields, the header has {}",
-                    f.len(),
-                    header.len()
-                ));
-            }
-            let ts = NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
-                .map_err(|e| format!("datetime `{}`: {e}", f[0]))?
-                .and_local_timezone(moscow)
-                .single()
-                .ok_or_else(|| format!("datetime `{}` is ambiguous", f[0]))?;
-            let values = columns
-                .iter()
-                .map(|&c| number(f[c], header[c]))
-                .collect::<Result<Vec<f64>, String>>()?;
-            let (anomaly, split) = match anomaly_col {
-                Some(c) => {
-                    flag(
-                        f[changepoint_col.expect("checked with anomaly")],
-                        "changepoint",
-                    )?;
-                    let split = if rows.len() < SKAB_TRAIN_ROWS {
-                        Split::Train
-                    } else {
-                        Split::Test
-                    };
-                    (flag(f[c], "anomaly")?, split)
-                }
-                None => (false, Split::Normal),
-            };
-            Ok(Row {
-                ts,
-                values,
-                anomaly,
-                split,
-            })
-        })()
-        .map_err(|m| bad(path, i + 1, m))?;
+        let row = skab_row(line, &header, &cols, rows.len()).map_err(|m| bad(path, i + 1, m))?;
         rows.push(row);
     }
     Ok(Series {
@@ -363,6 +297,98 @@ pub fn read_skab_file(path: &Path, folder: &str) -> Result<Series, BacktestError
         path: path.to_path_buf(),
         sensors,
         rows,
+    })
+}
+
+/// Where a SKAB file's values and labels are, by column index.
+struct SkabColumns {
+    /// The sensor columns, in the order of the series' sensors.
+    values: Vec<usize>,
+    anomaly: Option<usize>,
+    changepoint: Option<usize>,
+}
+
+/// A SKAB header: `datetime`, then sensor columns (named in `SKAB_COLUMNS`) and either
+/// both of `anomaly` and `changepoint` or neither (anomaly-free files).
+fn skab_header(
+    path: &Path,
+    header: &[&str],
+    site: &str,
+) -> Result<(Vec<Sensor>, SkabColumns), BacktestError> {
+    if header[0] != "datetime" {
+        return Err(bad(path, 1, "the first column must be `datetime`"));
+    }
+    let mut sensors = Vec::new();
+    let mut cols = SkabColumns {
+        values: Vec::new(),
+        anomaly: None,
+        changepoint: None,
+    };
+    for (i, h) in header.iter().enumerate().skip(1) {
+        if let Some((_, kind, unit)) = SKAB_COLUMNS.iter().find(|(c, _, _)| c == h) {
+            sensors.push(Sensor {
+                id: format!("{site}-{kind}"),
+                kind: kind.to_string(),
+                unit: Some(unit.to_string()),
+            });
+            cols.values.push(i);
+        } else if *h == "anomaly" {
+            cols.anomaly = Some(i);
+        } else if *h == "changepoint" {
+            cols.changepoint = Some(i);
+        } else {
+            return Err(bad(path, 1, format!("unexpected column `{h}`")));
+        }
+    }
+    if cols.anomaly.is_some() != cols.changepoint.is_some() {
+        return Err(bad(path, 1, "has only one of `anomaly` and `changepoint`"));
+    }
+    Ok((sensors, cols))
+}
+
+/// One SKAB data line; `before` rows precede it (the first `SKAB_TRAIN_ROWS` of a
+/// labelled file are its train split). The error is the message for `bad`.
+fn skab_row(line: &str, header: &[&str], cols: &SkabColumns, before: usize) -> Result<Row, String> {
+    // SKAB states no zone; the rig is in Moscow, which keeps UTC+03:00 all year.
+    let moscow = FixedOffset::east_opt(3 * 3600).expect("valid offset");
+    let f: Vec<&str> = line.split(';').collect();
+    if f.len() != header.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            f.len(),
+            header.len()
+        ));
+    }
+    let ts = NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
+        .map_err(|e| format!("datetime `{}`: {e}", f[0]))?
+        .and_local_timezone(moscow)
+        .single()
+        .ok_or_else(|| format!("datetime `{}` is ambiguous", f[0]))?;
+    let values = cols
+        .values
+        .iter()
+        .map(|&c| number(f[c], header[c]))
+        .collect::<Result<Vec<f64>, String>>()?;
+    let (anomaly, split) = match cols.anomaly {
+        Some(c) => {
+            flag(
+                f[cols.changepoint.expect("checked with anomaly")],
+                "changepoint",
+            )?;
+            let split = if before < SKAB_TRAIN_ROWS {
+                Split::Train
+            } else {
+                Split::Test
+            };
+            (flag(f[c], "anomaly")?, split)
+        }
+        None => (false, Split::Normal),
+    };
+    Ok(Row {
+        ts,
+        values,
+        anomaly,
+        split,
     })
 }
 
