@@ -195,6 +195,44 @@ struct Raise {
 }
 
 impl Episode {
+    /// One event of the episode's key at event time `t` (stream watermark `w`): the key's
+    /// own time, and the readings the holds count (up to `need_clear` and `need_cool`).
+    /// True when the episode's record changed.
+    fn note_reading(&mut self, t: i64, w: Option<i64>, need_clear: u32, need_cool: u32) -> bool {
+        let mut changed = !self.counted;
+        self.counted = true;
+        // The key's own time. Without a watermark yet (just restored) there is nothing
+        // to be behind: the record's clock stands until the stream moves.
+        if let Some(w) = w {
+            if self.key_ts.is_none_or(|k| t > k) {
+                self.key_ts = Some(t);
+                let behind = (w - t).max(0);
+                // Written when it changes, which a current key's never does: no
+                // record per event.
+                changed |= behind != self.behind;
+                self.behind = behind;
+            }
+        }
+        // Counted only up to what the holds need: the changelog then gets at most that
+        // many records per episode, not one per event.
+        match &mut self.phase {
+            Phase::Open {
+                clear_since: Some(_),
+                clear_readings,
+                ..
+            } if *clear_readings < need_clear => {
+                *clear_readings += 1;
+                changed = true;
+            }
+            Phase::Cooldown { readings, .. } if *readings < need_cool => {
+                *readings += 1;
+                changed = true;
+            }
+            _ => {}
+        }
+        changed
+    }
+
     /// An anomalous signal for this open episode: the hold to resolve ends, and the
     /// level (with its escalations) goes up at once but down only once the lower level
     /// has held `resolve_after`. Returns the update message when the level changed.
@@ -511,37 +549,7 @@ impl AlertPolicy {
             let Some(ep) = self.episodes.get_mut(ekey) else {
                 continue;
             };
-            let mut changed = !ep.counted;
-            ep.counted = true;
-            // The key's own time. Without a watermark yet (just restored) there is nothing
-            // to be behind: the record's clock stands until the stream moves.
-            if let Some(w) = w {
-                if ep.key_ts.is_none_or(|k| t > k) {
-                    ep.key_ts = Some(t);
-                    let behind = (w - t).max(0);
-                    // Written when it changes, which a current key's never does: no
-                    // record per event.
-                    changed |= behind != ep.behind;
-                    ep.behind = behind;
-                }
-            }
-            // Counted only up to what the holds need: the changelog then gets at most that
-            // many records per episode, not one per event.
-            match &mut ep.phase {
-                Phase::Open {
-                    clear_since: Some(_),
-                    clear_readings,
-                    ..
-                } if *clear_readings < need_clear => {
-                    *clear_readings += 1;
-                    changed = true;
-                }
-                Phase::Cooldown { readings, .. } if *readings < need_cool => {
-                    *readings += 1;
-                    changed = true;
-                }
-                _ => {}
-            }
+            let mut changed = ep.note_reading(t, w, need_clear, need_cool);
             // A late event: the watermark will not move for it, so its key's episodes are
             // judged here, at the key's time. A current key's wait for the watermark.
             if let Some(w) = w.filter(|&w| t < w) {
