@@ -39,7 +39,7 @@ use super::{Alert, IncidentConfig, Level, LevelBands, RoutePolicy, Status};
 use crate::clock::Clock;
 use crate::decode::{Event, Stream};
 use crate::regions::{RegionRef, Regions};
-use crate::signal::{Signal, SignalKind};
+use crate::signal::{Evidence, Signal, SignalKind};
 use crate::state::{Change, StateError};
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -183,7 +183,110 @@ struct Episode {
     behind: i64,
 }
 
+/// What an anomalous signal brings to its episode, its level already from the bands.
+struct Raise {
+    ts: DateTime<FixedOffset>,
+    level: Level,
+    title: String,
+    evidence: Evidence,
+    event_id: Option<String>,
+    /// Wall time of the decision, the message's `detected_at`.
+    detected_at: String,
+}
+
 impl Episode {
+    /// One event of the episode's key at event time `t` (stream watermark `w`): the key's
+    /// own time, and the readings the holds count (up to `need_clear` and `need_cool`).
+    /// True when the episode's record changed.
+    fn note_reading(&mut self, t: i64, w: Option<i64>, need_clear: u32, need_cool: u32) -> bool {
+        let mut changed = !self.counted;
+        self.counted = true;
+        // The key's own time. Without a watermark yet (just restored) there is nothing
+        // to be behind: the record's clock stands until the stream moves.
+        if let Some(w) = w {
+            if self.key_ts.is_none_or(|k| t > k) {
+                self.key_ts = Some(t);
+                let behind = (w - t).max(0);
+                // Written when it changes, which a current key's never does: no
+                // record per event.
+                changed |= behind != self.behind;
+                self.behind = behind;
+            }
+        }
+        // Counted only up to what the holds need: the changelog then gets at most that
+        // many records per episode, not one per event.
+        match &mut self.phase {
+            Phase::Open {
+                clear_since: Some(_),
+                clear_readings,
+                ..
+            } if *clear_readings < need_clear => {
+                *clear_readings += 1;
+                changed = true;
+            }
+            Phase::Cooldown { readings, .. } if *readings < need_cool => {
+                *readings += 1;
+                changed = true;
+            }
+            _ => {}
+        }
+        changed
+    }
+
+    /// An anomalous signal for this open episode: the hold to resolve ends, and the
+    /// level (with its escalations) goes up at once but down only once the lower level
+    /// has held `resolve_after`. Returns the update message when the level changed.
+    fn raise(&mut self, r: Raise, cfg: &AlertPolicyConfig, regions: &Regions) -> Option<Alert> {
+        let hold = cfg.resolve_after.as_secs() as i64;
+        let t = r.ts.timestamp();
+        let Phase::Open {
+            clear_since,
+            clear_readings,
+            escalations,
+            lower_since,
+        } = &mut self.phase
+        else {
+            unreachable!()
+        };
+        *clear_since = None;
+        *clear_readings = 0;
+        self.last_signal = self.last_signal.max(t);
+        if let Some(id) = r.event_id {
+            push_capped(&mut self.last.event_ids, id, cfg.max_event_ids);
+        }
+        self.detector_level = r.level;
+        let mut effective = r.level;
+        for _ in 0..*escalations {
+            effective = effective.raised();
+        }
+        // Up at once; down only once the lower level has held for the hold time,
+        // so an operator never sees a hazard "improve" while it is still rising
+        // against a baseline that is catching up.
+        let lower = effective < self.last.level;
+        if lower {
+            let since = *lower_since.get_or_insert(t);
+            if t - since < hold {
+                self.last.evidence = r.evidence;
+                return None;
+            }
+        }
+        *lower_since = None;
+        if effective == self.last.level {
+            // Same level: refresh what the next message will show, publish nothing.
+            self.last.evidence = r.evidence;
+            return None;
+        }
+        self.last.level = effective;
+        self.last.evidence = r.evidence;
+        self.last.title = r.title;
+        self.last.route = cfg
+            .route
+            .route_of(&self.last.detector, effective, self.region, regions);
+        self.last.detected_at = r.detected_at;
+        self.last.seq += 1;
+        Some(self.last.clone())
+    }
+
     /// The episode's event time at stream watermark `w`. A key behind the stream (a late
     /// upload) is judged by its own time: its episodes open, escalate, resolve and cool
     /// down as they would have live, not at once because the stream is hours ahead.
@@ -446,37 +549,7 @@ impl AlertPolicy {
             let Some(ep) = self.episodes.get_mut(ekey) else {
                 continue;
             };
-            let mut changed = !ep.counted;
-            ep.counted = true;
-            // The key's own time. Without a watermark yet (just restored) there is nothing
-            // to be behind: the record's clock stands until the stream moves.
-            if let Some(w) = w {
-                if ep.key_ts.is_none_or(|k| t > k) {
-                    ep.key_ts = Some(t);
-                    let behind = (w - t).max(0);
-                    // Written when it changes, which a current key's never does: no
-                    // record per event.
-                    changed |= behind != ep.behind;
-                    ep.behind = behind;
-                }
-            }
-            // Counted only up to what the holds need: the changelog then gets at most that
-            // many records per episode, not one per event.
-            match &mut ep.phase {
-                Phase::Open {
-                    clear_since: Some(_),
-                    clear_readings,
-                    ..
-                } if *clear_readings < need_clear => {
-                    *clear_readings += 1;
-                    changed = true;
-                }
-                Phase::Cooldown { readings, .. } if *readings < need_cool => {
-                    *readings += 1;
-                    changed = true;
-                }
-                _ => {}
-            }
+            let mut changed = ep.note_reading(t, w, need_clear, need_cool);
             // A late event: the watermark will not move for it, so its key's episodes are
             // judged here, at the key's time. A current key's wait for the watermark.
             if let Some(w) = w.filter(|&w| t < w) {
@@ -558,30 +631,25 @@ impl AlertPolicy {
         }
     }
 
-    /// Takes one detector signal; returns the message to publish, if any.
+    /// Takes one detector signal; returns the message to publish, if any. A clear
+    /// starts its episode's hold; an anomaly raises its open episode
+    /// ([`Episode::raise`]), is held back by its cooldown, or opens a new episode.
     pub fn on_signal(&mut self, sig: Signal) -> Option<Alert> {
-        let ekey = format!("{}:{}:{}", sig.stream.as_str(), sig.detector, sig.key);
-        let t = sig.ts.timestamp();
-        let (score, level_hint, title, evidence) = match sig.kind {
+        let Signal {
+            stream,
+            detector,
+            key,
+            subject,
+            region,
+            ts,
+            event_id,
+            kind,
+        } = sig;
+        let ekey = format!("{}:{}:{}", stream.as_str(), detector, key);
+        let t = ts.timestamp();
+        let (score, level_hint, title, evidence) = match kind {
             SignalKind::Clear => {
-                if let Some(Episode {
-                    phase:
-                        Phase::Open {
-                            clear_since,
-                            clear_readings,
-                            ..
-                        },
-                    last_signal,
-                    ..
-                }) = self.episodes.get_mut(&ekey)
-                {
-                    if clear_since.is_none() {
-                        *clear_since = Some(t);
-                        *clear_readings = 0;
-                    }
-                    *last_signal = (*last_signal).max(t);
-                    self.mark(sig.stream, &ekey);
-                }
+                self.on_clear(stream, &ekey, t);
                 return None;
             }
             SignalKind::Anomalous {
@@ -591,60 +659,19 @@ impl AlertPolicy {
                 evidence,
             } => (score, level, title, evidence),
         };
-        let level = level_hint.or_else(|| self.bands(sig.stream, sig.detector).level(score))?;
-        self.mark(sig.stream, &ekey);
-        let max_ids = self.cfg.max_event_ids;
-        let now = self.now();
+        let level = level_hint.or_else(|| self.bands(stream, detector).level(score))?;
+        self.mark(stream, &ekey);
+        let raise = Raise {
+            ts,
+            level,
+            title,
+            evidence,
+            event_id,
+            detected_at: self.now(),
+        };
         match self.episodes.get_mut(&ekey) {
             Some(ep) if matches!(ep.phase, Phase::Open { .. }) => {
-                let hold = self.cfg.resolve_after.as_secs() as i64;
-                let Phase::Open {
-                    clear_since,
-                    clear_readings,
-                    escalations,
-                    lower_since,
-                } = &mut ep.phase
-                else {
-                    unreachable!()
-                };
-                *clear_since = None;
-                *clear_readings = 0;
-                ep.last_signal = ep.last_signal.max(t);
-                if let Some(id) = sig.event_id {
-                    push_capped(&mut ep.last.event_ids, id, max_ids);
-                }
-                ep.detector_level = level;
-                let mut effective = level;
-                for _ in 0..*escalations {
-                    effective = effective.raised();
-                }
-                // Up at once; down only once the lower level has held for the hold time,
-                // so an operator never sees a hazard "improve" while it is still rising
-                // against a baseline that is catching up.
-                let lower = effective < ep.last.level;
-                if lower {
-                    let since = *lower_since.get_or_insert(t);
-                    if t - since < hold {
-                        ep.last.evidence = evidence;
-                        return None;
-                    }
-                }
-                *lower_since = None;
-                if effective == ep.last.level {
-                    // Same level: refresh what the next message will show, publish nothing.
-                    ep.last.evidence = evidence;
-                    return None;
-                }
-                ep.last.level = effective;
-                ep.last.evidence = evidence;
-                ep.last.title = title;
-                ep.last.route =
-                    self.cfg
-                        .route
-                        .route_of(&ep.last.detector, effective, ep.region, &self.regions);
-                ep.last.detected_at = now;
-                ep.last.seq += 1;
-                Some(ep.last.clone())
+                ep.raise(raise, &self.cfg, &self.regions)
             }
             // Cooling until both the time and the readings have passed; a key whose events
             // are not counted (`counted` false) is held by time alone.
@@ -658,60 +685,94 @@ impl AlertPolicy {
             {
                 None
             }
-            _ => {
-                let region = sig.region;
-                let alert = Alert {
-                    alert_id: format!("{ekey}:{t}"),
-                    status: Status::Firing,
-                    level,
-                    stream: sig.stream.as_str().to_string(),
-                    detector: sig.detector.to_string(),
-                    subject: sig.subject,
-                    title,
-                    evidence,
-                    first_event_ts: rfc3339(sig.ts),
-                    detected_at: now,
-                    event_ids: sig.event_id.into_iter().collect(),
-                    route: self
-                        .cfg
-                        .route
-                        .route_of(sig.detector, level, region, &self.regions),
-                    region_name: self.regions.display_name(region),
-                    seq: 1,
-                    incident_id: String::new(),
-                    actions: None,
-                };
-                self.open += 1;
-                // A re-open replaces a cooling episode of the same key: indexed already.
-                let fresh = !self.episodes.contains_key(&ekey);
-                if fresh {
-                    self.index_add(&ekey);
-                }
-                self.episodes.insert(
-                    ekey,
-                    Episode {
-                        phase: Phase::Open {
-                            clear_since: None,
-                            clear_readings: 0,
-                            escalations: 0,
-                            lower_since: None,
-                        },
-                        last: alert.clone(),
-                        region,
-                        stream: sig.stream,
-                        opened: t,
-                        last_signal: t,
-                        detector_level: level,
-                        counted: false,
-                        // Until the key's next event says otherwise, its time is the
-                        // signal's: behind the stream by as much as the signal is.
-                        key_ts: None,
-                        behind: self.watermarks[sig.stream.index()].map_or(0, |w| (w - t).max(0)),
-                    },
-                );
-                Some(alert)
-            }
+            _ => Some(self.open_episode(ekey, stream, detector, subject, region, raise)),
         }
+    }
+
+    /// A clear signal: an open episode's hold to resolve starts (if it had not).
+    fn on_clear(&mut self, stream: Stream, ekey: &str, t: i64) {
+        if let Some(Episode {
+            phase:
+                Phase::Open {
+                    clear_since,
+                    clear_readings,
+                    ..
+                },
+            last_signal,
+            ..
+        }) = self.episodes.get_mut(ekey)
+        {
+            if clear_since.is_none() {
+                *clear_since = Some(t);
+                *clear_readings = 0;
+            }
+            *last_signal = (*last_signal).max(t);
+            self.mark(stream, ekey);
+        }
+    }
+
+    /// A new episode, or a re-open replacing a cooling one of the same key; returns its
+    /// first message.
+    fn open_episode(
+        &mut self,
+        ekey: String,
+        stream: Stream,
+        detector: &'static str,
+        subject: serde_json::Map<String, serde_json::Value>,
+        region: RegionRef,
+        r: Raise,
+    ) -> Alert {
+        let t = r.ts.timestamp();
+        let alert = Alert {
+            alert_id: format!("{ekey}:{t}"),
+            status: Status::Firing,
+            level: r.level,
+            stream: stream.as_str().to_string(),
+            detector: detector.to_string(),
+            subject,
+            title: r.title,
+            evidence: r.evidence,
+            first_event_ts: rfc3339(r.ts),
+            detected_at: r.detected_at,
+            event_ids: r.event_id.into_iter().collect(),
+            route: self
+                .cfg
+                .route
+                .route_of(detector, r.level, region, &self.regions),
+            region_name: self.regions.display_name(region),
+            seq: 1,
+            incident_id: String::new(),
+            actions: None,
+        };
+        self.open += 1;
+        // A re-open replaces a cooling episode of the same key: indexed already.
+        let fresh = !self.episodes.contains_key(&ekey);
+        if fresh {
+            self.index_add(&ekey);
+        }
+        self.episodes.insert(
+            ekey,
+            Episode {
+                phase: Phase::Open {
+                    clear_since: None,
+                    clear_readings: 0,
+                    escalations: 0,
+                    lower_since: None,
+                },
+                last: alert.clone(),
+                region,
+                stream,
+                opened: t,
+                last_signal: t,
+                detector_level: r.level,
+                counted: false,
+                // Until the key's next event says otherwise, its time is the
+                // signal's: behind the stream by as much as the signal is.
+                key_ts: None,
+                behind: self.watermarks[stream.index()].map_or(0, |w| (w - t).max(0)),
+            },
+        );
+        alert
     }
 
     /// Restore: `stream`'s watermark was restored at `wm`. Only noted (see

@@ -9,7 +9,7 @@
 //! incident messages of its matching incidents, against its budget, their level changes
 //! + 2 (the opening and the resolve).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -61,6 +61,9 @@ struct Tally {
     last: Option<crate::alert::Level>,
 }
 
+/// Label -> incident -> (earliest matching member start, its alert ids).
+type ByLabel<'a> = BTreeMap<usize, BTreeMap<&'a str, (i64, Vec<&'a str>)>>;
+
 /// Scores the incident messages of a run (`alerts` and `episodes` of the same run).
 pub fn evaluate(
     alerts: &[Alert],
@@ -70,13 +73,7 @@ pub fn evaluate(
     events: u64,
     grace_s: i64,
 ) -> IncidentStats {
-    let mut tally: BTreeMap<&str, Tally> = BTreeMap::new();
-    for i in incidents {
-        let t = tally.entry(&i.incident_id).or_default();
-        t.messages += 1;
-        t.level_changes += u64::from(t.last.is_some_and(|l| l != i.level));
-        t.last = Some(i.level);
-    }
+    let tally = tally(incidents);
     let mut of_alert: HashMap<&str, &str> = HashMap::new();
     let mut alert_msgs: HashMap<&str, u64> = HashMap::new();
     for a in alerts {
@@ -85,25 +82,7 @@ pub fn evaluate(
         }
         *alert_msgs.entry(&a.alert_id).or_default() += 1;
     }
-    let matches = label_matches(episodes, labels, grace_s);
-    // Label -> incident -> (earliest matching member start, its alert ids).
-    let mut by_label: BTreeMap<usize, BTreeMap<&str, (i64, Vec<&str>)>> = BTreeMap::new();
-    let mut true_incidents: std::collections::BTreeSet<&str> = Default::default();
-    for (e, m) in episodes.iter().zip(&matches) {
-        let Some(&inc) = of_alert.get(e.alert_id.as_str()) else {
-            continue;
-        };
-        for &l in m.iter().filter(|&&l| labels[l].hazard) {
-            true_incidents.insert(inc);
-            let slot = by_label
-                .entry(l)
-                .or_default()
-                .entry(inc)
-                .or_insert((e.start, Vec::new()));
-            slot.0 = slot.0.min(e.start);
-            slot.1.push(&e.alert_id);
-        }
-    }
+    let (mut by_label, true_incidents) = by_label(episodes, labels, grace_s, &of_alert);
     let mut s = IncidentStats {
         incidents: tally.len() as u64,
         messages: incidents.len() as u64,
@@ -118,28 +97,7 @@ pub fn evaluate(
     let mut per_alert_msgs = Vec::new();
     for (l, label) in labels.iter().enumerate().filter(|(_, l)| l.hazard) {
         let found = by_label.remove(&l).unwrap_or_default();
-        let start = chrono::DateTime::parse_from_rfc3339(&label.start)
-            .map(|t| t.timestamp())
-            .unwrap_or(0);
-        let mut h = HazardIncidents {
-            kind: label.kind.clone(),
-            subject: label.subject.clone(),
-            start: label.start.clone(),
-            incidents: found.keys().map(|i| i.to_string()).collect(),
-            delay_s: found.values().map(|(t, _)| t - start).min(),
-            messages: 0,
-            level_changes: 0,
-            alert_messages: 0,
-        };
-        for (inc, (_, members)) in &found {
-            let t = &tally[inc];
-            h.messages += t.messages;
-            h.level_changes += t.level_changes;
-            let mut ids = members.clone();
-            ids.sort_unstable();
-            ids.dedup();
-            h.alert_messages += ids.iter().map(|a| alert_msgs[a]).sum::<u64>();
-        }
+        let h = hazard(label, &found, &tally, &alert_msgs);
         s.hazards += 1;
         if !found.is_empty() {
             s.caught += 1;
@@ -160,6 +118,80 @@ pub fn evaluate(
             Some(per_alert_msgs.iter().map(|p| p.1).sum::<f64>() / n);
     }
     s
+}
+
+/// Per incident id: its messages and level changes.
+fn tally(incidents: &[Incident]) -> BTreeMap<&str, Tally> {
+    let mut tally: BTreeMap<&str, Tally> = BTreeMap::new();
+    for i in incidents {
+        let t = tally.entry(&i.incident_id).or_default();
+        t.messages += 1;
+        t.level_changes += u64::from(t.last.is_some_and(|l| l != i.level));
+        t.last = Some(i.level);
+    }
+    tally
+}
+
+/// The incidents matching each hazard label (through their member episodes), and every
+/// incident that matches one.
+fn by_label<'a>(
+    episodes: &'a [Episode],
+    labels: &[Label],
+    grace_s: i64,
+    of_alert: &HashMap<&'a str, &'a str>,
+) -> (ByLabel<'a>, BTreeSet<&'a str>) {
+    let matches = label_matches(episodes, labels, grace_s);
+    let mut by_label: ByLabel<'a> = BTreeMap::new();
+    let mut true_incidents: BTreeSet<&str> = Default::default();
+    for (e, m) in episodes.iter().zip(&matches) {
+        let Some(&inc) = of_alert.get(e.alert_id.as_str()) else {
+            continue;
+        };
+        for &l in m.iter().filter(|&&l| labels[l].hazard) {
+            true_incidents.insert(inc);
+            let slot = by_label
+                .entry(l)
+                .or_default()
+                .entry(inc)
+                .or_insert((e.start, Vec::new()));
+            slot.0 = slot.0.min(e.start);
+            slot.1.push(&e.alert_id);
+        }
+    }
+    (by_label, true_incidents)
+}
+
+/// How one hazard label fared: its matching incidents (`found`), their delay and what
+/// they and their members cost in messages.
+fn hazard(
+    label: &Label,
+    found: &BTreeMap<&str, (i64, Vec<&str>)>,
+    tally: &BTreeMap<&str, Tally>,
+    alert_msgs: &HashMap<&str, u64>,
+) -> HazardIncidents {
+    let start = chrono::DateTime::parse_from_rfc3339(&label.start)
+        .map(|t| t.timestamp())
+        .unwrap_or(0);
+    let mut h = HazardIncidents {
+        kind: label.kind.clone(),
+        subject: label.subject.clone(),
+        start: label.start.clone(),
+        incidents: found.keys().map(|i| i.to_string()).collect(),
+        delay_s: found.values().map(|(t, _)| t - start).min(),
+        messages: 0,
+        level_changes: 0,
+        alert_messages: 0,
+    };
+    for (inc, (_, members)) in found {
+        let t = &tally[inc];
+        h.messages += t.messages;
+        h.level_changes += t.level_changes;
+        let mut ids = members.clone();
+        ids.sort_unstable();
+        ids.dedup();
+        h.alert_messages += ids.iter().map(|a| alert_msgs[a]).sum::<u64>();
+    }
+    h
 }
 
 impl IncidentStats {

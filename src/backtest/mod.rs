@@ -341,73 +341,123 @@ fn label_matches(episodes: &[Episode], labels: &[Label], grace_s: i64) -> Vec<Ve
         .collect()
 }
 
-/// Matches episodes to labels and computes every statistic.
+/// Matches episodes to labels and computes every statistic: [`Matching`] (which labels
+/// each episode explains, how each label fared), then the [`Stats`] per stream and
+/// detector, the recall per level and the not-a-hazard tallies.
 pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -> Report {
-    let windows: Vec<Option<Window>> = labels.iter().map(window).collect();
-    let all_matches = label_matches(episodes, labels, input.grace_s);
-    let (matches, stretches): (Vec<Vec<usize>>, Vec<Vec<usize>>) = all_matches
-        .into_iter()
-        .map(|m| m.into_iter().partition(|&i| labels[i].hazard))
-        .unzip();
-    // A false episode inside a not-a-hazard stretch: the realism fooled it. Above blue, it
-    // is a false alarm someone is asked to look at.
-    let in_stretch: Vec<bool> = (0..episodes.len())
-        .map(|i| matches[i].is_empty() && !stretches[i].is_empty())
-        .collect();
-    let fooled: Vec<bool> = episodes
+    let m = Matching::new(episodes, labels, input);
+    let all_eps: Vec<usize> = (0..episodes.len()).collect();
+    // Only hazards can be caught or missed.
+    let all_labs: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].hazard).collect();
+    let total_events = input.events.values().sum();
+    let overall = m.stats("all".into(), true, total_events, &all_eps, &all_labs, None);
+    let (streams, detectors) = stream_and_detector_stats(episodes, labels, input, &m);
+    let levels = level_recall(&m.results, input.configured);
+    let false_alerts = episodes
         .iter()
-        .enumerate()
-        .map(|(i, e)| in_stretch[i] && e.level > Level::Blue)
+        .zip(&m.hazards)
+        .filter(|(_, h)| h.is_empty())
+        .map(|(e, _)| e.alert_id.clone())
         .collect();
-    let mut results: Vec<LabelResult> = labels
-        .iter()
-        .map(|l| LabelResult {
-            label: l.clone(),
-            caught_by: BTreeMap::new(),
-            caught_by_readings: BTreeMap::new(),
-            max_level: None,
-        })
-        .collect();
-    for (k, e) in episodes.iter().enumerate() {
-        // A stretch records only the episodes no hazard explains.
-        let m = if matches[k].is_empty() {
-            &stretches[k]
-        } else {
-            &matches[k]
-        };
-        for &i in m {
-            let r = &mut results[i];
-            let w = windows[i].as_ref().expect("matched labels have windows");
-            let delay = e.start - w.start;
-            let best = r.caught_by.entry(e.detector.clone()).or_insert(delay);
-            if delay <= *best {
-                *best = delay;
-                if let Some(n) = input
-                    .readings
-                    .and_then(|ix| ix.readings_between(&r.label.subject, w.start, e.start))
-                {
-                    r.caught_by_readings.insert(e.detector.clone(), n.max(1));
-                }
+    let (not_a_hazard, false_in_not_a_hazard) = not_a_hazard_tallies(episodes, labels, &m);
+    Report {
+        grace_s: input.grace_s,
+        overall,
+        streams,
+        detectors,
+        levels,
+        labels: m.results,
+        false_alerts,
+        not_a_hazard,
+        false_in_not_a_hazard,
+        incidents: None,
+        alarm_kpis: Vec::new(),
+    }
+}
+
+/// Which labels each episode matches, split into hazards and not-a-hazard stretches, and
+/// how each label fared (the matching half of [`evaluate`]).
+struct Matching {
+    /// Per episode, the hazard labels it matches; none makes it a false alert.
+    hazards: Vec<Vec<usize>>,
+    /// Per episode, the not-a-hazard labels it matches.
+    stretches: Vec<Vec<usize>>,
+    /// Per episode: false, and inside a not-a-hazard stretch.
+    in_stretch: Vec<bool>,
+    /// Per episode: `in_stretch` and above blue, a false alarm the realism caused.
+    fooled: Vec<bool>,
+    /// Per label, in the labels' order.
+    results: Vec<LabelResult>,
+}
+
+impl Matching {
+    fn new(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -> Self {
+        let windows: Vec<Option<Window>> = labels.iter().map(window).collect();
+        let all_matches = label_matches(episodes, labels, input.grace_s);
+        let (hazards, stretches): (Vec<Vec<usize>>, Vec<Vec<usize>>) = all_matches
+            .into_iter()
+            .map(|m| m.into_iter().partition(|&i| labels[i].hazard))
+            .unzip();
+        // A false episode inside a not-a-hazard stretch: the realism fooled it. Above blue,
+        // it is a false alarm someone is asked to look at.
+        let in_stretch: Vec<bool> = (0..episodes.len())
+            .map(|i| hazards[i].is_empty() && !stretches[i].is_empty())
+            .collect();
+        let fooled: Vec<bool> = episodes
+            .iter()
+            .enumerate()
+            .map(|(i, e)| in_stretch[i] && e.level > Level::Blue)
+            .collect();
+        let mut results: Vec<LabelResult> = labels
+            .iter()
+            .map(|l| LabelResult {
+                label: l.clone(),
+                caught_by: BTreeMap::new(),
+                caught_by_readings: BTreeMap::new(),
+                max_level: None,
+            })
+            .collect();
+        for (k, e) in episodes.iter().enumerate() {
+            // A stretch records only the episodes no hazard explains.
+            let m = if hazards[k].is_empty() {
+                &stretches[k]
+            } else {
+                &hazards[k]
+            };
+            for &i in m {
+                let w = windows[i].as_ref().expect("matched labels have windows");
+                record_catch(&mut results[i], e, w, input.readings);
             }
-            r.max_level = Some(r.max_level.map_or(e.level, |l| l.max(e.level)));
+        }
+        Matching {
+            hazards,
+            stretches,
+            in_stretch,
+            fooled,
+            results,
         }
     }
 
-    let stats = |name: String,
-                 configured: bool,
-                 events: u64,
-                 eps: &[usize],
-                 labs: &[usize],
-                 detector: Option<&str>| {
-        let true_eps = eps.iter().filter(|&&i| !matches[i].is_empty()).count() as u64;
+    /// The statistics of the episodes `eps` against the hazard labels `labs`; per
+    /// detector (`detector`), a label counts as caught only by that detector's episodes.
+    fn stats(
+        &self,
+        name: String,
+        configured: bool,
+        events: u64,
+        eps: &[usize],
+        labs: &[usize],
+        detector: Option<&str>,
+    ) -> Stats {
+        let true_eps = eps.iter().filter(|&&i| !self.hazards[i].is_empty()).count() as u64;
         let n_eps = eps.len() as u64;
-        let fooled_eps = eps.iter().filter(|&&i| fooled[i]).count() as u64;
+        let fooled_eps = eps.iter().filter(|&&i| self.fooled[i]).count() as u64;
         let mut delays = Vec::new();
         let mut readings = Vec::new();
         let mut missed = Vec::new();
         let mut caught = 0;
         for &i in labs {
-            let r = &results[i];
+            let r = &self.results[i];
             let d = match detector {
                 Some(d) => r.caught_by.get(d).copied(),
                 None => r.caught_by.values().min().copied(),
@@ -450,32 +500,47 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             delay_p90_readings: quantile(&readings, 0.9),
             missed,
         }
-    };
+    }
+}
 
-    let all_eps: Vec<usize> = (0..episodes.len()).collect();
-    // Only hazards can be caught or missed.
-    let all_labs: Vec<usize> = (0..labels.len()).filter(|&i| labels[i].hazard).collect();
-    let total_events = input.events.values().sum();
-    let overall = stats("all".into(), true, total_events, &all_eps, &all_labs, None);
+/// Records that episode `e` matched the label of `r` (window `w`): its detector's
+/// earliest delay, in seconds and (for a tracked sensor) readings, and the highest level.
+fn record_catch(r: &mut LabelResult, e: &Episode, w: &Window, readings: Option<&ReadingIndex>) {
+    let delay = e.start - w.start;
+    let best = r.caught_by.entry(e.detector.clone()).or_insert(delay);
+    if delay <= *best {
+        *best = delay;
+        if let Some(n) =
+            readings.and_then(|ix| ix.readings_between(&r.label.subject, w.start, e.start))
+        {
+            r.caught_by_readings.insert(e.detector.clone(), n.max(1));
+        }
+    }
+    r.max_level = Some(r.max_level.map_or(e.level, |l| l.max(e.level)));
+}
 
+/// [`Stats`] per stream with any episode, hazard label or event, and per detector of it
+/// (configured, alerting or expected by a label).
+fn stream_and_detector_stats(
+    episodes: &[Episode],
+    labels: &[Label],
+    input: &EvalInput<'_>,
+    m: &Matching,
+) -> (Vec<Stats>, Vec<Stats>) {
     let mut streams = Vec::new();
     let mut detectors = Vec::new();
     for s in Stream::ALL {
-        let eps: Vec<usize> = all_eps
-            .iter()
-            .copied()
+        let eps: Vec<usize> = (0..episodes.len())
             .filter(|&i| episodes[i].stream == s)
             .collect();
-        let labs: Vec<usize> = all_labs
-            .iter()
-            .copied()
-            .filter(|&i| labels[i].stream == s)
+        let labs: Vec<usize> = (0..labels.len())
+            .filter(|&i| labels[i].hazard && labels[i].stream == s)
             .collect();
         let events = input.events.get(&s).copied().unwrap_or(0);
         if eps.is_empty() && labs.is_empty() && events == 0 {
             continue;
         }
-        streams.push(stats(s.to_string(), true, events, &eps, &labs, None));
+        streams.push(m.stats(s.to_string(), true, events, &eps, &labs, None));
         let mut names: BTreeSet<&str> = input
             .configured
             .iter()
@@ -499,7 +564,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
                 .filter(|&i| labels[i].detectors.iter().any(|x| x == d))
                 .collect();
             let configured = input.configured.contains(&(s, d.to_string()));
-            detectors.push(stats(
+            detectors.push(m.stats(
                 format!("{s}/{d}"),
                 configured,
                 events,
@@ -509,7 +574,15 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             ));
         }
     }
+    (streams, detectors)
+}
 
+/// Recall per expected level of the hazard labels, highest level first; `coverable`
+/// counts the labels some configured detector is expected to catch.
+fn level_recall(
+    results: &[LabelResult],
+    configured: &BTreeSet<(Stream, String)>,
+) -> Vec<LevelRecall> {
     let mut levels = Vec::new();
     for level in Level::ALL.iter().rev() {
         let of: Vec<&LabelResult> = results
@@ -525,7 +598,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
                 r.label
                     .detectors
                     .iter()
-                    .any(|d| input.configured.contains(&(r.label.stream, d.clone())))
+                    .any(|d| configured.contains(&(r.label.stream, d.clone())))
             })
             .collect();
         levels.push(LevelRecall {
@@ -536,13 +609,16 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             coverable_caught: coverable.iter().filter(|r| !r.caught_by.is_empty()).count() as u64,
         });
     }
+    levels
+}
 
-    let false_alerts = episodes
-        .iter()
-        .zip(&matches)
-        .filter(|(_, m)| m.is_empty())
-        .map(|(e, _)| e.alert_id.clone())
-        .collect();
+/// Per kind of not-a-hazard label, its labels and the false episodes inside its
+/// stretches; and those episodes as `alert_id level kinds`.
+fn not_a_hazard_tallies(
+    episodes: &[Episode],
+    labels: &[Label],
+    m: &Matching,
+) -> (Vec<NotAHazard>, Vec<String>) {
     let mut not_a_hazard: BTreeMap<&str, NotAHazard> = BTreeMap::new();
     for l in labels.iter().filter(|l| !l.hazard) {
         not_a_hazard
@@ -557,17 +633,21 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             .labels += 1;
     }
     let mut false_in_not_a_hazard = Vec::new();
-    for (k, e) in episodes.iter().enumerate().filter(|(k, _)| in_stretch[*k]) {
+    for (k, e) in episodes
+        .iter()
+        .enumerate()
+        .filter(|(k, _)| m.in_stretch[*k])
+    {
         // An episode inside two stretches (a gap on a heavy-tailed sensor) counts once
         // per kind.
-        let kinds: BTreeSet<&str> = stretches[k]
+        let kinds: BTreeSet<&str> = m.stretches[k]
             .iter()
             .map(|&i| labels[i].kind.as_str())
             .collect();
         for kind in &kinds {
             let n = not_a_hazard.get_mut(kind).expect("every kind listed");
             n.episodes += 1;
-            if fooled[k] {
+            if m.fooled[k] {
                 n.episodes_above_blue += 1;
                 *n.by_detector.entry(e.detector.clone()).or_default() += 1;
             }
@@ -579,19 +659,7 @@ pub fn evaluate(episodes: &[Episode], labels: &[Label], input: &EvalInput<'_>) -
             kinds.into_iter().collect::<Vec<_>>().join("+")
         ));
     }
-    Report {
-        grace_s: input.grace_s,
-        overall,
-        streams,
-        detectors,
-        levels,
-        labels: results,
-        false_alerts,
-        not_a_hazard: not_a_hazard.into_values().collect(),
-        false_in_not_a_hazard,
-        incidents: None,
-        alarm_kpis: Vec::new(),
-    }
+    (not_a_hazard.into_values().collect(), false_in_not_a_hazard)
 }
 
 fn fmt_secs(s: Option<f64>) -> String {
@@ -611,7 +679,6 @@ fn fmt_opt(v: Option<f64>, prec: usize) -> String {
 }
 
 impl Report {
-    /// The readable table `riskstream backtest` prints.
     /// The alarm KPIs' lines of [`Self::table`] (nothing when none were computed).
     fn alarm_kpi_table(&self, o: &mut String) {
         use std::fmt::Write;
@@ -638,9 +705,24 @@ impl Report {
         }
     }
 
+    /// The readable table `riskstream backtest` prints.
     pub fn table(&self) -> String {
-        use std::fmt::Write;
         let mut o = String::new();
+        self.stats_table(&mut o);
+        self.level_table(&mut o);
+        self.label_table(&mut o);
+        self.not_a_hazard_table(&mut o);
+        if let Some(i) = &self.incidents {
+            o.push_str(&i.table());
+        }
+        self.alarm_kpi_table(&mut o);
+        self.false_alert_table(&mut o);
+        o
+    }
+
+    /// The statistics: per stream, its detectors under it, then everything.
+    fn stats_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
@@ -659,46 +741,26 @@ impl Report {
             "rd p50",
             "rd p90"
         );
-        let row = |o: &mut String, s: &Stats| {
-            let name = if s.configured {
-                s.name.clone()
-            } else {
-                format!("{} (not run)", s.name)
-            };
-            let _ = writeln!(
-                o,
-                "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
-                name,
-                s.events,
-                s.episodes,
-                s.true_episodes,
-                s.false_episodes,
-                s.not_a_hazard_episodes,
-                fmt_opt(s.precision, 2),
-                format!("{}/{}", s.caught, s.labels),
-                fmt_opt(s.recall, 2),
-                fmt_opt(s.false_per_10k_events, 3),
-                fmt_secs(s.delay_median_s),
-                fmt_secs(s.delay_p90_s),
-                fmt_opt(s.delay_median_readings, 1),
-                fmt_opt(s.delay_p90_readings, 1),
-            );
-        };
         for s in &self.streams {
-            row(&mut o, s);
+            stats_row(o, s);
             for d in self
                 .detectors
                 .iter()
                 .filter(|d| d.name.split('/').next() == Some(s.name.as_str()))
             {
-                row(&mut o, d);
+                stats_row(o, d);
             }
         }
-        row(&mut o, &self.overall);
+        stats_row(o, &self.overall);
         let _ = writeln!(
             o,
             "(NH: false episodes above blue that start in a not-a-hazard stretch; part of FP)"
         );
+    }
+
+    /// Recall per expected level.
+    fn level_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "\nrecall by expected level (coverable = a configured detector is expected to catch it):"
@@ -710,6 +772,11 @@ impl Report {
                 l.level, l.caught, l.labels, l.coverable_caught, l.coverable
             );
         }
+    }
+
+    /// How each hazard label fared: its highest level and who caught it how fast.
+    fn label_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "\nper label (grace {}):",
@@ -740,6 +807,11 @@ impl Report {
                 by
             );
         }
+    }
+
+    /// The not-a-hazard realism per kind (nothing when the labels have none).
+    fn not_a_hazard_table(&self, o: &mut String) {
+        use std::fmt::Write;
         if !self.not_a_hazard.is_empty() {
             let _ = writeln!(
                 o,
@@ -766,10 +838,11 @@ impl Report {
                 );
             }
         }
-        if let Some(i) = &self.incidents {
-            o.push_str(&i.table());
-        }
-        self.alarm_kpi_table(&mut o);
+    }
+
+    /// The false alerts, each with the realism it started in, if any.
+    fn false_alert_table(&self, o: &mut String) {
+        use std::fmt::Write;
         let _ = writeln!(o, "\nfalse alerts ({}):", self.false_alerts.len());
         for a in &self.false_alerts {
             // The realism an above-blue false alert started in, if any.
@@ -786,8 +859,35 @@ impl Report {
                 }
             }
         }
-        o
     }
+}
+
+/// One row of [`Report::table`]'s statistics.
+fn stats_row(o: &mut String, s: &Stats) {
+    use std::fmt::Write;
+    let name = if s.configured {
+        s.name.clone()
+    } else {
+        format!("{} (not run)", s.name)
+    };
+    let _ = writeln!(
+        o,
+        "{:<36} {:>8} {:>5} {:>4} {:>4} {:>4} {:>6} {:>6} {:>6} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        name,
+        s.events,
+        s.episodes,
+        s.true_episodes,
+        s.false_episodes,
+        s.not_a_hazard_episodes,
+        fmt_opt(s.precision, 2),
+        format!("{}/{}", s.caught, s.labels),
+        fmt_opt(s.recall, 2),
+        fmt_opt(s.false_per_10k_events, 3),
+        fmt_secs(s.delay_median_s),
+        fmt_secs(s.delay_p90_s),
+        fmt_opt(s.delay_median_readings, 1),
+        fmt_opt(s.delay_p90_readings, 1),
+    );
 }
 
 /// Reads `labels.jsonl` (blank lines skipped).

@@ -277,84 +277,18 @@ pub fn read_skab_file(path: &Path, folder: &str) -> Result<Series, BacktestError
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let site = format!("SKAB-{folder}-{stem}");
-    // SKAB states no zone; the rig is in Moscow, which keeps UTC+03:00 all year.
-    let moscow = FixedOffset::east_opt(3 * 3600).expect("valid offset");
     let mut lines = text.lines().enumerate();
     let Some((_, header)) = lines.next() else {
         return Err(bad(path, 1, "empty file"));
     };
     let header: Vec<&str> = header.split(';').collect();
-    if header[0] != "datetime" {
-        return Err(bad(path, 1, "the first column must be `datetime`"));
-    }
-    let mut sensors = Vec::new();
-    let mut columns = Vec::new();
-    let (mut anomaly_col, mut changepoint_col) = (None, None);
-    for (i, h) in header.iter().enumerate().skip(1) {
-        if let Some((_, kind, unit)) = SKAB_COLUMNS.iter().find(|(c, _, _)| c == h) {
-            sensors.push(Sensor {
-                id: format!("{site}-{kind}"),
-                kind: kind.to_string(),
-                unit: Some(unit.to_string()),
-            });
-            columns.push(i);
-        } else if *h == "anomaly" {
-            anomaly_col = Some(i);
-        } else if *h == "changepoint" {
-            changepoint_col = Some(i);
-        } else {
-            return Err(bad(path, 1, format!("unexpected column `{h}`")));
-        }
-    }
-    if anomaly_col.is_some() != changepoint_col.is_some() {
-        return Err(bad(path, 1, "has only one of `anomaly` and `changepoint`"));
-    }
+    let (sensors, cols) = skab_header(path, &header, &site)?;
     let mut rows = Vec::new();
     for (i, line) in lines {
         if line.trim().is_empty() {
             continue;
         }
-        let row = (|| {
-            let f: Vec<&str> = line.split(';').collect();
-            if f.len() != header.len() {
-                return Err(format!(
-                    "{} fields, the header has {}",
-                    f.len(),
-                    header.len()
-                ));
-            }
-            let ts = NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
-                .map_err(|e| format!("datetime `{}`: {e}", f[0]))?
-                .and_local_timezone(moscow)
-                .single()
-                .ok_or_else(|| format!("datetime `{}` is ambiguous", f[0]))?;
-            let values = columns
-                .iter()
-                .map(|&c| number(f[c], header[c]))
-                .collect::<Result<Vec<f64>, String>>()?;
-            let (anomaly, split) = match anomaly_col {
-                Some(c) => {
-                    flag(
-                        f[changepoint_col.expect("checked with anomaly")],
-                        "changepoint",
-                    )?;
-                    let split = if rows.len() < SKAB_TRAIN_ROWS {
-                        Split::Train
-                    } else {
-                        Split::Test
-                    };
-                    (flag(f[c], "anomaly")?, split)
-                }
-                None => (false, Split::Normal),
-            };
-            Ok(Row {
-                ts,
-                values,
-                anomaly,
-                split,
-            })
-        })()
-        .map_err(|m| bad(path, i + 1, m))?;
+        let row = skab_row(line, &header, &cols, rows.len()).map_err(|m| bad(path, i + 1, m))?;
         rows.push(row);
     }
     Ok(Series {
@@ -363,6 +297,98 @@ pub fn read_skab_file(path: &Path, folder: &str) -> Result<Series, BacktestError
         path: path.to_path_buf(),
         sensors,
         rows,
+    })
+}
+
+/// Where a SKAB file's values and labels are, by column index.
+struct SkabColumns {
+    /// The sensor columns, in the order of the series' sensors.
+    values: Vec<usize>,
+    anomaly: Option<usize>,
+    changepoint: Option<usize>,
+}
+
+/// A SKAB header: `datetime`, then sensor columns (named in `SKAB_COLUMNS`) and either
+/// both of `anomaly` and `changepoint` or neither (anomaly-free files).
+fn skab_header(
+    path: &Path,
+    header: &[&str],
+    site: &str,
+) -> Result<(Vec<Sensor>, SkabColumns), BacktestError> {
+    if header[0] != "datetime" {
+        return Err(bad(path, 1, "the first column must be `datetime`"));
+    }
+    let mut sensors = Vec::new();
+    let mut cols = SkabColumns {
+        values: Vec::new(),
+        anomaly: None,
+        changepoint: None,
+    };
+    for (i, h) in header.iter().enumerate().skip(1) {
+        if let Some((_, kind, unit)) = SKAB_COLUMNS.iter().find(|(c, _, _)| c == h) {
+            sensors.push(Sensor {
+                id: format!("{site}-{kind}"),
+                kind: kind.to_string(),
+                unit: Some(unit.to_string()),
+            });
+            cols.values.push(i);
+        } else if *h == "anomaly" {
+            cols.anomaly = Some(i);
+        } else if *h == "changepoint" {
+            cols.changepoint = Some(i);
+        } else {
+            return Err(bad(path, 1, format!("unexpected column `{h}`")));
+        }
+    }
+    if cols.anomaly.is_some() != cols.changepoint.is_some() {
+        return Err(bad(path, 1, "has only one of `anomaly` and `changepoint`"));
+    }
+    Ok((sensors, cols))
+}
+
+/// One SKAB data line; `before` rows precede it (the first `SKAB_TRAIN_ROWS` of a
+/// labelled file are its train split). The error is the message for `bad`.
+fn skab_row(line: &str, header: &[&str], cols: &SkabColumns, before: usize) -> Result<Row, String> {
+    // SKAB states no zone; the rig is in Moscow, which keeps UTC+03:00 all year.
+    let moscow = FixedOffset::east_opt(3 * 3600).expect("valid offset");
+    let f: Vec<&str> = line.split(';').collect();
+    if f.len() != header.len() {
+        return Err(format!(
+            "{} fields, the header has {}",
+            f.len(),
+            header.len()
+        ));
+    }
+    let ts = NaiveDateTime::parse_from_str(f[0], "%Y-%m-%d %H:%M:%S")
+        .map_err(|e| format!("datetime `{}`: {e}", f[0]))?
+        .and_local_timezone(moscow)
+        .single()
+        .ok_or_else(|| format!("datetime `{}` is ambiguous", f[0]))?;
+    let values = cols
+        .values
+        .iter()
+        .map(|&c| number(f[c], header[c]))
+        .collect::<Result<Vec<f64>, String>>()?;
+    let (anomaly, split) = match cols.anomaly {
+        Some(c) => {
+            flag(
+                f[cols.changepoint.expect("checked with anomaly")],
+                "changepoint",
+            )?;
+            let split = if before < SKAB_TRAIN_ROWS {
+                Split::Train
+            } else {
+                Split::Test
+            };
+            (flag(f[c], "anomaly")?, split)
+        }
+        None => (false, Split::Normal),
+    };
+    Ok(Row {
+        ts,
+        values,
+        anomaly,
+        split,
     })
 }
 
@@ -641,67 +667,112 @@ pub struct RecordedReport {
     pub false_episodes: Vec<String>,
 }
 
-/// Matches each file's episodes to its anomalies and computes every figure.
+/// Matches each file's episodes to its anomalies and computes every figure: the
+/// [`RecMatching`], then the [`RecStats`] overall, per detector and per group, and the
+/// per-row scores.
 pub fn evaluate(format: &str, runs: &[FileRun], configured: &[String]) -> RecordedReport {
-    let stretches: Vec<Vec<Stretch>> = runs.iter().map(|r| r.series.stretches()).collect();
-    // For each file's episode, the stretch it starts inside (stretches never overlap).
-    let inside: Vec<Vec<Option<usize>>> = runs
-        .iter()
-        .zip(&stretches)
-        .map(|(r, st)| {
-            r.episodes
-                .iter()
-                .map(|e| {
-                    st.iter()
-                        .position(|s| e.start >= s.start && e.start <= s.end)
-                })
-                .collect()
-        })
+    let m = RecMatching::new(runs);
+    let all = |_: usize| true;
+    let overall = m.stats(runs, "all".into(), &all, None);
+    let detectors = detector_names(runs, configured)
+        .into_iter()
+        .map(|d| m.stats(runs, d.to_string(), &all, Some(d)))
         .collect();
-
-    let mut anomalies = Vec::new();
-    for (fi, (r, st)) in runs.iter().zip(&stretches).enumerate() {
-        for (k, s) in st.iter().enumerate() {
-            let mut a = AnomalyResult {
-                file: r.series.name.clone(),
-                start: r.series.rows[s.first].ts.to_rfc3339(),
-                end: r.series.rows[s.last].ts.to_rfc3339(),
-                rows: (s.last - s.first + 1) as u64,
-                caught_by: BTreeMap::new(),
-                caught_by_rows: BTreeMap::new(),
-            };
-            for (e, m) in r.episodes.iter().zip(&inside[fi]) {
-                if *m != Some(k) {
-                    continue;
-                }
-                let delay = e.start - s.start;
-                if a.caught_by.get(&e.detector).is_none_or(|&d| delay < d) {
-                    a.caught_by.insert(e.detector.clone(), delay);
-                    let n = r.series.rows[s.first..=s.last]
-                        .iter()
-                        .filter(|row| row.ts.timestamp() <= e.start)
-                        .count()
-                        .max(1) as u64;
-                    a.caught_by_rows.insert(e.detector.clone(), n);
-                }
-            }
-            anomalies.push(a);
+    let mut groups_seen: Vec<&str> = Vec::new();
+    for r in runs {
+        if !groups_seen.contains(&r.series.group.as_str()) {
+            groups_seen.push(&r.series.group);
         }
     }
-    // Anomaly i belongs to file `anomaly_file[i]`.
-    let anomaly_file: Vec<usize> = stretches
-        .iter()
-        .enumerate()
-        .flat_map(|(f, st)| std::iter::repeat_n(f, st.len()))
+    let groups = groups_seen
+        .into_iter()
+        .map(|g| m.stats(runs, g.to_string(), &|f| runs[f].series.group == g, None))
         .collect();
+    let false_episodes = runs
+        .iter()
+        .zip(&m.inside)
+        .flat_map(|(r, ins)| {
+            r.episodes
+                .iter()
+                .zip(ins)
+                .filter(|(_, k)| k.is_none())
+                .map(|(e, _)| e.alert_id.clone())
+        })
+        .collect();
+    RecordedReport {
+        format: format.to_string(),
+        files: runs.len() as u64,
+        rows: runs.iter().map(|r| r.series.rows.len() as u64).sum(),
+        readings: runs.iter().map(|r| r.series.readings()).sum(),
+        score_threshold: SCORE_THRESHOLD,
+        overall,
+        detectors,
+        groups,
+        row_scores: row_stats(runs),
+        anomalies: m.anomalies,
+        false_episodes,
+    }
+}
 
-    let stats = |name: String, files: &dyn Fn(usize) -> bool, detector: Option<&str>| {
+/// Which anomaly (stretch) each file's episodes start inside, and how each anomaly
+/// fared (the matching half of [`evaluate`]).
+struct RecMatching {
+    /// Per file, per episode: the stretch it starts inside (stretches never overlap).
+    inside: Vec<Vec<Option<usize>>>,
+    /// Every file's anomalies, file by file.
+    anomalies: Vec<AnomalyResult>,
+    /// Anomaly i belongs to file `anomaly_file[i]`.
+    anomaly_file: Vec<usize>,
+}
+
+impl RecMatching {
+    fn new(runs: &[FileRun]) -> Self {
+        let stretches: Vec<Vec<Stretch>> = runs.iter().map(|r| r.series.stretches()).collect();
+        let inside: Vec<Vec<Option<usize>>> = runs
+            .iter()
+            .zip(&stretches)
+            .map(|(r, st)| {
+                r.episodes
+                    .iter()
+                    .map(|e| {
+                        st.iter()
+                            .position(|s| e.start >= s.start && e.start <= s.end)
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut anomalies = Vec::new();
+        for (fi, (r, st)) in runs.iter().zip(&stretches).enumerate() {
+            for (k, s) in st.iter().enumerate() {
+                anomalies.push(anomaly_result(r, s, k, &inside[fi]));
+            }
+        }
+        let anomaly_file: Vec<usize> = stretches
+            .iter()
+            .enumerate()
+            .flat_map(|(f, st)| std::iter::repeat_n(f, st.len()))
+            .collect();
+        RecMatching {
+            inside,
+            anomalies,
+            anomaly_file,
+        }
+    }
+
+    /// The figures of the files `files` picks, for one detector or (None) all of them.
+    fn stats(
+        &self,
+        runs: &[FileRun],
+        name: String,
+        files: &dyn Fn(usize) -> bool,
+        detector: Option<&str>,
+    ) -> RecStats {
         let of_detector = |e: &Episode| detector.is_none_or(|d| e.detector == d);
         let (mut n_files, mut readings, mut eps, mut false_eps, mut messages) = (0, 0, 0, 0, 0);
         for (f, r) in runs.iter().enumerate().filter(|(f, _)| files(*f)) {
             n_files += 1;
             readings += r.series.readings();
-            for ((e, m), k) in r.episodes.iter().zip(&r.messages).zip(&inside[f]) {
+            for ((e, m), k) in r.episodes.iter().zip(&r.messages).zip(&self.inside[f]) {
                 if of_detector(e) {
                     eps += 1;
                     messages += m;
@@ -711,9 +782,10 @@ pub fn evaluate(format: &str, runs: &[FileRun], configured: &[String]) -> Record
         }
         let (mut caught, mut total) = (0u64, 0u64);
         let (mut delays, mut rows, mut missed) = (Vec::new(), Vec::new(), Vec::new());
-        for (a, _) in anomalies
+        for (a, _) in self
+            .anomalies
             .iter()
-            .zip(&anomaly_file)
+            .zip(&self.anomaly_file)
             .filter(|(_, f)| files(**f))
         {
             total += 1;
@@ -756,31 +828,52 @@ pub fn evaluate(format: &str, runs: &[FileRun], configured: &[String]) -> Record
             delay_p90_rows: quantile(&rows, 0.9),
             missed,
         }
-    };
+    }
+}
 
-    let all = |_: usize| true;
-    let overall = stats("all".into(), &all, None);
+/// How the `k`th stretch `s` of file run `r` fared: each detector's first episode
+/// inside it (`inside`: the stretch each of the file's episodes starts in).
+fn anomaly_result(r: &FileRun, s: &Stretch, k: usize, inside: &[Option<usize>]) -> AnomalyResult {
+    let mut a = AnomalyResult {
+        file: r.series.name.clone(),
+        start: r.series.rows[s.first].ts.to_rfc3339(),
+        end: r.series.rows[s.last].ts.to_rfc3339(),
+        rows: (s.last - s.first + 1) as u64,
+        caught_by: BTreeMap::new(),
+        caught_by_rows: BTreeMap::new(),
+    };
+    for (e, m) in r.episodes.iter().zip(inside) {
+        if *m != Some(k) {
+            continue;
+        }
+        let delay = e.start - s.start;
+        if a.caught_by.get(&e.detector).is_none_or(|&d| delay < d) {
+            a.caught_by.insert(e.detector.clone(), delay);
+            let n = r.series.rows[s.first..=s.last]
+                .iter()
+                .filter(|row| row.ts.timestamp() <= e.start)
+                .count()
+                .max(1) as u64;
+            a.caught_by_rows.insert(e.detector.clone(), n);
+        }
+    }
+    a
+}
+
+/// The configured detectors, then any other that alerted, each once, in that order.
+fn detector_names<'a>(runs: &'a [FileRun], configured: &'a [String]) -> Vec<&'a str> {
     let mut names: Vec<&str> = configured.iter().map(String::as_str).collect();
     for r in runs {
         names.extend(r.episodes.iter().map(|e| e.detector.as_str()));
     }
     let mut seen = std::collections::HashSet::new();
     names.retain(|n| seen.insert(*n));
-    let detectors = names
-        .into_iter()
-        .map(|d| stats(d.to_string(), &all, Some(d)))
-        .collect();
-    let mut groups_seen: Vec<&str> = Vec::new();
-    for r in runs {
-        if !groups_seen.contains(&r.series.group.as_str()) {
-            groups_seen.push(&r.series.group);
-        }
-    }
-    let groups = groups_seen
-        .into_iter()
-        .map(|g| stats(g.to_string(), &|f| runs[f].series.group == g, None))
-        .collect();
+    names
+}
 
+/// SKAB's per-row figures per split: a row is flagged when its score reaches
+/// [`SCORE_THRESHOLD`].
+fn row_stats(runs: &[FileRun]) -> Vec<RowStats> {
     let mut counts: BTreeMap<Split, [u64; 4]> = BTreeMap::new();
     for r in runs {
         for (row, &score) in r.series.rows.iter().zip(&r.scores) {
@@ -794,41 +887,15 @@ pub fn evaluate(format: &str, runs: &[FileRun], configured: &[String]) -> Record
             c[i] += 1;
         }
     }
-    let row_scores = counts
+    counts
         .into_iter()
         .map(|(split, [tp, fp, tn, fn_])| RowStats::new(split, tp, fp, tn, fn_))
-        .collect();
-
-    let false_episodes = runs
-        .iter()
-        .zip(&inside)
-        .flat_map(|(r, ins)| {
-            r.episodes
-                .iter()
-                .zip(ins)
-                .filter(|(_, k)| k.is_none())
-                .map(|(e, _)| e.alert_id.clone())
-        })
-        .collect();
-    RecordedReport {
-        format: format.to_string(),
-        files: runs.len() as u64,
-        rows: runs.iter().map(|r| r.series.rows.len() as u64).sum(),
-        readings: runs.iter().map(|r| r.series.readings()).sum(),
-        score_threshold: SCORE_THRESHOLD,
-        overall,
-        detectors,
-        groups,
-        row_scores,
-        anomalies,
-        false_episodes,
-    }
+        .collect()
 }
 
 impl RecordedReport {
     /// The readable table `riskstream backtest --format skab|csv` prints.
     pub fn table(&self) -> String {
-        use super::{fmt_opt, fmt_secs};
         use std::fmt::Write;
         let mut o = String::new();
         let _ = writeln!(
@@ -837,52 +904,31 @@ impl RecordedReport {
              is caught by an episode starting inside it, no grace)\n",
             self.format, self.files, self.rows, self.readings
         );
-        let head = |o: &mut String, what: &str| {
-            let _ = writeln!(
-                o,
-                "{:<22} {:>9} {:>5} {:>5} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
-                what,
-                "readings",
-                "eps",
-                "false",
-                "FA/10k",
-                "msgs",
-                "caught",
-                "msg/an",
-                "d p50",
-                "d p90",
-                "rw p50",
-                "rw p90"
-            );
-        };
-        let row = |o: &mut String, s: &RecStats| {
-            let _ = writeln!(
-                o,
-                "{:<22} {:>9} {:>5} {:>5} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
-                s.name,
-                s.readings,
-                s.episodes,
-                s.false_episodes,
-                fmt_opt(s.false_per_10k_readings, 2),
-                s.alert_messages,
-                format!("{}/{}", s.caught, s.anomalies),
-                fmt_opt(s.alert_messages_per_anomaly, 1),
-                fmt_secs(s.delay_median_s),
-                fmt_secs(s.delay_p90_s),
-                fmt_opt(s.delay_median_rows, 0),
-                fmt_opt(s.delay_p90_rows, 0),
-            );
-        };
-        head(&mut o, "detector");
+        self.stats_tables(&mut o);
+        self.row_score_table(&mut o);
+        self.anomaly_table(&mut o);
+        o
+    }
+
+    /// Per detector with the overall line, then per file group.
+    fn stats_tables(&self, o: &mut String) {
+        use std::fmt::Write;
+        stats_head(o, "detector");
         for s in &self.detectors {
-            row(&mut o, s);
+            stats_row(o, s);
         }
-        row(&mut o, &self.overall);
+        stats_row(o, &self.overall);
         let _ = writeln!(o);
-        head(&mut o, "file group");
+        stats_head(o, "file group");
         for s in &self.groups {
-            row(&mut o, s);
+            stats_row(o, s);
         }
+    }
+
+    /// SKAB's per-row figures per split.
+    fn row_score_table(&self, o: &mut String) {
+        use super::fmt_opt;
+        use std::fmt::Write;
         let _ = writeln!(
             o,
             "\nper row (predicted anomalous when a reading scores >= {}; pooled over files):",
@@ -908,6 +954,12 @@ impl RecordedReport {
                 fmt_opt(r.mar_pct, 2),
             );
         }
+    }
+
+    /// How each anomaly fared, then the false episodes.
+    fn anomaly_table(&self, o: &mut String) {
+        use super::fmt_secs;
+        use std::fmt::Write;
         let _ = writeln!(o, "\nper anomaly:");
         for a in &self.anomalies {
             let by = if a.caught_by.is_empty() {
@@ -928,8 +980,50 @@ impl RecordedReport {
         for a in &self.false_episodes {
             let _ = writeln!(o, "  {a}");
         }
-        o
     }
+}
+
+/// The header of a [`RecordedReport::table`] statistics block; `what` names its rows.
+fn stats_head(o: &mut String, what: &str) {
+    use std::fmt::Write;
+    let _ = writeln!(
+        o,
+        "{:<22} {:>9} {:>5} {:>5} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        what,
+        "readings",
+        "eps",
+        "false",
+        "FA/10k",
+        "msgs",
+        "caught",
+        "msg/an",
+        "d p50",
+        "d p90",
+        "rw p50",
+        "rw p90"
+    );
+}
+
+/// One line of a [`RecordedReport::table`] statistics block.
+fn stats_row(o: &mut String, s: &RecStats) {
+    use super::{fmt_opt, fmt_secs};
+    use std::fmt::Write;
+    let _ = writeln!(
+        o,
+        "{:<22} {:>9} {:>5} {:>5} {:>7} {:>5} {:>7} {:>7} {:>7} {:>7} {:>6} {:>6}",
+        s.name,
+        s.readings,
+        s.episodes,
+        s.false_episodes,
+        fmt_opt(s.false_per_10k_readings, 2),
+        s.alert_messages,
+        format!("{}/{}", s.caught, s.anomalies),
+        fmt_opt(s.alert_messages_per_anomaly, 1),
+        fmt_secs(s.delay_median_s),
+        fmt_secs(s.delay_p90_s),
+        fmt_opt(s.delay_median_rows, 0),
+        fmt_opt(s.delay_p90_rows, 0),
+    );
 }
 
 #[cfg(test)]

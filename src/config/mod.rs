@@ -526,6 +526,9 @@ pub fn load(path: &Path) -> Result<Config, ConfigError> {
 }
 
 /// Parses a config text; `base` resolves relative paths, `env` holds the overrides.
+///
+/// Problems are listed in the order of the steps below (each section parsed, then the
+/// checks across sections), which is the order `check-config` prints them in.
 pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let table: toml::Table = toml::from_str(text).map_err(|e| ConfigError {
@@ -534,14 +537,7 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             "config is not valid TOML: {e}"
         ))],
     })?;
-    for k in table.keys() {
-        if !SECTIONS.contains(&k.as_str()) {
-            problems.push(format!(
-                "{k}: unknown section (expected one of {})",
-                SECTIONS.join(", ")
-            ));
-        }
-    }
+    unknown_sections(&table, &mut problems);
     let mut kafka: KafkaConfig = section(table.get("kafka"), "kafka", &mut problems);
     let topics: TopicsConfig = section(table.get("topics"), "topics", &mut problems);
     let mut processing: ProcessingConfig =
@@ -554,101 +550,66 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     let points = load_points(&registry, base, &mut problems);
     let alerts: AlertPolicyConfig = section(table.get("alerts"), "alerts", &mut problems);
     let console: ConsoleConfig = section(table.get("console"), "console", &mut problems);
-
-    // Detectors: each list element on its own, so every bad one is reported.
-    let mut detectors = DetectorsConfig::default();
-    if let Some(d) = table.get("detectors") {
-        match d.as_table() {
-            None => problems.push("detectors: must be a table of per-stream lists".into()),
-            Some(t) => {
-                for (k, v) in t {
-                    if k == "false_alarms_per_day" {
-                        match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
-                            Some(b) => {
-                                crate::detect::tail::validate_budget(
-                                    b,
-                                    "detectors.false_alarms_per_day",
-                                    &mut problems,
-                                );
-                                detectors.false_alarms_per_day = b;
-                            }
-                            None => problems
-                                .push("detectors.false_alarms_per_day: must be a number".into()),
-                        }
-                    } else if Stream::parse(k).is_none() {
-                        problems.push(format!(
-                            "detectors.{k}: unknown stream (expected incidents, sensors, fraud, or false_alarms_per_day)"
-                        ));
-                    }
-                }
-                for s in Stream::ALL {
-                    let Some(v) = t.get(s.as_str()) else { continue };
-                    let Some(arr) = v.as_array() else {
-                        problems.push(format!(
-                            "detectors.{s}: must be a list ([[detectors.{s}]] tables)"
-                        ));
-                        continue;
-                    };
-                    let mut list = Vec::new();
-                    for (i, item) in arr.iter().enumerate() {
-                        let path = format!("detectors.{s}[{i}]");
-                        match serde_path_to_error::deserialize::<_, DetectorConfig>(item.clone()) {
-                            Ok(c) => {
-                                if !c.streams().contains(&s) {
-                                    problems.push(format!(
-                                        "{path}.type: `{}` does not work on the {s} stream",
-                                        c.name()
-                                    ));
-                                }
-                                c.validate(&path, &mut problems);
-                                list.push(c);
-                            }
-                            Err(e) => {
-                                let inner = e.path().to_string();
-                                let at = if inner.is_empty() || inner == "." {
-                                    path
-                                } else {
-                                    format!("{path}.{inner}")
-                                };
-                                problems.push(format!("{at}: {}", e.into_inner()));
-                            }
-                        }
-                    }
-                    match s {
-                        Stream::Incidents => detectors.incidents = list,
-                        Stream::Sensors => detectors.sensors = list,
-                        Stream::Fraud => detectors.fraud = list,
-                    }
-                }
-            }
-        }
-    }
-
-    let mut sinks = BTreeMap::new();
-    if let Some(v) = table.get("sinks") {
-        match v.as_table() {
-            None => problems.push("sinks: must be a table of [sinks.NAME] tables".into()),
-            Some(t) => {
-                for (name, item) in t {
-                    let path = format!("sinks.{name}");
-                    let c: Option<SinkConfig> = {
-                        let mut p = Vec::new();
-                        let c = section::<Option<SinkConfig>>(Some(item), &path, &mut p);
-                        problems.extend(p);
-                        c
-                    };
-                    if let Some(c) = c {
-                        c.validate(&path, &mut problems);
-                        sinks.insert(name.clone(), c);
-                    }
-                }
-            }
-        }
-    } else {
-        sinks.insert("alerts".to_string(), SinkConfig::default());
-    }
+    let detectors = detectors_section(table.get("detectors"), &mut problems);
+    let sinks = sinks_section(table.get("sinks"), &mut problems);
     incident_topics_apart(&sinks, &topics, &mut problems);
 
+    apply_env(env, &mut kafka, &mut metrics, &mut processing);
+    check_kafka(&kafka, &mut problems);
+    check_topics(&topics, &mut problems);
+    if processing.max_in_flight == 0 {
+        problems.push("processing.max_in_flight: must be >= 1".into());
+    }
+    for (s, list) in detectors.per_stream() {
+        if list.len() > 64 {
+            problems.push(format!(
+                "detectors.{}: at most 64 detectors per stream (found {})",
+                s.as_str(),
+                list.len()
+            ));
+        }
+    }
+    input.validate("input", &mut problems);
+    check_processing(&processing, &kafka, &state, &mut problems);
+    check_state(&state, &mut problems);
+    if metrics.addr.parse::<std::net::SocketAddr>().is_err() {
+        problems.push(format!(
+            "metrics.addr: `{}` is not an address like 127.0.0.1:9464",
+            metrics.addr
+        ));
+    }
+    alerts.validate("alerts", &mut problems);
+    check_rate_spike_windows(&detectors, &processing, &mut problems);
+    let regions = regions_section(&regions_cfg, base, &mut problems);
+    console.validate("console", regions.as_deref(), &mut problems);
+
+    match regions {
+        Some(regions) if problems.is_empty() => Ok(Config {
+            kafka,
+            topics,
+            processing,
+            input,
+            state,
+            metrics,
+            regions,
+            registry,
+            points,
+            detectors,
+            alerts,
+            sinks,
+            console,
+        }),
+        _ => Err(ConfigError { problems }),
+    }
+}
+
+/// The environment overrides, which beat the file (see the module docs).
+fn apply_env(
+    env: &[(String, String)],
+    kafka: &mut KafkaConfig,
+    metrics: &mut MetricsConfig,
+    processing: &mut ProcessingConfig,
+) {
     for (k, v) in env {
         match k.as_str() {
             "RISKSTREAM_BROKERS" => kafka.brokers = v.clone(),
@@ -656,7 +617,133 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             _ => {}
         }
     }
+    if let Some((_, v)) = env.iter().find(|(k, _)| k == "RISKSTREAM_INSTANCE_ID") {
+        processing.instance_id = v.clone();
+    }
+}
 
+fn unknown_sections(table: &toml::Table, problems: &mut Vec<String>) {
+    for k in table.keys() {
+        if !SECTIONS.contains(&k.as_str()) {
+            problems.push(format!(
+                "{k}: unknown section (expected one of {})",
+                SECTIONS.join(", ")
+            ));
+        }
+    }
+}
+
+/// `[detectors]`: the budget and each stream's list, each list element on its own, so
+/// every bad one is reported.
+fn detectors_section(d: Option<&toml::Value>, problems: &mut Vec<String>) -> DetectorsConfig {
+    let mut detectors = DetectorsConfig::default();
+    let Some(d) = d else { return detectors };
+    let Some(t) = d.as_table() else {
+        problems.push("detectors: must be a table of per-stream lists".into());
+        return detectors;
+    };
+    for (k, v) in t {
+        if k == "false_alarms_per_day" {
+            match v.as_float().or_else(|| v.as_integer().map(|i| i as f64)) {
+                Some(b) => {
+                    crate::detect::tail::validate_budget(
+                        b,
+                        "detectors.false_alarms_per_day",
+                        problems,
+                    );
+                    detectors.false_alarms_per_day = b;
+                }
+                None => problems.push("detectors.false_alarms_per_day: must be a number".into()),
+            }
+        } else if Stream::parse(k).is_none() {
+            problems.push(format!(
+                "detectors.{k}: unknown stream (expected incidents, sensors, fraud, or false_alarms_per_day)"
+            ));
+        }
+    }
+    for s in Stream::ALL {
+        let Some(v) = t.get(s.as_str()) else { continue };
+        let Some(arr) = v.as_array() else {
+            problems.push(format!(
+                "detectors.{s}: must be a list ([[detectors.{s}]] tables)"
+            ));
+            continue;
+        };
+        let list = detector_list(s, arr, problems);
+        match s {
+            Stream::Incidents => detectors.incidents = list,
+            Stream::Sensors => detectors.sensors = list,
+            Stream::Fraud => detectors.fraud = list,
+        }
+    }
+    detectors
+}
+
+/// One stream's `[[detectors.STREAM]]` tables; a bad one is a problem and left out.
+fn detector_list(
+    s: Stream,
+    arr: &[toml::Value],
+    problems: &mut Vec<String>,
+) -> Vec<DetectorConfig> {
+    let mut list = Vec::new();
+    for (i, item) in arr.iter().enumerate() {
+        let path = format!("detectors.{s}[{i}]");
+        match serde_path_to_error::deserialize::<_, DetectorConfig>(item.clone()) {
+            Ok(c) => {
+                if !c.streams().contains(&s) {
+                    problems.push(format!(
+                        "{path}.type: `{}` does not work on the {s} stream",
+                        c.name()
+                    ));
+                }
+                c.validate(&path, problems);
+                list.push(c);
+            }
+            Err(e) => {
+                let inner = e.path().to_string();
+                let at = if inner.is_empty() || inner == "." {
+                    path
+                } else {
+                    format!("{path}.{inner}")
+                };
+                problems.push(format!("{at}: {}", e.into_inner()));
+            }
+        }
+    }
+    list
+}
+
+/// `[sinks.NAME]` tables; without a `[sinks]` section, one default kafka sink `alerts`.
+fn sinks_section(
+    v: Option<&toml::Value>,
+    problems: &mut Vec<String>,
+) -> BTreeMap<String, SinkConfig> {
+    let mut sinks = BTreeMap::new();
+    let Some(v) = v else {
+        sinks.insert("alerts".to_string(), SinkConfig::default());
+        return sinks;
+    };
+    let Some(t) = v.as_table() else {
+        problems.push("sinks: must be a table of [sinks.NAME] tables".into());
+        return sinks;
+    };
+    for (name, item) in t {
+        let path = format!("sinks.{name}");
+        let c: Option<SinkConfig> = {
+            let mut p = Vec::new();
+            let c = section::<Option<SinkConfig>>(Some(item), &path, &mut p);
+            problems.extend(p);
+            c
+        };
+        if let Some(c) = c {
+            c.validate(&path, problems);
+            sinks.insert(name.clone(), c);
+        }
+    }
+    sinks
+}
+
+fn check_kafka(kafka: &KafkaConfig, problems: &mut Vec<String>) {
     if kafka.brokers.trim().is_empty() {
         problems.push("kafka.brokers: must not be empty".into());
     }
@@ -673,6 +760,9 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             ));
         }
     }
+}
+
+fn check_topics(topics: &TopicsConfig, problems: &mut Vec<String>) {
     for s in Stream::ALL {
         if topics.input(s).trim().is_empty() {
             problems.push(format!(
@@ -685,27 +775,21 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             ));
         }
     }
-    if processing.max_in_flight == 0 {
-        problems.push("processing.max_in_flight: must be >= 1".into());
-    }
-    for (s, list) in detectors.per_stream() {
-        if list.len() > 64 {
-            problems.push(format!(
-                "detectors.{}: at most 64 detectors per stream (found {})",
-                s.as_str(),
-                list.len()
-            ));
-        }
-    }
-    input.validate("input", &mut problems);
+}
+
+/// `[processing]` (after the instance id's override) and what scale-out and
+/// exactly-once require of `[kafka]` and `[state]`.
+fn check_processing(
+    processing: &ProcessingConfig,
+    kafka: &KafkaConfig,
+    state: &StateConfig,
+    problems: &mut Vec<String>,
+) {
     if processing.max_batch == 0 {
         problems.push("processing.max_batch: must be >= 1".into());
     }
     if processing.commit_interval.is_zero() {
         problems.push("processing.commit_interval: must be > 0".into());
-    }
-    if let Some((_, v)) = env.iter().find(|(k, _)| k == "RISKSTREAM_INSTANCE_ID") {
-        processing.instance_id = v.clone();
     }
     if processing.instance_id.trim().is_empty() {
         problems.push("processing.instance_id: must not be empty".into());
@@ -738,6 +822,9 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
                 .into(),
         );
     }
+}
+
+fn check_state(state: &StateConfig, problems: &mut Vec<String>) {
     if state.topic_prefix.trim().is_empty() {
         problems.push("state.topic_prefix: must not be empty".into());
     }
@@ -747,13 +834,14 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
     if state.flush_interval.is_zero() {
         problems.push("state.flush_interval: must be > 0".into());
     }
-    if metrics.addr.parse::<std::net::SocketAddr>().is_err() {
-        problems.push(format!(
-            "metrics.addr: `{}` is not an address like 127.0.0.1:9464",
-            metrics.addr
-        ));
-    }
-    alerts.validate("alerts", &mut problems);
+}
+
+/// Every rate_spike window (incidents and fraud) at least `processing.allowed_lateness`.
+fn check_rate_spike_windows(
+    detectors: &DetectorsConfig,
+    processing: &ProcessingConfig,
+    problems: &mut Vec<String>,
+) {
     for (i, d) in detectors
         .incidents
         .iter()
@@ -769,7 +857,15 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
             }
         }
     }
+}
 
+/// `[regions]`: a file (default `regions.toml` beside the config) or the hierarchy
+/// inline; `None` when neither loads (a problem says why).
+fn regions_section(
+    regions_cfg: &RegionsConfig,
+    base: &Path,
+    problems: &mut Vec<String>,
+) -> Option<Arc<Regions>> {
     let regions = match (&regions_cfg.file, &regions_cfg.inline) {
         (Some(_), Some(_)) => {
             problems.push("regions: give either `file` or the hierarchy inline, not both".into());
@@ -779,34 +875,13 @@ pub fn from_str(text: &str, base: &Path, env: &[(String, String)]) -> Result<Con
         (None, Some(inline)) => Some(Regions::new(inline.clone())),
         (None, None) => Some(Regions::from_file(&base.join("regions.toml"))),
     };
-    let regions = match regions {
+    match regions {
         Some(Ok(r)) => Some(Arc::new(r)),
         Some(Err(e)) => {
             problems.push(format!("regions: {e}"));
             None
         }
         None => None,
-    };
-
-    console.validate("console", regions.as_deref(), &mut problems);
-
-    match regions {
-        Some(regions) if problems.is_empty() => Ok(Config {
-            kafka,
-            topics,
-            processing,
-            input,
-            state,
-            metrics,
-            regions,
-            registry,
-            points,
-            detectors,
-            alerts,
-            sinks,
-            console,
-        }),
-        _ => Err(ConfigError { problems }),
     }
 }
 

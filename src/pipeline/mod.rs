@@ -64,6 +64,18 @@ pub enum PipelineError {
     Transaction(String),
 }
 
+/// What [`Pipeline::run`]'s loop carries into its wind-down.
+struct RunState {
+    summary: RunSummary,
+    /// The source ended (finite input), rather than a stop.
+    ended: bool,
+    /// The batch being handled, not yet handed to the committer.
+    open: Pending,
+    /// Inputs read but not handled yet: handled together (detectors in parallel) once
+    /// BATCH are in or the source has nothing more ready.
+    gathered: Vec<Envelope>,
+}
+
 /// Counts of one run, for the closing log line and for tests.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct RunSummary {
@@ -387,43 +399,68 @@ impl Pipeline {
             self.metrics.clone(),
             shutdown.clone(),
         ));
-        let mut summary = RunSummary::default();
-        let mut ended = false;
-        let mut open = Pending::default();
-        // Inputs read but not handled yet: handled together (detectors in parallel)
-        // once BATCH are in or the source has nothing more ready.
-        let mut gathered: Vec<Envelope> = Vec::with_capacity(BATCH);
+        let mut run = RunState {
+            summary: RunSummary::default(),
+            ended: false,
+            open: Pending::default(),
+            gathered: Vec::with_capacity(BATCH),
+        };
+        if let Err(e) = self
+            .read_inputs(&mut source, &tx, &mut stop, &mut run)
+            .await
+        {
+            tracing::error!(error = %e, "source failed");
+            drop(tx);
+            let _ = committer.await;
+            return Err(e.into());
+        }
+        self.wind_down(source, tx, committer, run).await
+    }
+
+    /// The loop of [`Self::run`]: reads inputs and handles them in batches until the
+    /// source ends (`run.ended`), shutdown fires or the committer stops; `Err` when the
+    /// source fails.
+    async fn read_inputs<S: Source>(
+        &mut self,
+        source: &mut S,
+        tx: &mpsc::Sender<Pending>,
+        stop: &mut Shutdown,
+        run: &mut RunState,
+    ) -> Result<(), SourceError> {
+        let RunState {
+            summary,
+            ended,
+            open,
+            gathered,
+        } = run;
         loop {
             if stop.is_triggered() {
-                break;
+                return Ok(());
             }
             // Take what the source has ready without waiting; only when it has nothing
             // does the open batch go to the committer and the loop wait.
             let env = match source.next().now_or_never() {
                 Some(r) => r,
                 None if !gathered.is_empty() => {
-                    if !self
-                        .handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
-                        .await
-                    {
-                        break;
+                    if !self.handle_gathered(gathered, tx, open, summary).await {
+                        return Ok(());
                     }
                     continue;
                 }
                 None => {
-                    self.finish_in_flight(&mut open, &mut summary).await;
-                    if open.inputs > 0 && !self.hand_over(&tx, &mut open).await {
-                        break;
+                    self.finish_in_flight(open, summary).await;
+                    if open.inputs > 0 && !self.hand_over(tx, open).await {
+                        return Ok(());
                     }
                     let idle_flush = self.last_flush + self.flush_interval;
                     tokio::select! {
                         biased;
-                        _ = stop.recv() => break,
+                        _ = stop.recv() => return Ok(()),
                         // A quiet input still gets its handled offsets committed on time.
                         _ = tokio::time::sleep_until(idle_flush.into()), if self.changelog.is_some() => {
                             let snap = Pending::snapshot(self.snapshot());
                             if tx.send(snap).await.is_err() {
-                                break;
+                                return Ok(());
                             }
                             continue;
                         }
@@ -431,28 +468,33 @@ impl Pipeline {
                     }
                 }
             };
-            let env = match env {
-                Ok(Some(e)) => e,
-                Ok(None) => {
-                    ended = true;
-                    break;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "source failed");
-                    drop(tx);
-                    let _ = committer.await;
-                    return Err(e.into());
-                }
+            let Some(env) = env? else {
+                *ended = true;
+                return Ok(());
             };
             gathered.push(env);
-            if gathered.len() >= BATCH
-                && !self
-                    .handle_gathered(&mut gathered, &tx, &mut open, &mut summary)
-                    .await
-            {
-                break;
+            if gathered.len() >= BATCH && !self.handle_gathered(gathered, tx, open, summary).await {
+                return Ok(());
             }
         }
+    }
+
+    /// The end of [`Self::run`]: finishes what was read, closes the windows of a finite
+    /// input, takes the last snapshot, drains the sinks and the committer (bounded by
+    /// `drain_timeout`) and commits what was stored.
+    async fn wind_down<S: Source>(
+        mut self,
+        mut source: S,
+        tx: mpsc::Sender<Pending>,
+        committer: tokio::task::JoinHandle<Result<(), SinkError>>,
+        run: RunState,
+    ) -> Result<RunSummary, PipelineError> {
+        let RunState {
+            mut summary,
+            ended,
+            mut open,
+            mut gathered,
+        } = run;
         if !gathered.is_empty() {
             // Read before the stop: finish them (their offsets may then commit).
             self.handle_gathered(&mut gathered, &tx, &mut open, &mut summary)

@@ -187,6 +187,113 @@ pub(super) struct Fleet {
     off: FixedOffset,
 }
 
+impl Sensor {
+    /// A sensor's own parameters, drawn from its own RNG (seeded by its id), which it
+    /// keeps for its readings.
+    fn new(seed: u64, id: String, site: usize, kind: Kind, start: i64) -> Self {
+        let mut rng = sub_rng(seed, &id);
+        let (base, noise, cycle) = match kind {
+            Kind::Gas => (rng.random_range(1.5..4.0), rng.random_range(0.1..0.3), 0.0),
+            Kind::H2s => (
+                rng.random_range(0.8..2.0),
+                rng.random_range(0.05..0.15),
+                0.0,
+            ),
+            Kind::Temperature => (
+                rng.random_range(25.0..55.0),
+                rng.random_range(0.2..0.6),
+                rng.random_range(2.0..4.0),
+            ),
+            Kind::Pressure => (
+                rng.random_range(0.6..1.2),
+                rng.random_range(0.004..0.012),
+                0.0,
+            ),
+            Kind::Tank => (
+                rng.random_range(40.0..65.0),
+                rng.random_range(0.1..0.3),
+                rng.random_range(4.0..10.0),
+            ),
+        };
+        let period = match kind {
+            Kind::Tank => rng.random_range(6.0..12.0) * 3600.0,
+            _ => 86_400.0,
+        };
+        let phase = rng.random_range(0.0..std::f64::consts::TAU);
+        let interval = [10, 20, 30, 30, 30, 60, 60][rng.random_range(0..7)];
+        let skew = rng.random_range(-3..=3);
+        let next = start + rng.random_range(0..interval);
+        Sensor {
+            id,
+            site,
+            kind,
+            interval,
+            base,
+            noise,
+            cycle: (cycle, period, phase),
+            skew,
+            next,
+            last: base,
+            missed_prev: false,
+            rng,
+            effects: Vec::new(),
+            real: Realism::default(),
+        }
+    }
+
+    /// The value at sensor time `ts` with standard noise draw `noise`: base, slow
+    /// cycle, noise and effects, clamped to the kind's range, quantized, rounded.
+    fn value(&self, ts: i64, off: FixedOffset, noise: f64) -> f64 {
+        let (amp, period, phase) = self.cycle;
+        let slow = match self.kind {
+            // Warmest mid-afternoon.
+            Kind::Temperature => {
+                let (h, _) = local_clock(ts, off);
+                amp * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
+            }
+            Kind::Tank => amp * (ts as f64 / period * std::f64::consts::TAU + phase).sin(),
+            _ => match self.real.daily {
+                Some((amp, peak)) => {
+                    let (h, _) = local_clock(ts, off);
+                    amp * ((h - peak + 6.0) / 24.0 * std::f64::consts::TAU).sin()
+                }
+                None => 0.0,
+            },
+        };
+        let added: f64 = self.effects.iter().map(|e| e.added(ts)).sum();
+        let mut v = self.base + slow + self.noise * noise + added;
+        v = match self.kind {
+            Kind::Tank => v.clamp(0.0, 100.0),
+            Kind::Temperature => v,
+            _ => v.max(0.0),
+        };
+        let v = match self.real.quantum {
+            Some(q) => (v / q).round() * q,
+            None => v,
+        };
+        let k = self.kind.scale();
+        (v * k).round() / k
+    }
+}
+
+/// A site's sensor kinds: one gas detector, sometimes a second and an H2S one,
+/// temperature and pressure, and usually a tank level.
+fn site_kinds(layout: &mut StdRng) -> Vec<Kind> {
+    let mut kinds = vec![Kind::Gas];
+    if layout.random_bool(0.3) {
+        kinds.push(Kind::Gas);
+    }
+    if layout.random_bool(0.6) {
+        kinds.push(Kind::H2s);
+    }
+    kinds.push(Kind::Temperature);
+    kinds.push(Kind::Pressure);
+    if layout.random_bool(0.7) {
+        kinds.push(Kind::Tank);
+    }
+    kinds
+}
+
 impl Fleet {
     pub(super) fn new(
         seed: u64,
@@ -205,18 +312,7 @@ impl Fleet {
             let town = townships[layout.random_range(0..townships.len())].clone();
             let county = &town[..6];
             let site_id = format!("SITE-{county}-{s:04}");
-            let mut kinds = vec![Kind::Gas];
-            if layout.random_bool(0.3) {
-                kinds.push(Kind::Gas);
-            }
-            if layout.random_bool(0.6) {
-                kinds.push(Kind::H2s);
-            }
-            kinds.push(Kind::Temperature);
-            kinds.push(Kind::Pressure);
-            if layout.random_bool(0.7) {
-                kinds.push(Kind::Tank);
-            }
+            let kinds = site_kinds(&mut layout);
             let mut site = Site {
                 id: site_id,
                 region: town.clone(),
@@ -227,55 +323,8 @@ impl Fleet {
                 seen.push(kind);
                 let n = seen.iter().filter(|k| **k == kind).count();
                 let id = format!("S-{county}-{s:04}-{}{n}", kind.code());
-                let mut rng = sub_rng(seed, &id);
-                let (base, noise, cycle) = match kind {
-                    Kind::Gas => (rng.random_range(1.5..4.0), rng.random_range(0.1..0.3), 0.0),
-                    Kind::H2s => (
-                        rng.random_range(0.8..2.0),
-                        rng.random_range(0.05..0.15),
-                        0.0,
-                    ),
-                    Kind::Temperature => (
-                        rng.random_range(25.0..55.0),
-                        rng.random_range(0.2..0.6),
-                        rng.random_range(2.0..4.0),
-                    ),
-                    Kind::Pressure => (
-                        rng.random_range(0.6..1.2),
-                        rng.random_range(0.004..0.012),
-                        0.0,
-                    ),
-                    Kind::Tank => (
-                        rng.random_range(40.0..65.0),
-                        rng.random_range(0.1..0.3),
-                        rng.random_range(4.0..10.0),
-                    ),
-                };
-                let period = match kind {
-                    Kind::Tank => rng.random_range(6.0..12.0) * 3600.0,
-                    _ => 86_400.0,
-                };
-                let phase = rng.random_range(0.0..std::f64::consts::TAU);
-                let interval = [10, 20, 30, 30, 30, 60, 60][rng.random_range(0..7)];
-                let skew = rng.random_range(-3..=3);
-                let next = start + rng.random_range(0..interval);
                 site.sensors.push(fleet.sensors.len());
-                fleet.sensors.push(Sensor {
-                    id,
-                    site: s,
-                    kind,
-                    interval,
-                    base,
-                    noise,
-                    cycle: (cycle, period, phase),
-                    skew,
-                    next,
-                    last: base,
-                    missed_prev: false,
-                    rng,
-                    effects: Vec::new(),
-                    real: Realism::default(),
-                });
+                fleet.sensors.push(Sensor::new(seed, id, s, kind, start));
             }
             fleet.sites.push(site);
         }
@@ -319,35 +368,7 @@ impl Fleet {
         let v = if stuck {
             s.last
         } else {
-            let (amp, period, phase) = s.cycle;
-            let slow = match s.kind {
-                // Warmest mid-afternoon.
-                Kind::Temperature => {
-                    let (h, _) = local_clock(ts, off);
-                    amp * ((h - 8.0) / 24.0 * std::f64::consts::TAU).sin()
-                }
-                Kind::Tank => amp * (ts as f64 / period * std::f64::consts::TAU + phase).sin(),
-                _ => match s.real.daily {
-                    Some((amp, peak)) => {
-                        let (h, _) = local_clock(ts, off);
-                        amp * ((h - peak + 6.0) / 24.0 * std::f64::consts::TAU).sin()
-                    }
-                    None => 0.0,
-                },
-            };
-            let added: f64 = s.effects.iter().map(|e| e.added(ts)).sum();
-            let mut v = s.base + slow + s.noise * noise + added;
-            v = match s.kind {
-                Kind::Tank => v.clamp(0.0, 100.0),
-                Kind::Temperature => v,
-                _ => v.max(0.0),
-            };
-            let v = match s.real.quantum {
-                Some(q) => (v / q).round() * q,
-                None => v,
-            };
-            let k = s.kind.scale();
-            let v = (v * k).round() / k;
+            let v = s.value(ts, off, noise);
             s.last = v;
             v
         };
@@ -433,7 +454,7 @@ impl Fleet {
     /// the same with or without it.
     pub(super) fn points(&self, seed: u64) -> Vec<crate::registry::Point> {
         use crate::alert::Level;
-        use crate::registry::{LimitLevels, Limits, Point};
+        use crate::registry::{LimitLevels, Point};
         let mut rng = super::sub_rng(seed, "registry");
         let sites: Vec<(String, u8)> = self
             .sites
@@ -447,7 +468,6 @@ impl Fleet {
                 (name, rng.random_range(1..=4))
             })
             .collect();
-        let round = |v: f64, k: f64| (v * k).round() / k;
         self.sensors
             .iter()
             .map(|s| {
@@ -457,71 +477,7 @@ impl Fleet {
                 p.site_id = Some(site.id.clone());
                 p.kind = Some(s.kind.name().into());
                 p.unit = Some(s.kind.unit().into());
-                let (name, range, limits, deadband) = match s.kind {
-                    Kind::Gas => (
-                        format!("Combustible gas detector {n}"),
-                        None,
-                        Limits {
-                            h: Some(10.0),
-                            hh: Some(25.0),
-                            ..Limits::default()
-                        },
-                        1.0,
-                    ),
-                    Kind::H2s => (
-                        format!("H2S detector {n}"),
-                        None,
-                        Limits {
-                            h: Some(10.0),
-                            hh: Some(20.0),
-                            ..Limits::default()
-                        },
-                        1.0,
-                    ),
-                    Kind::Temperature => {
-                        let h = (s.base + 30.0).round();
-                        (
-                            format!("Reactor R-{} outlet temperature", s.site + 1),
-                            Some([-50.0, 300.0]),
-                            Limits {
-                                h: Some(h),
-                                hh: Some(h + 10.0),
-                                ..Limits::default()
-                            },
-                            2.0,
-                        )
-                    }
-                    Kind::Pressure => {
-                        let h = round(s.base + 0.4, 100.0);
-                        let low = rng.random_bool(0.35);
-                        let l = round(s.base - 0.35, 100.0);
-                        (
-                            format!("Header pressure PT-{}", s.site + 1),
-                            Some([-0.1, 4.0]),
-                            Limits {
-                                h: Some(h),
-                                hh: Some(round(h + 0.2, 100.0)),
-                                l: low.then_some(l),
-                                ll: low.then_some(round(l - 0.15, 100.0)),
-                            },
-                            0.02,
-                        )
-                    }
-                    Kind::Tank => {
-                        let low = rng.random_bool(0.5);
-                        (
-                            format!("Storage tank T-{} level", s.site + 1),
-                            None,
-                            Limits {
-                                h: Some(85.0),
-                                hh: Some(95.0),
-                                l: low.then_some(10.0),
-                                ll: low.then_some(5.0),
-                            },
-                            1.0,
-                        )
-                    }
-                };
+                let (name, range, limits, deadband) = point_shape(s, n, &mut rng);
                 p.name = Some(name);
                 p.range = range;
                 p.limits = limits;
@@ -537,5 +493,81 @@ impl Fleet {
                 p
             })
             .collect()
+    }
+}
+
+/// A point's name, measuring range, limits and deadband, by its sensor's kind (see
+/// [`Fleet::points`]); `n` numbers detectors of one kind at a site.
+fn point_shape(
+    s: &Sensor,
+    n: &str,
+    rng: &mut StdRng,
+) -> (String, Option<[f64; 2]>, crate::registry::Limits, f64) {
+    use crate::registry::Limits;
+    let round = |v: f64, k: f64| (v * k).round() / k;
+    match s.kind {
+        Kind::Gas => (
+            format!("Combustible gas detector {n}"),
+            None,
+            Limits {
+                h: Some(10.0),
+                hh: Some(25.0),
+                ..Limits::default()
+            },
+            1.0,
+        ),
+        Kind::H2s => (
+            format!("H2S detector {n}"),
+            None,
+            Limits {
+                h: Some(10.0),
+                hh: Some(20.0),
+                ..Limits::default()
+            },
+            1.0,
+        ),
+        Kind::Temperature => {
+            let h = (s.base + 30.0).round();
+            (
+                format!("Reactor R-{} outlet temperature", s.site + 1),
+                Some([-50.0, 300.0]),
+                Limits {
+                    h: Some(h),
+                    hh: Some(h + 10.0),
+                    ..Limits::default()
+                },
+                2.0,
+            )
+        }
+        Kind::Pressure => {
+            let h = round(s.base + 0.4, 100.0);
+            let low = rng.random_bool(0.35);
+            let l = round(s.base - 0.35, 100.0);
+            (
+                format!("Header pressure PT-{}", s.site + 1),
+                Some([-0.1, 4.0]),
+                Limits {
+                    h: Some(h),
+                    hh: Some(round(h + 0.2, 100.0)),
+                    l: low.then_some(l),
+                    ll: low.then_some(round(l - 0.15, 100.0)),
+                },
+                0.02,
+            )
+        }
+        Kind::Tank => {
+            let low = rng.random_bool(0.5);
+            (
+                format!("Storage tank T-{} level", s.site + 1),
+                None,
+                Limits {
+                    h: Some(85.0),
+                    hh: Some(95.0),
+                    l: low.then_some(10.0),
+                    ll: low.then_some(5.0),
+                },
+                1.0,
+            )
+        }
     }
 }

@@ -397,13 +397,23 @@ impl CapWriter {
         if !references.is_empty() {
             el(&mut w, "references", references)?;
         }
+        self.write_info(&mut w, i)?;
+        end(&mut w, "alert")?;
+        let mut out = w.into_inner();
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// The `<info>` block: the event, its urgency, severity and certainty, the
+    /// incident's parameters and its area.
+    fn write_info(&self, w: &mut Writer<Vec<u8>>, i: &Incident) -> std::io::Result<()> {
         let resolved = i.status == Status::Resolved;
-        start(&mut w, "info")?;
-        el(&mut w, "language", "en-US")?;
-        el(&mut w, "category", category(i))?;
-        el(&mut w, "event", &event(&i.title))?;
+        start(w, "info")?;
+        el(w, "language", "en-US")?;
+        el(w, "category", category(i))?;
+        el(w, "event", &event(&i.title))?;
         if resolved {
-            el(&mut w, "responseType", "AllClear")?;
+            el(w, "responseType", "AllClear")?;
         }
         let urgency = if resolved {
             "Past"
@@ -414,53 +424,62 @@ impl CapWriter {
                 Level::Blue => "Future",
             }
         };
-        el(&mut w, "urgency", urgency)?;
-        el(&mut w, "severity", severity(i.level))?;
-        el(&mut w, "certainty", certainty(&i.members))?;
+        el(w, "urgency", urgency)?;
+        el(w, "severity", severity(i.level))?;
+        el(w, "certainty", certainty(&i.members))?;
         if let Some(onset) = cap_time(&i.first_event_ts, self.offset) {
-            el(&mut w, "onset", &onset)?;
+            el(w, "onset", &onset)?;
         }
-        el(&mut w, "senderName", &self.sender_name)?;
-        el(&mut w, "headline", &i.title)?;
-        el(&mut w, "description", &incident_words(i))?;
-        for (k, v) in [
-            ("level", i.level.as_str().to_string()),
-            ("stream", i.stream.clone()),
-            ("incident_id", i.incident_id.clone()),
-            ("seq", i.seq.to_string()),
-            (
-                "members",
-                (i.members.len() + i.dropped_members as usize).to_string(),
-            ),
-            ("detectors", detectors(&i.members)),
-        ] {
-            start(&mut w, "parameter")?;
-            el(&mut w, "valueName", k)?;
-            el(&mut w, "value", &v)?;
-            end(&mut w, "parameter")?;
-        }
-        let area_desc = if i.region_name.trim().is_empty() {
-            i.route.first().cloned().unwrap_or_default()
-        } else {
-            i.region_name.clone()
-        };
-        if !area_desc.is_empty() {
-            start(&mut w, "area")?;
-            el(&mut w, "areaDesc", &area_desc)?;
-            if let Some(code) = i.route.first() {
-                start(&mut w, "geocode")?;
-                el(&mut w, "valueName", "GB/T 2260")?;
-                el(&mut w, "value", code)?;
-                end(&mut w, "geocode")?;
-            }
-            end(&mut w, "area")?;
-        }
-        end(&mut w, "info")?;
-        end(&mut w, "alert")?;
-        let mut out = w.into_inner();
-        out.push(b'\n');
-        Ok(out)
+        el(w, "senderName", &self.sender_name)?;
+        el(w, "headline", &i.title)?;
+        el(w, "description", &incident_words(i))?;
+        write_parameters(w, i)?;
+        write_area(w, i)?;
+        end(w, "info")
     }
+}
+
+/// The incident's `<parameter>`s: level, stream, id, seq, member count, detectors.
+fn write_parameters(w: &mut Writer<Vec<u8>>, i: &Incident) -> std::io::Result<()> {
+    for (k, v) in [
+        ("level", i.level.as_str().to_string()),
+        ("stream", i.stream.clone()),
+        ("incident_id", i.incident_id.clone()),
+        ("seq", i.seq.to_string()),
+        (
+            "members",
+            (i.members.len() + i.dropped_members as usize).to_string(),
+        ),
+        ("detectors", detectors(&i.members)),
+    ] {
+        start(w, "parameter")?;
+        el(w, "valueName", k)?;
+        el(w, "value", &v)?;
+        end(w, "parameter")?;
+    }
+    Ok(())
+}
+
+/// The `<area>`: the region's name (else the route's first center) and the route's first
+/// center as its GB/T 2260 geocode.
+fn write_area(w: &mut Writer<Vec<u8>>, i: &Incident) -> std::io::Result<()> {
+    let area_desc = if i.region_name.trim().is_empty() {
+        i.route.first().cloned().unwrap_or_default()
+    } else {
+        i.region_name.clone()
+    };
+    if !area_desc.is_empty() {
+        start(w, "area")?;
+        el(w, "areaDesc", &area_desc)?;
+        if let Some(code) = i.route.first() {
+            start(w, "geocode")?;
+            el(w, "valueName", "GB/T 2260")?;
+            el(w, "value", code)?;
+            end(w, "geocode")?;
+        }
+        end(w, "area")?;
+    }
+    Ok(())
 }
 
 fn start(w: &mut Writer<Vec<u8>>, name: &str) -> std::io::Result<()> {

@@ -12,9 +12,10 @@
 //!   effectiveness = sum by (level, center) (increase(riskstream_console_closed_total{outcome="handled"}[7d]))
 //!                 / sum by (level, center) (increase(riskstream_console_closed_total[7d]))
 
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::alert::{Alert, Incident};
@@ -171,11 +172,68 @@ impl KpiMetrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+    register(r, c)
+}
+
+/// `counter` with these label values' series created at zero.
+fn counter_with(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    label: &str,
+    values: &[&str],
+) -> IntCounterVec {
+    let c = counter(r, name, help, &[label]);
+    for v in values {
+        c.with_label_values(&[v]);
+    }
+    c
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    register(r, IntGauge::new(name, help).expect("valid"))
+}
+
+fn gauge(r: &Registry, name: &str, help: &str) -> Gauge {
+    register(r, Gauge::new(name, help).expect("valid"))
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, Histogram::with_opts(opts).expect("valid histogram"))
+}
+
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    buckets: &[f64],
+    labels: &[&str],
+) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    register(r, HistogramVec::new(opts, labels).expect("valid histogram"))
+}
+
+fn register<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
     r.register(Box::new(c.clone())).expect("unique metric");
     c
 }
 
+/// `riskstream_build_info`: always 1, the version a label.
+fn build_info(r: &Registry) -> Gauge {
+    let g = Gauge::with_opts(
+        Opts::new("riskstream_build_info", "Always 1; the version is a label.")
+            .const_label("version", env!("CARGO_PKG_VERSION")),
+    )
+    .expect("valid");
+    g.set(1.0);
+    register(r, g)
+}
+
 impl Metrics {
+    // One registration per exported metric, in one flat list on purpose: this is the
+    // place a reader finds every metric's name, help and labels (module docs), and
+    // splitting it into groups would only scatter that list. Each entry is one call.
     pub fn new() -> Self {
         let r = Registry::new();
         let events_consumed = counter(
@@ -183,12 +241,6 @@ impl Metrics {
             "riskstream_events_consumed_total",
             "Input messages consumed, valid or not.",
             &["stream"],
-        );
-        let events_invalid = counter(
-            &r,
-            "riskstream_events_invalid_total",
-            "Input messages sent to the dead-letter topic, by reason.",
-            &["stream", "reason"],
         );
         let events_late = counter(
             &r,
@@ -202,262 +254,202 @@ impl Metrics {
             "Events seen already within the dedup window (a resent report, a repeated reading): counted once.",
             &["stream"],
         );
-        let unknown_region = counter(
-            &r,
-            "riskstream_unknown_region_total",
-            "Events whose 9-digit region is not in the hierarchy, routed to its county.",
-            &["stream"],
-        );
-        let alerts = counter(
-            &r,
-            "riskstream_alerts_total",
-            "Alert messages published (episode state changes).",
-            &["stream", "detector", "level", "status"],
-        );
-        let sink_errors = counter(
-            &r,
-            "riskstream_sink_errors_total",
-            "Failed deliveries to a sink.",
-            &["sink"],
-        );
-        let sink_seconds = prometheus::HistogramVec::new(
-            HistogramOpts::new(
-                "riskstream_sink_seconds",
-                "Time from handing an alert to a sink to its acknowledgement.",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-            &["sink"],
-        )
-        .expect("valid histogram");
-        r.register(Box::new(sink_seconds.clone())).expect("unique");
-        let sink_dropped = SINK_DROPPED.clone();
-        r.register(Box::new(sink_dropped.clone()))
-            .expect("unique metric");
-        let event_to_alert = Histogram::with_opts(
-            HistogramOpts::new(
-                "riskstream_event_to_alert_seconds",
-                "Time from consuming an event to every sink acknowledging the alerts it caused.",
-            )
-            .buckets(vec![
-                0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-            ]),
-        )
-        .expect("valid histogram");
-        r.register(Box::new(event_to_alert.clone()))
-            .expect("unique");
-        let consumer_lag = IntGaugeVec::new(
-            Opts::new(
-                "riskstream_consumer_lag",
-                "Messages between the committed and the high-water offset, per input partition.",
-            ),
-            &["topic", "partition"],
-        )
-        .expect("valid");
-        r.register(Box::new(consumer_lag.clone())).expect("unique");
-        let open_episodes = IntGauge::new(
-            "riskstream_open_episodes",
-            "Alert episodes currently firing.",
-        )
-        .expect("valid");
-        r.register(Box::new(open_episodes.clone())).expect("unique");
-        let incidents = IntCounterVec::new(
-            Opts::new(
-                "riskstream_incidents_total",
-                "Incident messages published (one per incident state change).",
-            ),
-            &["stream", "level", "status"],
-        )
-        .expect("valid");
-        r.register(Box::new(incidents.clone())).expect("unique");
-        let open_incidents = IntGauge::new(
-            "riskstream_open_incidents",
-            "Incidents currently open (firing, or waiting join_gap after their last member resolved).",
-        )
-        .expect("valid");
-        r.register(Box::new(open_incidents.clone()))
-            .expect("unique");
-        let detector_keys = IntGauge::new(
-            "riskstream_detector_keys",
-            "Keys held in detector state across all detectors.",
-        )
-        .expect("valid");
-        r.register(Box::new(detector_keys.clone())).expect("unique");
-        let in_flight = IntGauge::new(
-            "riskstream_inputs_in_flight",
-            "Inputs handled but not yet acknowledged by every sink.",
-        )
-        .expect("valid");
-        r.register(Box::new(in_flight.clone())).expect("unique");
-        let watermark = prometheus::GaugeVec::new(
-            Opts::new(
-                "riskstream_watermark_seconds",
-                "Event-time watermark per stream, as a Unix time.",
-            ),
-            &["stream"],
-        )
-        .expect("valid");
-        r.register(Box::new(watermark.clone())).expect("unique");
-        let build_info = Gauge::with_opts(
-            Opts::new("riskstream_build_info", "Always 1; the version is a label.")
-                .const_label("version", env!("CARGO_PKG_VERSION")),
-        )
-        .expect("valid");
-        build_info.set(1.0);
-        r.register(Box::new(build_info.clone())).expect("unique");
-        let console_time_to_ack = prometheus::HistogramVec::new(
-            HistogramOpts::new(
-                "riskstream_console_time_to_ack_seconds",
-                "Wall time from the console first showing an incident (or an episode acted on alone) to its first acknowledgement, per level and acting center.",
-            )
-            .buckets(vec![
-                5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
-                14400.0, 28800.0,
-            ]),
-            &["level", "center"],
-        )
-        .expect("valid histogram");
-        r.register(Box::new(console_time_to_ack.clone()))
-            .expect("unique");
-        let console_acks = counter(
-            &r,
-            "riskstream_console_acks_total",
-            "First acknowledgements of incidents (or episodes acted on alone), and whether they came within the level's limit (console.ack_limits).",
-            &["level", "center", "within_limit"],
-        );
-        let console_closed = counter(
-            &r,
-            "riskstream_console_closed_total",
-            "Incidents (or episodes acted on alone) closed by operators, by outcome (handled, false_alarm, duplicate).",
-            &["level", "center", "outcome"],
-        );
-        let console_false_alarms = counter(
-            &r,
-            "riskstream_console_false_alarms_total",
-            "Episodes operators closed as false alarms (alone or as members of an incident closed so), per detector: feedback for tuning.",
-            &["detector"],
-        );
-        let budget_verdicts_applied = counter(
-            &r,
-            "riskstream_budget_verdicts_applied_total",
-            "False-alarm verdicts that raised a key's threshold in a detector with a false-alarm budget (held for one budget period), per detector.",
-            &["detector"],
-        );
-        let console_denied = counter(
-            &r,
-            "riskstream_console_denied_total",
-            "Console requests refused: missing_token, unknown_token (401), outside_center, shelve_refused (403: gas/H2S limits or a point outside the center).",
-            &["reason"],
-        );
-        let console_clients = IntGauge::new(
-            "riskstream_console_clients",
-            "Console pages connected to the live stream (SSE).",
-        )
-        .expect("valid");
-        r.register(Box::new(console_clients.clone()))
-            .expect("unique");
-        let incidents_escalated = counter(
-            &r,
-            "riskstream_incidents_escalated_total",
-            "Incidents escalated one tier up because nobody acknowledged them within the level's limit (console.ack_limits); `to` is the tier that joined (county, city).",
-            &["level", "to"],
-        );
-        let alerts_shelved = counter(
-            &r,
-            "riskstream_alerts_shelved_total",
-            "Anomalous detector signals silenced because their point or site is shelved or out of service (console shelving); `kind` is shelved or out_of_service.",
-            &["stream", "detector", "kind"],
-        );
-        let state_writes = counter(
-            &r,
-            "riskstream_state_writes_total",
-            "Changelog records written (changed state keys and tombstones) per stream.",
-            &["stream"],
-        );
-        let state_restore_seconds = Gauge::new(
-            "riskstream_state_restore_seconds",
-            "How long the last restore of durable state from the changelog took.",
-        )
-        .expect("valid");
-        r.register(Box::new(state_restore_seconds.clone()))
-            .expect("unique");
-        let state_restored_records = IntGauge::new(
-            "riskstream_state_restored_records",
-            "Changelog records read by the last restore.",
-        )
-        .expect("valid");
-        r.register(Box::new(state_restored_records.clone()))
-            .expect("unique");
-        let transactions = counter(
-            &r,
-            "riskstream_transactions_total",
-            "Exactly-once transactions by outcome (committed, aborted).",
-            &["outcome"],
-        );
-        for o in ["committed", "aborted"] {
-            transactions.with_label_values(&[o]);
-        }
-        let registry_points = IntGauge::new(
-            "riskstream_registry_points",
-            "Monitoring points in the sensor registry (file and topic).",
-        )
-        .expect("valid");
-        r.register(Box::new(registry_points.clone()))
-            .expect("unique");
-        let registry_records = counter(
-            &r,
-            "riskstream_registry_records_total",
-            "Registry topic records applied, by result (upserted, removed, rejected: not a valid point, the previous version stays).",
-            &["result"],
-        );
-        for o in ["upserted", "removed", "rejected"] {
-            registry_records.with_label_values(&[o]);
-        }
-        let kpi = KpiMetrics::new(&r);
+        // The per-stream children also pre-create the series: dashboards see zeros.
         let by_stream = |v: &IntCounterVec| Stream::ALL.map(|s| v.with_label_values(&[s.as_str()]));
-        let m = Self {
-            state_writes,
-            state_restore_seconds,
-            state_restored_records,
-            transactions,
-            registry_points,
-            registry_records,
-            kpi,
+        Self {
             consumed_by_stream: by_stream(&events_consumed),
             late_by_stream: by_stream(&events_late),
             duplicate_by_stream: by_stream(&events_duplicate),
-            registry: r,
-            console_time_to_ack,
-            console_acks,
-            console_closed,
-            console_false_alarms,
-            budget_verdicts_applied,
-            console_denied,
-            console_clients,
-            incidents_escalated,
-            alerts_shelved,
             events_consumed,
-            events_invalid,
             events_late,
             events_duplicate,
-            unknown_region,
-            alerts,
-            event_to_alert,
-            consumer_lag,
-            open_episodes,
-            incidents,
-            open_incidents,
-            detector_keys,
-            sink_errors,
-            sink_seconds,
-            sink_dropped,
-            in_flight,
-            watermark,
-            build_info,
-        };
-        // The per-stream children above also pre-create the series: dashboards see zeros.
-        m
+            events_invalid: counter(
+                &r,
+                "riskstream_events_invalid_total",
+                "Input messages sent to the dead-letter topic, by reason.",
+                &["stream", "reason"],
+            ),
+            unknown_region: counter(
+                &r,
+                "riskstream_unknown_region_total",
+                "Events whose 9-digit region is not in the hierarchy, routed to its county.",
+                &["stream"],
+            ),
+            alerts: counter(
+                &r,
+                "riskstream_alerts_total",
+                "Alert messages published (episode state changes).",
+                &["stream", "detector", "level", "status"],
+            ),
+            sink_errors: counter(
+                &r,
+                "riskstream_sink_errors_total",
+                "Failed deliveries to a sink.",
+                &["sink"],
+            ),
+            sink_seconds: histogram_vec(
+                &r,
+                "riskstream_sink_seconds",
+                "Time from handing an alert to a sink to its acknowledgement.",
+                &[
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                    30.0,
+                ],
+                &["sink"],
+            ),
+            sink_dropped: register(&r, SINK_DROPPED.clone()),
+            event_to_alert: histogram(
+                &r,
+                "riskstream_event_to_alert_seconds",
+                "Time from consuming an event to every sink acknowledging the alerts it caused.",
+                &[
+                    0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                ],
+            ),
+            consumer_lag: register(
+                &r,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "riskstream_consumer_lag",
+                        "Messages between the committed and the high-water offset, per input partition.",
+                    ),
+                    &["topic", "partition"],
+                )
+                .expect("valid"),
+            ),
+            open_episodes: int_gauge(
+                &r,
+                "riskstream_open_episodes",
+                "Alert episodes currently firing.",
+            ),
+            incidents: counter(
+                &r,
+                "riskstream_incidents_total",
+                "Incident messages published (one per incident state change).",
+                &["stream", "level", "status"],
+            ),
+            open_incidents: int_gauge(
+                &r,
+                "riskstream_open_incidents",
+                "Incidents currently open (firing, or waiting join_gap after their last member resolved).",
+            ),
+            detector_keys: int_gauge(
+                &r,
+                "riskstream_detector_keys",
+                "Keys held in detector state across all detectors.",
+            ),
+            in_flight: int_gauge(
+                &r,
+                "riskstream_inputs_in_flight",
+                "Inputs handled but not yet acknowledged by every sink.",
+            ),
+            watermark: register(
+                &r,
+                GaugeVec::new(
+                    Opts::new(
+                        "riskstream_watermark_seconds",
+                        "Event-time watermark per stream, as a Unix time.",
+                    ),
+                    &["stream"],
+                )
+                .expect("valid"),
+            ),
+            build_info: build_info(&r),
+            console_time_to_ack: histogram_vec(
+                &r,
+                "riskstream_console_time_to_ack_seconds",
+                "Wall time from the console first showing an incident (or an episode acted on alone) to its first acknowledgement, per level and acting center.",
+                &[
+                    5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 1800.0, 3600.0, 7200.0,
+                    14400.0, 28800.0,
+                ],
+                &["level", "center"],
+            ),
+            console_acks: counter(
+                &r,
+                "riskstream_console_acks_total",
+                "First acknowledgements of incidents (or episodes acted on alone), and whether they came within the level's limit (console.ack_limits).",
+                &["level", "center", "within_limit"],
+            ),
+            console_closed: counter(
+                &r,
+                "riskstream_console_closed_total",
+                "Incidents (or episodes acted on alone) closed by operators, by outcome (handled, false_alarm, duplicate).",
+                &["level", "center", "outcome"],
+            ),
+            console_false_alarms: counter(
+                &r,
+                "riskstream_console_false_alarms_total",
+                "Episodes operators closed as false alarms (alone or as members of an incident closed so), per detector: feedback for tuning.",
+                &["detector"],
+            ),
+            budget_verdicts_applied: counter(
+                &r,
+                "riskstream_budget_verdicts_applied_total",
+                "False-alarm verdicts that raised a key's threshold in a detector with a false-alarm budget (held for one budget period), per detector.",
+                &["detector"],
+            ),
+            console_denied: counter(
+                &r,
+                "riskstream_console_denied_total",
+                "Console requests refused: missing_token, unknown_token (401), outside_center, shelve_refused (403: gas/H2S limits or a point outside the center).",
+                &["reason"],
+            ),
+            console_clients: int_gauge(
+                &r,
+                "riskstream_console_clients",
+                "Console pages connected to the live stream (SSE).",
+            ),
+            incidents_escalated: counter(
+                &r,
+                "riskstream_incidents_escalated_total",
+                "Incidents escalated one tier up because nobody acknowledged them within the level's limit (console.ack_limits); `to` is the tier that joined (county, city).",
+                &["level", "to"],
+            ),
+            alerts_shelved: counter(
+                &r,
+                "riskstream_alerts_shelved_total",
+                "Anomalous detector signals silenced because their point or site is shelved or out of service (console shelving); `kind` is shelved or out_of_service.",
+                &["stream", "detector", "kind"],
+            ),
+            state_writes: counter(
+                &r,
+                "riskstream_state_writes_total",
+                "Changelog records written (changed state keys and tombstones) per stream.",
+                &["stream"],
+            ),
+            state_restore_seconds: gauge(
+                &r,
+                "riskstream_state_restore_seconds",
+                "How long the last restore of durable state from the changelog took.",
+            ),
+            state_restored_records: int_gauge(
+                &r,
+                "riskstream_state_restored_records",
+                "Changelog records read by the last restore.",
+            ),
+            transactions: counter_with(
+                &r,
+                "riskstream_transactions_total",
+                "Exactly-once transactions by outcome (committed, aborted).",
+                "outcome",
+                &["committed", "aborted"],
+            ),
+            registry_points: int_gauge(
+                &r,
+                "riskstream_registry_points",
+                "Monitoring points in the sensor registry (file and topic).",
+            ),
+            registry_records: counter_with(
+                &r,
+                "riskstream_registry_records_total",
+                "Registry topic records applied, by result (upserted, removed, rejected: not a valid point, the previous version stays).",
+                "result",
+                &["upserted", "removed", "rejected"],
+            ),
+            kpi: KpiMetrics::new(&r),
+            registry: r,
+        }
     }
 
     pub fn consumed(&self, s: Stream) {
