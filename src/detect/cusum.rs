@@ -385,12 +385,7 @@ impl Detector for Cusum {
         self.state.len()
     }
 
-    fn verdict(&mut self, v: &tail::Verdict) -> bool {
-        let period = tail::budget_period_secs(self.budget);
-        self.state
-            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
-            .unwrap_or(false)
-    }
+    super::budget_verdict!(state, budget);
 
     super::keyed_persistence!(state);
 }

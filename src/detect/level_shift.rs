@@ -604,12 +604,7 @@ impl Detector for LevelShift {
         self.state.len()
     }
 
-    fn verdict(&mut self, v: &tail::Verdict) -> bool {
-        let period = tail::budget_period_secs(self.p.budget);
-        self.state
-            .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
-            .unwrap_or(false)
-    }
+    super::budget_verdict!(state, p.budget);
 
     super::keyed_persistence!(state);
 }

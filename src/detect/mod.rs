@@ -185,6 +185,21 @@ pub(crate) fn stable_hash(s: &str) -> u64 {
     h
 }
 
+/// [`Detector::verdict`] for a detector whose keyed state holds a `tail` (its budget) and
+/// a `motion` (its latest event time): an operator's false-alarm verdict holds the key's
+/// threshold for one budget period of `budget` false episodes per day.
+macro_rules! budget_verdict {
+    ($state:ident, $($budget:ident).+) => {
+        fn verdict(&mut self, v: &super::tail::Verdict) -> bool {
+            let period = super::tail::budget_period_secs(self.$($budget).+);
+            self.$state
+                .update(&v.key, |st| st.tail.hold(v, period, st.motion.last_ts()))
+                .unwrap_or(false)
+        }
+    };
+}
+use budget_verdict;
+
 /// The durable-state methods of a detector whose whole state is one [`KeyedState`] field.
 macro_rules! keyed_persistence {
     ($field:ident) => {
